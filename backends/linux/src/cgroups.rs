@@ -1,0 +1,321 @@
+//! The container's cgroup: created (or joined) at `linux.cgroupsPath` in every mounted
+//! hierarchy, so that every process of the container can be found, signalled and accounted.
+//!
+//! Layouts: legacy v1 (one hierarchy per controller), unified v2 (one cgroup2 mount), and
+//! hybrid (v1 controllers plus a cgroup2 mount with few or no controllers). Resource limits
+//! are written elsewhere; this module owns where the cgroup is and who is in it.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount_point: PathBuf,
+    /// `true` for cgroup2.
+    pub unified: bool,
+    /// v1 controllers (and `name=...`) from the mount options; empty for cgroup2.
+    pub controllers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Legacy,
+    Unified,
+    Hybrid,
+}
+
+/// Reads the cgroup mounts of this process's mount namespace.
+pub fn hierarchies() -> Result<Vec<Hierarchy>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo".into())?;
+    Ok(parse_mountinfo(&text))
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let mount_point = PathBuf::from(unescape_mountinfo(pre[4]));
+        match post[0] {
+            "cgroup2" => out.push(Hierarchy {
+                mount_point,
+                unified: true,
+                controllers: Vec::new(),
+            }),
+            "cgroup" => {
+                let controllers = post[2]
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("relatime"))
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "nosuid" | "nodev" | "noexec" | "clone_children" | "xattr"
+                        )
+                    })
+                    .map(str::to_string)
+                    .collect();
+                out.push(Hierarchy {
+                    mount_point,
+                    unified: false,
+                    controllers,
+                })
+            }
+            _ => {}
+        }
+    }
+    // A hierarchy mounted twice (e.g. bind mounts) is still one hierarchy.
+    out.dedup_by(|a, b| a.controllers == b.controllers && a.unified == b.unified);
+    out
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
+}
+
+pub fn layout(hs: &[Hierarchy]) -> Layout {
+    let v1 = hs.iter().any(|h| !h.unified);
+    let v2 = hs.iter().any(|h| h.unified);
+    match (v1, v2) {
+        (true, true) => Layout::Hybrid,
+        (false, true) => Layout::Unified,
+        _ => Layout::Legacy,
+    }
+}
+
+/// Where the container's cgroup is, given `linux.cgroupsPath`: an absolute path is taken as
+/// is, a relative one is placed under the hierarchy root, and none means `/strata/<id>`.
+pub fn resolve_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
+    let path = match cgroups_path {
+        None => PathBuf::from("/strata").join(id),
+        Some(p) if p.as_os_str().is_empty() => PathBuf::from("/strata").join(id),
+        Some(p) => Path::new("/").join(p),
+    };
+    if path.as_os_str().to_string_lossy().contains(':') {
+        return Err(Error::config(
+            "linux.cgroupsPath",
+            format!(
+                "{} looks like a systemd slice:prefix:name path; strata drives cgroupfs \
+                 directly (run without --systemd-cgroup)",
+                path.display()
+            ),
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(Error::config(
+            "linux.cgroupsPath",
+            format!("{} must not contain '.' or '..'", path.display()),
+        ));
+    }
+    if path == Path::new("/") {
+        return Err(Error::config(
+            "linux.cgroupsPath",
+            "the root cgroup cannot hold a container",
+        ));
+    }
+    Ok(path)
+}
+
+/// The container's cgroup in each hierarchy, and which directories we made (only those are
+/// removed by `delete`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CgroupSet {
+    pub path: PathBuf,
+    pub dirs: Vec<CgroupDir>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CgroupDir {
+    pub dir: PathBuf,
+    /// The hierarchy's mount point: directories we created between it and `dir` are ours.
+    pub mount_point: PathBuf,
+    /// Name the container sees under /sys/fs/cgroup ("" for a pure v2 host).
+    pub name: String,
+    /// Directories we created, deepest last.
+    pub created: Vec<PathBuf>,
+    pub unified: bool,
+}
+
+impl CgroupSet {
+    /// Creates (or joins) the cgroup in every hierarchy. On error, whatever was made is
+    /// removed again.
+    pub fn create(path: &Path, hs: &[Hierarchy]) -> Result<CgroupSet> {
+        let only_v2 = layout(hs) == Layout::Unified;
+        let mut set = CgroupSet {
+            path: path.to_path_buf(),
+            dirs: Vec::new(),
+        };
+        for h in hs {
+            let rel = path.strip_prefix("/").unwrap_or(path);
+            let dir = h.mount_point.join(rel);
+            let mut created = Vec::new();
+            let res = mkdir_tracked(&h.mount_point, &dir, &mut created, &h.controllers);
+            let name = if only_v2 {
+                String::new()
+            } else if h.unified {
+                "unified".to_string()
+            } else {
+                h.mount_point
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            set.dirs.push(CgroupDir {
+                dir,
+                mount_point: h.mount_point.clone(),
+                name,
+                created,
+                unified: h.unified,
+            });
+            if let Err(e) = res {
+                set.remove();
+                return Err(e);
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for d in &self.dirs {
+            fs::write(d.dir.join("cgroup.procs"), pid.to_string())
+                .ctx(|| format!("adding pid {pid} to cgroup {}", d.dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Every process in the container's cgroup (from the first hierarchy that lists any).
+    pub fn pids(&self) -> Vec<i32> {
+        for d in &self.dirs {
+            if let Ok(text) = fs::read_to_string(d.dir.join("cgroup.procs")) {
+                let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if !pids.is_empty() {
+                    return pids;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Removes the directories this container created, deepest first. A parent that still
+    /// holds other containers' cgroups stays.
+    pub fn remove(&self) {
+        for d in &self.dirs {
+            for dir in d.created.iter().rev() {
+                match fs::remove_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::debug!("cgroup {} stays: {e}", dir.display());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mkdir_tracked(
+    mount_point: &Path,
+    dir: &Path,
+    created: &mut Vec<PathBuf>,
+    controllers: &[String],
+) -> Result<()> {
+    let rel = dir.strip_prefix(mount_point).unwrap_or(dir);
+    let mut cur = mount_point.to_path_buf();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        match fs::create_dir(&cur) {
+            Ok(()) => {
+                created.push(cur.clone());
+                if controllers.iter().any(|c| c == "cpuset") {
+                    // A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and
+                    // refuses tasks until it has both.
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let v = fs::read_to_string(parent.join(f))
+                            .ctx(|| format!("reading {}", parent.join(f).display()))?;
+                        fs::write(cur.join(f), v.trim())
+                            .ctx(|| format!("writing {}", cur.join(f).display()))?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx(|| format!("creating cgroup {}", cur.display())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn parses_hybrid_layout() {
+        let hs = parse_mountinfo(HYBRID);
+        assert_eq!(hs.len(), 4);
+        assert_eq!(hs[0].controllers, vec!["cpu"]);
+        assert_eq!(hs[2].controllers, vec!["name=systemd"]);
+        assert!(hs[3].unified);
+        assert_eq!(layout(&hs), Layout::Hybrid);
+        assert_eq!(layout(&hs[3..]), Layout::Unified);
+        assert_eq!(layout(&hs[..3]), Layout::Legacy);
+    }
+
+    #[test]
+    fn resolves_paths() {
+        assert_eq!(
+            resolve_path(None, "abc").unwrap(),
+            PathBuf::from("/strata/abc")
+        );
+        assert_eq!(
+            resolve_path(Some(Path::new("a/b")), "x").unwrap(),
+            PathBuf::from("/a/b")
+        );
+        assert!(resolve_path(Some(Path::new("/a/../b")), "x").is_err());
+        assert!(resolve_path(Some(Path::new("system.slice:strata:x")), "x").is_err());
+    }
+
+    #[test]
+    fn creates_and_removes_only_its_own_dirs() {
+        let tmp = std::env::temp_dir().join(format!("strata-cg-{}", std::process::id()));
+        let mp = tmp.join("pids");
+        fs::create_dir_all(mp.join("existing")).unwrap();
+        let hs = vec![Hierarchy {
+            mount_point: mp.clone(),
+            unified: false,
+            controllers: vec!["pids".into()],
+        }];
+        let set = CgroupSet::create(Path::new("/existing/new/leaf"), &hs).unwrap();
+        assert_eq!(set.dirs[0].created.len(), 2);
+        assert!(mp.join("existing/new/leaf").is_dir());
+        set.remove();
+        assert!(!mp.join("existing/new").exists());
+        assert!(mp.join("existing").is_dir());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -1,0 +1,578 @@
+//! Creating a container: one clone with every new namespace, the init set up inside it while
+//! the runtime answers its requests (id maps, cgroup, hooks), then the init waits for `start`.
+//!
+//! No re-exec of the runtime binary: the init is a fork of the runtime that turns itself into
+//! the container. It marks itself non-dumpable at once, so no process of the container can
+//! open `/proc/<init>/exe` (the host binary) before execve replaces it.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::accept;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType as NsType, Process, Spec};
+
+use crate::cgroups::{self, CgroupSet};
+use crate::error::{Context, Error, Result};
+use crate::hooks;
+use crate::mounts::{self, Create, RootfsContext};
+use crate::namespaces::{self, NamespacePlan};
+use crate::process::{self, CapabilityPlan};
+use crate::sync::{Channel, Message};
+use crate::tty;
+
+/// What the runtime tells the backend for one `create`.
+pub struct CreateOptions<'a> {
+    pub id: &'a str,
+    /// Absolute bundle directory.
+    pub bundle: &'a Path,
+    pub spec: &'a Spec,
+    pub no_pivot: bool,
+    /// A socket connected to whoever receives the pty master (`--console-socket`).
+    pub console: Option<RawFd>,
+    /// How many fds after stdio the workload keeps (`--preserve-fds` plus `LISTEN_FDS`).
+    pub preserve_fds: i32,
+    /// Variables added to process.env (e.g. LISTEN_FDS).
+    pub extra_env: Vec<String>,
+    /// A listening Unix socket; the init accepts one connection on it as its `start` signal.
+    pub start_listener: RawFd,
+    /// Runtime fds the init must not keep (e.g. the state lock).
+    pub close_in_child: Vec<RawFd>,
+    /// Builds the state JSON that hooks get on stdin, for a given init PID and status.
+    pub hook_state: &'a dyn Fn(i32, &str) -> Vec<u8>,
+}
+
+pub struct Created {
+    pub pid: i32,
+    pub cgroups: CgroupSet,
+}
+
+/// Checks the parts of the spec that can be checked without building anything, so that a bad
+/// bundle fails before a process or cgroup exists.
+pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::config("process", "missing"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::config(
+            "process.args",
+            "must name at least the program to run",
+        ));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::config(
+            "process.cwd",
+            format!("{} is not an absolute path", process.cwd().display()),
+        ));
+    }
+    CapabilityPlan::new(process.capabilities().as_ref())?;
+    if !rootfs.is_dir() {
+        return Err(Error::config(
+            "root.path",
+            format!("{} is not a directory", rootfs.display()),
+        ));
+    }
+    let linux = spec.linux().as_ref();
+    mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    if let Some(m) = spec.mounts() {
+        for (i, m) in m.iter().enumerate() {
+            if !m.destination().is_absolute() {
+                return Err(Error::config(
+                    format!("mounts[{i}].destination"),
+                    format!("{} is not an absolute path", m.destination().display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The absolute rootfs path of a bundle.
+pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::config("root", "missing"))?;
+    let p = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    std::fs::canonicalize(&p)
+        .map_err(|e| Error::config("root.path", format!("{}: {e}", p.display())))
+}
+
+/// clone(2) without CLONE_VM: a fork that also creates the namespaces in `flags`.
+fn clone_process(flags: CloneFlags) -> Result<i32> {
+    // SAFETY: with a NULL stack and without CLONE_VM/CLONE_THREAD, clone behaves like fork:
+    // the child runs on a copy-on-write copy of our stack. The runtime is single-threaded
+    // here, so no lock (malloc's included) can be held by another thread at this point.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| "clone".into());
+    }
+    Ok(r as i32)
+}
+
+/// Ends a child process after reporting `err` to the runtime; never returns.
+fn child_fail(chan: &Channel, err: Error) -> ! {
+    let _ = chan.send(&Message::Failed(err.to_string()));
+    // SAFETY: _exit ends this forked child without running the parent's atexit handlers or
+    // flushing buffers it shares with the parent.
+    unsafe { libc::_exit(1) }
+}
+
+pub fn create(opts: &CreateOptions) -> Result<Created> {
+    let spec = opts.spec;
+    let rootfs = rootfs_of(spec, opts.bundle)?;
+    validate(spec, &rootfs)?;
+    let plan = NamespacePlan::from_spec(spec)?;
+    if !plan.is_new(NsType::Mount) {
+        return Err(Error::config(
+            "linux.namespaces",
+            "a new mount namespace is required (add {\"type\": \"mount\"})",
+        ));
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let hs = cgroups::hierarchies()?;
+    let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
+    let cgroups = CgroupSet::create(&cg_path, &hs)?;
+    let (parent_chan, child_chan) = match Channel::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            cgroups.remove();
+            return Err(e);
+        }
+    };
+    let two_stage = plan.is_new(NsType::Time) || plan.joins(NsType::User).is_some();
+    if let Some(pidns) = plan.joins(NsType::Pid) {
+        // Only our children enter it; that is exactly the init.
+        if let Err(e) = pidns.enter() {
+            cgroups.remove();
+            return Err(e);
+        }
+    }
+    let clone_flags = if two_stage {
+        CloneFlags::empty()
+    } else {
+        plan.new_flags() - CloneFlags::CLONE_NEWCGROUP
+    };
+    let child = match clone_process(clone_flags) {
+        Ok(c) => c,
+        Err(e) => {
+            cgroups.remove();
+            return Err(e);
+        }
+    };
+    if child == 0 {
+        drop(parent_chan);
+        let init = Init {
+            opts,
+            spec,
+            plan: &plan,
+            rootfs: &rootfs,
+            cgroups: &cgroups,
+            console: opts.console,
+            two_stage,
+        };
+        let err = match init.run(&child_chan) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        child_fail(&child_chan, err);
+    }
+    drop(child_chan);
+    let mut init_pid = (!two_stage).then_some(child);
+    let res = drive_init(opts, spec, &parent_chan, child, &mut init_pid, &cgroups);
+    match res {
+        Ok(()) => Ok(Created {
+            pid: init_pid.unwrap_or(child),
+            cgroups,
+        }),
+        Err(e) => {
+            for pid in [Some(child), init_pid].into_iter().flatten() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = waitpid(Pid::from_raw(child), None);
+            if let Some(p) = init_pid.filter(|p| *p != child) {
+                // Not our child (two stages): wait for its exit through a pidfd.
+                if let Ok(fd) = hooks::pidfd_open(p) {
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
+                }
+            }
+            cgroups.remove();
+            Err(e)
+        }
+    }
+}
+
+fn drive_init(
+    opts: &CreateOptions,
+    spec: &Spec,
+    chan: &Channel,
+    child: i32,
+    init_pid: &mut Option<i32>,
+    cgroups: &CgroupSet,
+) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    loop {
+        let msg = chan.recv()?;
+        match msg {
+            Some(Message::MapIds) => {
+                namespaces::write_id_maps(
+                    child,
+                    linux.uid_mappings().as_deref().unwrap_or(&[]),
+                    linux.gid_mappings().as_deref().unwrap_or(&[]),
+                )?;
+                chan.send(&Message::IdsMapped)?;
+            }
+            Some(Message::InitPid(p)) => {
+                *init_pid = Some(p);
+                let _ = waitpid(Pid::from_raw(child), None);
+            }
+            Some(Message::AwaitProceed) => {
+                let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
+                cgroups.add(pid)?;
+                chan.send(&Message::Proceed)?;
+            }
+            Some(Message::RunHooks) => {
+                let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
+                let state = (opts.hook_state)(pid, "creating");
+                if let Some(h) = spec.hooks() {
+                    hooks::run_all(h.prestart().as_deref().unwrap_or(&[]), &state)?;
+                    hooks::run_all(h.create_runtime().as_deref().unwrap_or(&[]), &state)?;
+                }
+                chan.send(&Message::HooksDone)?;
+            }
+            Some(Message::Ready) => return Ok(()),
+            Some(Message::Failed(msg)) => return Err(Error::Child(msg)),
+            Some(other) => {
+                return Err(Error::Child(format!(
+                    "unexpected message from init: {other:?}"
+                )))
+            }
+            None => {
+                return Err(Error::Child(
+                    "the container's init exited before it was set up".into(),
+                ))
+            }
+        }
+    }
+}
+
+struct Init<'a> {
+    opts: &'a CreateOptions<'a>,
+    spec: &'a Spec,
+    plan: &'a NamespacePlan,
+    rootfs: &'a Path,
+    cgroups: &'a CgroupSet,
+    console: Option<RawFd>,
+    two_stage: bool,
+}
+
+impl Init<'_> {
+    fn run(&self, chan: &Channel) -> Result<Infallible> {
+        process::set_non_dumpable()?;
+        for fd in &self.opts.close_in_child {
+            // SAFETY: the runtime named these fds as its own, unused by the child.
+            unsafe { libc::close(*fd) };
+        }
+        let plan = self.plan;
+        if self.two_stage {
+            if let Some(user) = plan.joins(NsType::User) {
+                user.enter()?;
+            }
+            let flags = plan.new_flags() - CloneFlags::CLONE_NEWCGROUP;
+            unshare(flags).ctx(|| "unshare of the new namespaces".into())?;
+            if plan.is_new(NsType::User) {
+                chan.send(&Message::MapIds)?;
+                chan.expect(Message::IdsMapped)?;
+            }
+            if plan.is_new(NsType::Time) {
+                self.write_time_offsets()?;
+            }
+            let pid = clone_process(CloneFlags::empty())?;
+            if pid != 0 {
+                chan.send(&Message::InitPid(pid))?;
+                // SAFETY: stage one's job is done; _exit skips the parent's atexit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            process::set_non_dumpable()?;
+        } else if plan.is_new(NsType::User) {
+            chan.send(&Message::MapIds)?;
+            chan.expect(Message::IdsMapped)?;
+        }
+        if plan.is_new(NsType::User) || plan.joins(NsType::User).is_some() {
+            let root = nix::unistd::Uid::from_raw(0);
+            let rootg = nix::unistd::Gid::from_raw(0);
+            nix::unistd::setresgid(rootg, rootg, rootg).map_err(|e| {
+                Error::config("linux.gidMappings", format!("gid 0 is not mapped: {e}"))
+            })?;
+            nix::unistd::setresuid(root, root, root).map_err(|e| {
+                Error::config("linux.uidMappings", format!("uid 0 is not mapped: {e}"))
+            })?;
+        }
+        for j in &plan.join {
+            if !matches!(j.typ, NsType::User | NsType::Pid) {
+                j.enter()?;
+            }
+        }
+        chan.send(&Message::AwaitProceed)?;
+        chan.expect(Message::Proceed)?;
+        if plan.is_new(NsType::Cgroup) {
+            unshare(CloneFlags::CLONE_NEWCGROUP)
+                .ctx(|| "unshare of the cgroup namespace".into())?;
+        }
+
+        let process = self
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::config("process", "missing"))?;
+        if let Some(adj) = process.oom_score_adj() {
+            process::set_oom_score_adj(adj)?;
+        }
+        self.build_rootfs(chan, process)?;
+        let linux = self.spec.linux().clone().unwrap_or_default();
+        if let Some(h) = self.spec.hostname() {
+            if !plan.is_new(NsType::Uts) && plan.joins(NsType::Uts).is_none() {
+                return Err(Error::config(
+                    "hostname",
+                    "setting the hostname needs a uts namespace",
+                ));
+            }
+            nix::unistd::sethostname(h).map_err(|e| Error::config("hostname", e.to_string()))?;
+        }
+        if let Some(d) = self.spec.domainname() {
+            if !plan.is_new(NsType::Uts) && plan.joins(NsType::Uts).is_none() {
+                return Err(Error::config(
+                    "domainname",
+                    "setting the domainname needs a uts namespace",
+                ));
+            }
+            // SAFETY: the pointer and length describe `d`'s bytes, valid for the call.
+            if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+                return Err(Error::config(
+                    "domainname",
+                    std::io::Error::last_os_error().to_string(),
+                ));
+            }
+        }
+        for (key, value) in linux.sysctl().iter().flatten() {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            std::fs::write(&path, value)
+                .map_err(|e| Error::config(format!("linux.sysctl[{key}]"), e.to_string()))?;
+        }
+        mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
+        mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
+        if self
+            .spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
+            mounts::readonly_root()?;
+        }
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+        let keep = 3 + self.opts.preserve_fds;
+        let ready = prepare_process(process, &self.opts.extra_env, self.console, true)?;
+        let listener = process::move_fd_above(self.opts.start_listener, keep)?;
+        let chan_fd = process::move_fd_above(chan.raw(), keep)?;
+        // SAFETY: chan_fd is the channel's socket, moved; the old number is closed.
+        let chan = unsafe { Channel::from_raw(chan_fd) };
+        chan.send(&Message::Ready)?;
+        drop(chan);
+
+        let mut conn = wait_for_start(listener)?;
+        // From here on errors go to `start`, which is waiting on `conn`.
+        let fail = |conn: &mut std::fs::File, e: Error| -> ! {
+            let _ = conn.write_all(e.to_string().as_bytes());
+            // SAFETY: ends the child without the parent's atexit handlers.
+            unsafe { libc::_exit(127) }
+        };
+        // SAFETY: the listener is ours; start has connected, nobody else may.
+        unsafe { libc::close(listener) };
+        if let Some(h) = self.spec.hooks() {
+            let state = (self.opts.hook_state)(std::process::id() as i32, "created");
+            if let Err(e) = hooks::run_all(h.start_container().as_deref().unwrap_or(&[]), &state) {
+                fail(&mut conn, e);
+            }
+        }
+        if let Err(e) = process::cloexec_from(keep) {
+            fail(&mut conn, e);
+        }
+        let err = process::exec(&ready.exe, &ready.args, &ready.env);
+        fail(&mut conn, err)
+    }
+
+    fn write_time_offsets(&self) -> Result<()> {
+        let linux = self.spec.linux().clone().unwrap_or_default();
+        let mut text = String::new();
+        for (clock, off) in linux.time_offsets().iter().flatten() {
+            let clock = match clock.as_str() {
+                "monotonic" => "monotonic",
+                "boottime" => "boottime",
+                other => {
+                    return Err(Error::config(
+                        "linux.timeOffsets",
+                        format!("unknown clock {other:?} (monotonic or boottime)"),
+                    ))
+                }
+            };
+            text.push_str(&format!(
+                "{clock} {} {}\n",
+                off.secs().unwrap_or(0),
+                off.nanosecs().unwrap_or(0)
+            ));
+        }
+        if !text.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", text)
+                .map_err(|e| Error::config("linux.timeOffsets", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn build_rootfs(&self, chan: &Channel, process: &Process) -> Result<()> {
+        let linux = self.spec.linux().clone().unwrap_or_default();
+        let prop = mounts::rootfs_propagation(linux.rootfs_propagation().as_deref())?;
+        let root = mounts::prepare_root(self.rootfs, prop)?;
+        let in_user_ns = self.plan.is_new(NsType::User) || self.plan.joins(NsType::User).is_some();
+        let ctx = RootfsContext {
+            rootfs: self.rootfs,
+            bundle: self.opts.bundle,
+            in_user_ns,
+            cgroups: Some(self.cgroups),
+            new_cgroup_ns: self.plan.is_new(NsType::Cgroup),
+        };
+        let spec_mounts = self.spec.mounts().clone().unwrap_or_default();
+        mounts::mount_all(&root, &spec_mounts, &ctx)?;
+        let setup_dev = mounts::sets_up_dev(&spec_mounts);
+        mounts::create_devices(
+            &root,
+            linux.devices().as_deref().unwrap_or(&[]),
+            setup_dev,
+            in_user_ns,
+        )?;
+        if setup_dev {
+            let has_devpts = spec_mounts
+                .iter()
+                .any(|m| m.destination() == Path::new("/dev/pts"));
+            mounts::dev_symlinks(&root, has_devpts)?;
+        }
+        // runc creates a missing cwd; the path is resolved inside the rootfs.
+        mounts::open_in_root(&root, process.cwd(), Create::Dir)
+            .map_err(|e| Error::config("process.cwd", e.to_string()))?;
+        chan.send(&Message::RunHooks)?;
+        chan.expect(Message::HooksDone)?;
+        if let Some(h) = self.spec.hooks() {
+            let state = (self.opts.hook_state)(std::process::id() as i32, "creating");
+            hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
+        }
+        mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)
+    }
+}
+
+/// The workload, resolved and with the process's identity applied, ready for execve.
+pub struct ReadyProcess {
+    pub exe: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+/// Everything between "inside the container's namespaces and root" and execve that the init
+/// and exec'd processes share: terminal, rlimits, executable lookup, cwd, capabilities, user,
+/// noNewPrivileges, umask.
+pub fn prepare_process(
+    process: &Process,
+    extra_env: &[String],
+    console: Option<RawFd>,
+    set_rlimits: bool,
+) -> Result<ReadyProcess> {
+    if process.terminal().unwrap_or(false) {
+        let console = console.ok_or_else(|| {
+            Error::config(
+                "process.terminal",
+                "a terminal was requested but no --console-socket was given",
+            )
+        })?;
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let pty = tty::open_pty(size)?;
+        tty::send_fd(console, &pty.name, pty.master.as_raw_fd())?;
+        drop(pty.master);
+        tty::make_controlling_tty(&pty.slave)?;
+    }
+    // The runtime may block signals it forwards; the workload starts with none blocked.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    if set_rlimits {
+        process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
+    }
+    let env = process::build_env(process, extra_env);
+    let args = process.args().clone().unwrap_or_default();
+    let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
+    nix::unistd::chdir(process.cwd())
+        .map_err(|e| Error::config("process.cwd", format!("{}: {e}", process.cwd().display())))?;
+    let caps = CapabilityPlan::new(process.capabilities().as_ref())?;
+    caps.apply_bounding()?;
+    let user = process.user();
+    process::set_user(
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[]),
+    )?;
+    caps.apply_rest()?;
+    if process.no_new_privileges().unwrap_or(false) {
+        process::set_no_new_privs()?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        user.umask().unwrap_or(0o022),
+    ));
+    Ok(ReadyProcess { exe, args, env })
+}
+
+/// Blocks until `start` connects and sends its byte.
+fn wait_for_start(listener: RawFd) -> Result<std::fs::File> {
+    loop {
+        let fd = match accept(listener) {
+            Ok(fd) => fd,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e).ctx(|| "waiting for start".into()),
+        };
+        // SAFETY: accept returned a new fd that we own.
+        let mut conn = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(fd)) };
+        let _ = nix::fcntl::fcntl(
+            conn.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        let mut b = [0u8; 1];
+        if matches!(conn.read(&mut b), Ok(1)) {
+            return Ok(conn);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Running an extra process in a running container (`exec`): into its cgroup and namespaces,
+//! with the same process setup as the init, then execve.
+
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType as NsType, Process};
+
+use crate::cgroups::CgroupSet;
+use crate::container::prepare_process;
+use crate::error::{Context, Error, Result};
+use crate::hooks::pidfd_open;
+use crate::namespaces::{self, JOIN_ORDER};
+use crate::process;
+use crate::sync::{Channel, Message};
+
+pub struct ExecOptions<'a> {
+    /// Host PID of the container's init.
+    pub init_pid: i32,
+    pub process: &'a Process,
+    /// A socket connected to whoever receives the pty master (`--console-socket`).
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub extra_env: Vec<String>,
+    pub cgroups: &'a CgroupSet,
+}
+
+/// Starts the process; returns its host PID once it has called execve.
+pub fn spawn(opts: &ExecOptions) -> Result<i32> {
+    let pidfd: OwnedFd =
+        pidfd_open(opts.init_pid).ctx(|| format!("container init {}", opts.init_pid))?;
+    let mut flags = CloneFlags::empty();
+    for typ in JOIN_ORDER {
+        if typ != NsType::Pid && namespaces::differs_from_ours(opts.init_pid, typ) {
+            flags |= namespaces::clone_flag(typ);
+        }
+    }
+    if namespaces::differs_from_ours(opts.init_pid, NsType::Pid) {
+        // Affects only our children, which is the process we are about to fork.
+        setns(pidfd.as_fd(), CloneFlags::CLONE_NEWPID)
+            .ctx(|| "joining the container's pid namespace".into())?;
+    }
+    let procs: Vec<std::fs::File> = opts
+        .cgroups
+        .dirs
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.dir.join("cgroup.procs"))
+                .ctx(|| format!("opening {}", d.dir.display()))
+        })
+        .collect::<Result<_>>()?;
+    let (parent_chan, child_chan) = Channel::pair()?;
+    // SAFETY: the runtime is single-threaded; the child only makes syscalls and allocates
+    // before execve or _exit.
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        ForkResult::Child => {
+            drop(parent_chan);
+            let keep = 3 + opts.preserve_fds;
+            let Ok(chan_fd) = process::move_fd_above(child_chan.raw(), keep) else {
+                // SAFETY: ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(127) }
+            };
+            // The number was moved; the old one is already closed.
+            std::mem::forget(child_chan);
+            // SAFETY: chan_fd is the channel socket, owned by this child alone.
+            let chan = unsafe { Channel::from_raw(chan_fd) };
+            let err = match exec_child(opts, pidfd, flags, procs, keep) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = chan.send(&Message::Failed(err.to_string()));
+            // SAFETY: ends the child without the parent's atexit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(child_chan);
+            match parent_chan.recv()? {
+                None => Ok(child.as_raw()),
+                Some(Message::Failed(msg)) => {
+                    let _ = waitpid(child, None);
+                    Err(Error::Child(msg))
+                }
+                Some(other) => {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(Pid::from_raw(child.as_raw()), None);
+                    Err(Error::Child(format!(
+                        "unexpected message from exec: {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn exec_child(
+    opts: &ExecOptions,
+    pidfd: OwnedFd,
+    flags: CloneFlags,
+    procs: Vec<std::fs::File>,
+    keep: i32,
+) -> Result<std::convert::Infallible> {
+    use std::io::Write;
+    process::set_non_dumpable()?;
+    for mut f in procs {
+        f.write_all(b"0")
+            .ctx(|| "joining the container's cgroup".into())?;
+    }
+    setns(pidfd.as_fd(), flags).ctx(|| "joining the container's namespaces".into())?;
+    drop(pidfd);
+    let console_fd = match opts.console {
+        Some(c) => Some(process::move_fd_above(c, keep)?),
+        None => None,
+    };
+    if opts.process.terminal().unwrap_or(false) {
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+    }
+    let ready = prepare_process(opts.process, &opts.extra_env, console_fd, true)?;
+    if let Some(fd) = console_fd {
+        // SAFETY: the console socket has served its purpose; the fd is ours.
+        unsafe { libc::close(fd) };
+    }
+    process::cloexec_from(keep)?;
+    Err(process::exec(&ready.exe, &ready.args, &ready.env))
+}

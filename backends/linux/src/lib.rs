@@ -1,0 +1,15 @@
+//! Building and running an OCI container on Linux. Used by strata's native backend, by the
+//! sandbox backend, and inside the VM guest by the agent.
+
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod exec;
+pub mod hooks;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod sync;
+pub mod tty;
+
+pub use error::{Error, Result};

@@ -1,0 +1,800 @@
+//! The container's root filesystem: propagation, the bundle's mounts, /dev, pivot_root,
+//! a read-only root, masked and read-only paths.
+//!
+//! Every destination is resolved with `openat2(RESOLVE_IN_ROOT)` against the rootfs and
+//! mounted through `/proc/self/fd/N` of the resolved file, so a symlink planted in the rootfs
+//! can never place a mount on the host.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, makedev, mkdirat, mknodat, Mode, SFlag};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
+
+use crate::cgroups::CgroupSet;
+use crate::error::{Context, Error, Result};
+
+/// Options that are mount flags; anything else goes to the filesystem as data.
+fn flag_option(opt: &str) -> Option<(bool, MsFlags)> {
+    use MsFlags as F;
+    Some(match opt {
+        "defaults" => (false, F::empty()),
+        "ro" => (false, F::MS_RDONLY),
+        "rw" => (true, F::MS_RDONLY),
+        "suid" => (true, F::MS_NOSUID),
+        "nosuid" => (false, F::MS_NOSUID),
+        "dev" => (true, F::MS_NODEV),
+        "nodev" => (false, F::MS_NODEV),
+        "exec" => (true, F::MS_NOEXEC),
+        "noexec" => (false, F::MS_NOEXEC),
+        "sync" => (false, F::MS_SYNCHRONOUS),
+        "async" => (true, F::MS_SYNCHRONOUS),
+        "dirsync" => (false, F::MS_DIRSYNC),
+        "remount" => (false, F::MS_REMOUNT),
+        "mand" => (false, F::MS_MANDLOCK),
+        "nomand" => (true, F::MS_MANDLOCK),
+        "atime" => (true, F::MS_NOATIME),
+        "noatime" => (false, F::MS_NOATIME),
+        "diratime" => (true, F::MS_NODIRATIME),
+        "nodiratime" => (false, F::MS_NODIRATIME),
+        "relatime" => (false, F::MS_RELATIME),
+        "norelatime" => (true, F::MS_RELATIME),
+        "strictatime" => (false, F::MS_STRICTATIME),
+        "nostrictatime" => (true, F::MS_STRICTATIME),
+        "lazytime" => (false, F::MS_LAZYTIME),
+        "nolazytime" => (true, F::MS_LAZYTIME),
+        "silent" => (false, F::MS_SILENT),
+        "loud" => (true, F::MS_SILENT),
+        "bind" => (false, F::MS_BIND),
+        "rbind" => (false, F::MS_BIND | F::MS_REC),
+        _ => return None,
+    })
+}
+
+fn propagation_option(opt: &str) -> Option<MsFlags> {
+    use MsFlags as F;
+    Some(match opt {
+        "private" => F::MS_PRIVATE,
+        "rprivate" => F::MS_PRIVATE | F::MS_REC,
+        "shared" => F::MS_SHARED,
+        "rshared" => F::MS_SHARED | F::MS_REC,
+        "slave" => F::MS_SLAVE,
+        "rslave" => F::MS_SLAVE | F::MS_REC,
+        "unbindable" => F::MS_UNBINDABLE,
+        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
+        _ => return None,
+    })
+}
+
+/// A mount's options, split into flags, propagation changes and filesystem data.
+#[derive(Debug, PartialEq)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub data: Vec<String>,
+}
+
+pub fn parse_options(opts: &[String]) -> MountOptions {
+    let mut out = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: Vec::new(),
+    };
+    for opt in opts {
+        if let Some((clear, f)) = flag_option(opt) {
+            if clear {
+                out.flags.remove(f);
+            } else {
+                out.flags.insert(f);
+            }
+        } else if let Some(p) = propagation_option(opt) {
+            out.propagation.push(p);
+        } else if matches!(
+            opt.as_str(),
+            "tmpcopyup" | "idmap" | "ridmap" | "copy-symlink"
+        ) {
+            // Extensions of other runtimes that change nothing the kernel sees here.
+            tracing::warn!("mount option {opt} is not supported and is ignored");
+        } else {
+            out.data.push(opt.clone());
+        }
+    }
+    out
+}
+
+/// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
+/// flowing out.
+pub fn rootfs_propagation(value: Option<&str>) -> Result<MsFlags> {
+    match value {
+        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        Some(v) => propagation_option(v).ok_or_else(|| {
+            Error::config(
+                "linux.rootfsPropagation",
+                format!("unknown propagation {v:?}"),
+            )
+        }),
+    }
+}
+
+fn how() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect()
+}
+
+/// What to create at a missing mount destination.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Create {
+    Nothing,
+    Dir,
+    File,
+}
+
+/// Opens `path` (O_PATH) inside `root`, creating missing components as directories (and the
+/// last one as `last`). Symlinks resolve as if `root` were `/`.
+pub fn open_in_root(root: &OwnedFd, path: &Path, last: Create) -> Result<OwnedFd> {
+    let rel = relative(path);
+    let target = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.clone()
+    };
+    match openat2(root.as_fd(), &target, how()) {
+        Ok(fd) => return Ok(fd),
+        Err(nix::Error::ENOENT) if last != Create::Nothing => {}
+        Err(e) => return Err(e).ctx(|| format!("resolving {} in the rootfs", path.display())),
+    }
+    let comps: Vec<Component> = rel.components().collect();
+    let mut prefix = PathBuf::new();
+    let mut parent = openat2(root.as_fd(), ".", how()).ctx(|| "opening the rootfs".into())?;
+    for (i, comp) in comps.iter().enumerate() {
+        prefix.push(comp);
+        match openat2(root.as_fd(), &prefix, how()) {
+            Ok(fd) => parent = fd,
+            Err(nix::Error::ENOENT) => {
+                let name = comp.as_os_str();
+                if i + 1 == comps.len() && last == Create::File {
+                    let f = openat(
+                        parent.as_fd(),
+                        name,
+                        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o755),
+                    )
+                    .ctx(|| format!("creating {} in the rootfs", path.display()))?;
+                    drop(f);
+                } else {
+                    match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(nix::Error::EEXIST) => {}
+                        Err(e) => {
+                            return Err(e)
+                                .ctx(|| format!("creating {} in the rootfs", prefix.display()))
+                        }
+                    }
+                }
+                parent = openat2(root.as_fd(), &prefix, how())
+                    .ctx(|| format!("resolving {} in the rootfs", prefix.display()))?;
+            }
+            Err(e) => {
+                return Err(e).ctx(|| format!("resolving {} in the rootfs", prefix.display()))
+            }
+        }
+    }
+    Ok(parent)
+}
+
+pub fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn is_dir(fd: &OwnedFd) -> bool {
+    fstat(fd.as_fd())
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+        .unwrap_or(false)
+}
+
+/// Everything the rootfs setup needs to know besides the spec's mounts.
+pub struct RootfsContext<'a> {
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub in_user_ns: bool,
+    pub cgroups: Option<&'a CgroupSet>,
+    pub new_cgroup_ns: bool,
+}
+
+/// Makes the rootfs a mount point of its own under the requested propagation, and returns an
+/// fd for it.
+pub fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<OwnedFd> {
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .ctx(|| "setting the propagation of / (linux.rootfsPropagation)".into())?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind-mounting the rootfs {} onto itself", rootfs.display()))?;
+    nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("opening the rootfs {}", rootfs.display()))
+}
+
+/// Whether the bundle mounts its own /dev (tmpfs): then strata creates the device nodes.
+pub fn sets_up_dev(mounts: &[Mount]) -> bool {
+    mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && !m
+                .options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+            && m.typ().as_deref() != Some("bind")
+    })
+}
+
+pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Result<()> {
+    for (i, m) in mounts.iter().enumerate() {
+        if m.destination() == Path::new("/") {
+            continue;
+        }
+        mount_one(root, m, ctx).map_err(|e| match e {
+            Error::Config { .. } => e,
+            other => Error::config(
+                format!("mounts[{i}] ({})", m.destination().display()),
+                other.to_string(),
+            ),
+        })?;
+    }
+    Ok(())
+}
+
+fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
+    let dest = m.destination();
+    if !dest.is_absolute() {
+        return Err(Error::config(
+            "mounts.destination",
+            format!("{} is not an absolute path", dest.display()),
+        ));
+    }
+    let empty = Vec::new();
+    let opts = parse_options(m.options().as_ref().unwrap_or(&empty));
+    let typ = m.typ().as_deref().unwrap_or("");
+    let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
+
+    if is_bind {
+        let src = m
+            .source()
+            .as_ref()
+            .ok_or_else(|| Error::config("mounts.source", "a bind mount needs a source"))?;
+        let src = if src.is_absolute() {
+            src.clone()
+        } else {
+            ctx.bundle.join(src)
+        };
+        let meta = std::fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
+        let kind = if meta.is_dir() {
+            Create::Dir
+        } else {
+            Create::File
+        };
+        let target = open_in_root(root, dest, kind)?;
+        let tpath = fd_path(&target);
+        let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
+        mount(Some(&src), tpath.as_str(), None::<&str>, bind, None::<&str>)
+            .ctx(|| format!("bind-mounting {}", src.display()))?;
+        let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !rest.is_empty() {
+            // The bind mount is now on the target; reopen to reach the new mount's root.
+            let target = open_in_root(root, dest, Create::Nothing)?;
+            remount_bind(&fd_path(&target), rest)?;
+        }
+        let target = open_in_root(root, dest, Create::Nothing)?;
+        apply_propagation(&fd_path(&target), &opts.propagation)?;
+        return Ok(());
+    }
+
+    match typ {
+        "cgroup" | "cgroup2" => return mount_cgroup(root, m, &opts, ctx),
+        "" => {
+            return Err(Error::config(
+                "mounts.type",
+                format!("mount at {} has no type", dest.display()),
+            ))
+        }
+        _ => {}
+    }
+    let target = open_in_root(root, dest, Create::Dir)?;
+    let tpath = fd_path(&target);
+    let src = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| typ.to_string());
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data);
+    let res = mount(
+        Some(src.as_str()),
+        tpath.as_str(),
+        Some(typ),
+        opts.flags,
+        data.as_deref(),
+    );
+    match res {
+        Ok(()) => {}
+        // A user namespace without its own network namespace may not mount sysfs; the
+        // host's /sys bound read-only is what runc gives then too.
+        Err(nix::Error::EPERM) if typ == "sysfs" && ctx.in_user_ns => {
+            mount(
+                Some("/sys"),
+                tpath.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .ctx(|| "binding /sys".into())?;
+            let t = open_in_root(root, dest, Create::Nothing)?;
+            remount_bind(&fd_path(&t), opts.flags | MsFlags::MS_RDONLY)?;
+        }
+        Err(e) => {
+            return Err(e).ctx(|| format!("mounting {typ} at {}", dest.display()));
+        }
+    }
+    if !opts.propagation.is_empty() {
+        let t = open_in_root(root, dest, Create::Nothing)?;
+        apply_propagation(&fd_path(&t), &opts.propagation)?;
+    }
+    Ok(())
+}
+
+/// Remounts a bind mount with `flags`; inside a user namespace the kernel insists that the
+/// locked flags of the source mount stay, so they are added on EPERM.
+fn remount_bind(target: &str, flags: MsFlags) -> Result<()> {
+    let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+    match mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        base | flags,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::EPERM) => {
+            let st = nix::sys::statvfs::statvfs(target).ctx(|| format!("statvfs {target}"))?;
+            let locked = MsFlags::from_bits_truncate(st.flags().bits() as libc::c_ulong)
+                & (MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_RDONLY);
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                base | flags | locked,
+                None::<&str>,
+            )
+            .ctx(|| "remounting a bind mount".into())
+        }
+        Err(e) => Err(e).ctx(|| "remounting a bind mount".into()),
+    }
+}
+
+fn apply_propagation(target: &str, props: &[MsFlags]) -> Result<()> {
+    for p in props {
+        mount(None::<&str>, target, None::<&str>, *p, None::<&str>)
+            .ctx(|| "changing mount propagation".into())?;
+    }
+    Ok(())
+}
+
+/// cgroup mounts: on a v2-only host a cgroup2 mount (own cgroup namespace) or a bind of the
+/// container's cgroup; on v1/hybrid a tmpfs holding a bind of the container's cgroup from
+/// each hierarchy, as runc lays it out.
+fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsContext) -> Result<()> {
+    let dest = m.destination();
+    let Some(set) = ctx.cgroups else {
+        return Ok(());
+    };
+    let target = open_in_root(root, dest, Create::Dir)?;
+    let tpath = fd_path(&target);
+    let only_v2 = set.dirs.len() == 1 && set.dirs[0].name.is_empty();
+    let leaf_flags = opts.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    if only_v2 {
+        if ctx.new_cgroup_ns {
+            mount(
+                Some("cgroup2"),
+                tpath.as_str(),
+                Some("cgroup2"),
+                leaf_flags,
+                None::<&str>,
+            )
+            .ctx(|| "mounting cgroup2".into())?;
+        } else {
+            mount(
+                Some(&set.dirs[0].dir),
+                tpath.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .ctx(|| "binding the container's cgroup".into())?;
+            let t = open_in_root(root, dest, Create::Nothing)?;
+            remount_bind(&fd_path(&t), leaf_flags)?;
+        }
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        tpath.as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .ctx(|| "mounting the cgroup tmpfs".into())?;
+    for d in &set.dirs {
+        if d.name.is_empty() {
+            continue;
+        }
+        let sub = open_in_root(root, &dest.join(&d.name), Create::Dir)?;
+        mount(
+            Some(&d.dir),
+            fd_path(&sub).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("binding cgroup {}", d.dir.display()))?;
+        let sub = open_in_root(root, &dest.join(&d.name), Create::Nothing)?;
+        remount_bind(&fd_path(&sub), leaf_flags)?;
+    }
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        let t = open_in_root(root, dest, Create::Nothing)?;
+        mount(
+            None::<&str>,
+            fd_path(&t).as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .ctx(|| "making the cgroup tmpfs read-only".into())?;
+    }
+    Ok(())
+}
+
+const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+/// The default devices every container gets, then `linux.devices`.
+pub fn create_devices(
+    root: &OwnedFd,
+    devices: &[LinuxDevice],
+    setup_dev: bool,
+    in_user_ns: bool,
+) -> Result<()> {
+    if setup_dev {
+        for (path, major, minor) in DEFAULT_DEVICES {
+            if devices.iter().any(|d| d.path() == Path::new(path)) {
+                continue;
+            }
+            make_node(
+                root,
+                Path::new(path),
+                SFlag::S_IFCHR,
+                major,
+                minor,
+                0o666,
+                None,
+                None,
+                in_user_ns,
+            )?;
+        }
+    }
+    for (i, d) in devices.iter().enumerate() {
+        let field = format!("linux.devices[{i}] ({})", d.path().display());
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            LinuxDeviceType::A => {
+                return Err(Error::config(
+                    field,
+                    "type \"a\" is only valid in cgroup device rules",
+                ))
+            }
+        };
+        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+            return Err(Error::config(field, "path must be absolute and under /dev"));
+        }
+        let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
+        make_node(
+            root,
+            d.path(),
+            kind,
+            d.major() as u64,
+            d.minor() as u64,
+            mode,
+            d.uid(),
+            d.gid(),
+            in_user_ns,
+        )
+        .map_err(|e| Error::config(&field, e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_node(
+    root: &OwnedFd,
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    in_user_ns: bool,
+) -> Result<()> {
+    let parent_path = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().ok_or_else(|| {
+        Error::config(
+            "linux.devices",
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let parent = open_in_root(root, parent_path, Create::Dir)?;
+    if in_user_ns {
+        // mknod is not allowed in a user namespace: bind the host's node instead.
+        let target = open_in_root(root, path, Create::File)?;
+        return mount(
+            Some(path),
+            fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("binding device {}", path.display()));
+    }
+    let _ = nix::unistd::unlinkat(
+        parent.as_fd(),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    mknodat(
+        parent.as_fd(),
+        name,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(major, minor),
+    )
+    .ctx(|| format!("mknod {}", path.display()))?;
+    let node = open_in_root(root, path, Create::Nothing)?;
+    // mknod's mode is filtered by the umask; chmod makes it exact.
+    let cpath =
+        CString::new(fd_path(&node)).map_err(|e| Error::config("linux.devices", e.to_string()))?;
+    // SAFETY: cpath is a valid NUL-terminated string naming the node we just made.
+    if unsafe { libc::chmod(cpath.as_ptr(), mode) } != 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("chmod {}", path.display()));
+    }
+    if uid.is_some() || gid.is_some() {
+        // SAFETY: as above; -1 (u32::MAX) leaves an id unchanged.
+        if unsafe {
+            libc::chown(
+                cpath.as_ptr(),
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .ctx(|| format!("chown {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// /dev/fd, /dev/std{in,out,err}, /dev/core and /dev/ptmx as links, as every runtime makes them.
+pub fn dev_symlinks(root: &OwnedFd, has_devpts: bool) -> Result<()> {
+    let dev = open_in_root(root, Path::new("/dev"), Create::Dir)?;
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "core"));
+    }
+    if has_devpts {
+        let _ = nix::unistd::unlinkat(dev.as_fd(), "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
+        links.push(("pts/ptmx", "ptmx"));
+    }
+    for (target, name) in links {
+        match nix::unistd::symlinkat(target, dev.as_fd(), name) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(e).ctx(|| format!("creating /dev/{name}")),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the rootfs `/`, leaving nothing of the host reachable.
+pub fn pivot_root(root: &OwnedFd, rootfs: &Path, no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        nix::unistd::chdir(rootfs).ctx(|| "chdir to the rootfs".into())?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| "moving the rootfs to / (--no-pivot)".into())?;
+        nix::unistd::chroot(".").ctx(|| "chroot to the rootfs (--no-pivot)".into())?;
+    } else {
+        nix::unistd::fchdir(root.as_fd()).ctx(|| "chdir to the rootfs".into())?;
+        // Stacking the old root under the new one and detaching it avoids needing a
+        // directory for it inside the rootfs.
+        nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "making the old root a slave".into())?;
+        umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
+    }
+    nix::unistd::chdir("/").ctx(|| "chdir /".into())
+}
+
+fn open_after_pivot(path: &str) -> Result<Option<OwnedFd>> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "opening /".into())?;
+    match openat2(root.as_fd(), relative(Path::new(path)).as_path(), how()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(nix::Error::ENOENT) => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("resolving {path}")),
+    }
+}
+
+/// After pivot_root: hide `maskedPaths`.
+pub fn mask_paths(paths: &[String]) -> Result<()> {
+    for p in paths {
+        let Some(fd) = open_after_pivot(p)? else {
+            continue;
+        };
+        let target = fd_path(&fd);
+        let res = if is_dir(&fd) {
+            mount(
+                Some("tmpfs"),
+                target.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                target.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        res.map_err(|e| Error::config("linux.maskedPaths", format!("masking {p}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// After pivot_root: make `readonlyPaths` read-only.
+pub fn readonly_paths(paths: &[String]) -> Result<()> {
+    for p in paths {
+        let Some(fd) = open_after_pivot(p)? else {
+            continue;
+        };
+        let target = fd_path(&fd);
+        mount(
+            Some(target.as_str()),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::config("linux.readonlyPaths", format!("binding {p}: {e}")))?;
+        let fd = open_after_pivot(p)?
+            .ok_or_else(|| Error::config("linux.readonlyPaths", format!("{p} vanished")))?;
+        remount_bind(
+            &fd_path(&fd),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )
+        .map_err(|e| Error::config("linux.readonlyPaths", format!("{p}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// After pivot_root: `root.readonly`.
+pub fn readonly_root() -> Result<()> {
+    remount_bind("/", MsFlags::MS_RDONLY).map_err(|e| Error::config("root.readonly", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_flags_propagation_and_data() {
+        let o = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "rbind".into(),
+            "rslave".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+        ]);
+        assert!(o.flags.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC
+        ));
+        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
+        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
+        let o = parse_options(&["ro".into(), "rw".into()]);
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn rootfs_propagation_values() {
+        assert_eq!(
+            rootfs_propagation(None).unwrap(),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
+        assert_eq!(
+            rootfs_propagation(Some("private")).unwrap(),
+            MsFlags::MS_PRIVATE
+        );
+        assert!(rootfs_propagation(Some("sideways")).is_err());
+    }
+
+    #[test]
+    fn open_in_root_stays_inside_through_symlinks() {
+        let tmp = std::env::temp_dir().join(format!("strata-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("rootfs/outside")).unwrap();
+        std::os::unix::fs::symlink("/tmp/../../outside", tmp.join("rootfs/evil")).unwrap();
+        let root = nix::fcntl::open(
+            &tmp.join("rootfs"),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let fd = open_in_root(&root, Path::new("/evil/sub"), Create::Dir).unwrap();
+        let resolved = std::fs::read_link(fd_path(&fd)).unwrap();
+        assert!(resolved.starts_with(tmp.join("rootfs")), "{resolved:?}");
+        assert!(tmp.join("rootfs/outside/sub").is_dir());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}

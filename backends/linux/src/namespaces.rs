@@ -1,0 +1,188 @@
+//! Linux namespaces as the bundle asks for them: new ones, joined ones (`path`), id mappings.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespace, LinuxNamespaceType, Spec};
+
+use crate::error::{Context, Error, Result};
+
+/// The namespace types in the order they are joined: the user namespace last would leave us
+/// without the capabilities to join the others, so it goes first.
+pub const JOIN_ORDER: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Mount,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Time,
+];
+
+pub fn clone_flag(ns: LinuxNamespaceType) -> CloneFlags {
+    match ns {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME shares its bit with CSIGNAL: it is valid for unshare(2) only.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// The name under /proc/<pid>/ns/.
+pub fn proc_name(ns: LinuxNamespaceType) -> &'static str {
+    match ns {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// A namespace to join, opened by the runtime before any process is cloned so that a bad
+/// path is reported before anything exists.
+pub struct JoinNs {
+    pub typ: LinuxNamespaceType,
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl JoinNs {
+    pub fn enter(&self) -> Result<()> {
+        setns(self.file.as_fd(), clone_flag(self.typ)).ctx(|| {
+            format!(
+                "joining the {} namespace {}",
+                proc_name(self.typ),
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// What the bundle's `linux.namespaces` asks for, checked.
+pub struct NamespacePlan {
+    /// Namespaces to create.
+    pub new: Vec<LinuxNamespaceType>,
+    /// Namespaces to join, in [`JOIN_ORDER`].
+    pub join: Vec<JoinNs>,
+}
+
+impl NamespacePlan {
+    pub fn from_spec(spec: &Spec) -> Result<Self> {
+        let empty = Vec::new();
+        let list: &Vec<LinuxNamespace> = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .unwrap_or(&empty);
+        let mut new = Vec::new();
+        let mut join = Vec::new();
+        for typ in JOIN_ORDER {
+            let matching: Vec<&LinuxNamespace> = list.iter().filter(|n| n.typ() == typ).collect();
+            if matching.len() > 1 {
+                return Err(Error::config(
+                    "linux.namespaces",
+                    format!("the {} namespace is listed twice", proc_name(typ)),
+                ));
+            }
+            let Some(ns) = matching.first() else { continue };
+            match ns.path() {
+                None => new.push(typ),
+                Some(path) if path.as_os_str().is_empty() => new.push(typ),
+                Some(path) => join.push(open_ns(typ, path)?),
+            }
+        }
+        Ok(NamespacePlan { new, join })
+    }
+
+    pub fn is_new(&self, typ: LinuxNamespaceType) -> bool {
+        self.new.contains(&typ)
+    }
+
+    pub fn joins(&self, typ: LinuxNamespaceType) -> Option<&JoinNs> {
+        self.join.iter().find(|j| j.typ == typ)
+    }
+
+    pub fn new_flags(&self) -> CloneFlags {
+        self.new
+            .iter()
+            .fold(CloneFlags::empty(), |acc, t| acc | clone_flag(*t))
+    }
+}
+
+fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
+    let field = format!("linux.namespaces[{}].path", proc_name(typ));
+    let file = File::open(path)
+        .map_err(|e| Error::config(&field, format!("cannot open {}: {e}", path.display())))?;
+    // NS_GET_NSTYPE tells whether the file really is a namespace of that type.
+    // SAFETY: ioctl on an fd we own with an argument-less request; the result is an int.
+    let got = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), NS_GET_NSTYPE) };
+    if got < 0 {
+        return Err(Error::config(
+            &field,
+            format!("{} is not a namespace file", path.display()),
+        ));
+    }
+    if got != clone_flag(typ).bits() {
+        return Err(Error::config(
+            &field,
+            format!("{} is not a {} namespace", path.display(), proc_name(typ)),
+        ));
+    }
+    Ok(JoinNs {
+        typ,
+        path: path.to_path_buf(),
+        file,
+    })
+}
+
+// _IO(0xb7, 0x3)
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Writes `/proc/<pid>/uid_map` and `gid_map` for a process that just entered a new user
+/// namespace. With no mappings given, the process stays unmapped, which the spec forbids for a
+/// new user namespace, so that is an error.
+pub fn write_id_maps(
+    pid: i32,
+    uid_maps: &[LinuxIdMapping],
+    gid_maps: &[LinuxIdMapping],
+) -> Result<()> {
+    if uid_maps.is_empty() || gid_maps.is_empty() {
+        return Err(Error::config(
+            "linux.uidMappings",
+            "a new user namespace needs linux.uidMappings and linux.gidMappings",
+        ));
+    }
+    let fmt = |maps: &[LinuxIdMapping]| {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), fmt(uid_maps))
+        .ctx(|| "writing linux.uidMappings to uid_map".into())?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gid_maps))
+        .ctx(|| "writing linux.gidMappings to gid_map".into())?;
+    Ok(())
+}
+
+/// Whether `pid` lives in a different namespace of this type than we do.
+pub fn differs_from_ours(pid: i32, typ: LinuxNamespaceType) -> bool {
+    let name = proc_name(typ);
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{name}"));
+    let ours = std::fs::read_link(format!("/proc/self/ns/{name}"));
+    match (theirs, ours) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => false,
+    }
+}

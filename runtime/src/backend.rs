@@ -1,0 +1,225 @@
+//! Backends behind one trait, and the policy that picks one per container: the global
+//! `--backend` flag, else the bundle's `dev.strata.backend` annotation, else the node
+//! config's `default_backend`; never weaker than the node's `min_backend`.
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{Process, Spec};
+use serde::Deserialize;
+use strata_linux::cgroups::CgroupSet;
+
+use crate::native::Native;
+use crate::state::{ContainerDir, Record};
+
+pub const ANNOTATION: &str = "dev.strata.backend";
+
+/// Isolation strengths, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Native,
+    Sandbox,
+    Vm,
+}
+
+impl Kind {
+    pub fn parse(s: &str, what: &str) -> Result<Kind> {
+        match s {
+            "native" => Ok(Kind::Native),
+            "sandbox" => Ok(Kind::Sandbox),
+            "vm" => Ok(Kind::Vm),
+            other => bail!("{what}: unknown backend {other:?} (expected native, sandbox or vm)"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Native => "native",
+            Kind::Sandbox => "sandbox",
+            Kind::Vm => "vm",
+        }
+    }
+}
+
+/// `/etc/strata/config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub default_backend: Option<String>,
+    pub min_backend: Option<String>,
+}
+
+impl NodeConfig {
+    /// The default path may be absent (built-in defaults); a path given with --config must
+    /// exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<NodeConfig> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(NodeConfig::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("node config {}", path.display())),
+        };
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("node config {}: {}", path.display(), e.message().trim()))
+    }
+}
+
+pub fn choose(flag: Option<&str>, spec: &Spec, node: &NodeConfig) -> Result<Kind> {
+    let floor = match &node.min_backend {
+        Some(s) => Kind::parse(s, "node config min_backend")?,
+        None => Kind::Native,
+    };
+    let annotation = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION))
+        .map(String::as_str);
+    let (kind, source) = if let Some(f) = flag {
+        (Kind::parse(f, "--backend")?, "--backend")
+    } else if let Some(a) = annotation {
+        (
+            Kind::parse(a, &format!("config.json annotation {ANNOTATION}"))?,
+            "annotation dev.strata.backend",
+        )
+    } else if let Some(d) = &node.default_backend {
+        (
+            Kind::parse(d, "node config default_backend")?,
+            "default_backend",
+        )
+    } else {
+        (Kind::Native, "built-in default")
+    };
+    if kind < floor {
+        bail!(
+            "{source} asks for the {} backend, below this node's min_backend {}",
+            kind.name(),
+            floor.name()
+        );
+    }
+    Ok(kind)
+}
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub spec: &'a Spec,
+    pub no_pivot: bool,
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub extra_env: Vec<String>,
+    pub start_listener: RawFd,
+    pub close_in_child: Vec<RawFd>,
+}
+
+pub struct Created {
+    pub pid: i32,
+    pub rootfs: PathBuf,
+    pub cgroups: CgroupSet,
+}
+
+pub struct ExecRequest<'a> {
+    pub process: &'a Process,
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub extra_env: Vec<String>,
+}
+
+pub trait Backend {
+    /// Builds the container; its process waits for `start`. Leaves nothing behind on error.
+    fn create(&self, req: &CreateRequest) -> Result<Created>;
+    /// Lets a created container's process run.
+    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()>;
+    fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()>;
+    /// Starts an extra process; returns its host PID.
+    fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32>;
+    /// Ends every process of the container and releases what it held.
+    fn destroy(&self, rec: &Record) -> Result<()>;
+}
+
+pub fn backend(kind: Kind) -> Result<Box<dyn Backend>> {
+    match kind {
+        Kind::Native => Ok(Box::new(Native)),
+        Kind::Sandbox | Kind::Vm => bail!(
+            "the {} backend is not available in this build of strata yet; use native",
+            kind.name()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(annotation: Option<&str>) -> Spec {
+        let mut s = Spec::default();
+        let mut a = std::collections::HashMap::new();
+        if let Some(v) = annotation {
+            a.insert(ANNOTATION.to_string(), v.to_string());
+        }
+        s.set_annotations(Some(a));
+        s
+    }
+
+    #[test]
+    fn order_flag_annotation_default() {
+        let node = NodeConfig {
+            default_backend: Some("sandbox".into()),
+            min_backend: None,
+        };
+        assert_eq!(
+            choose(Some("vm"), &spec_with(Some("native")), &node).unwrap(),
+            Kind::Vm
+        );
+        assert_eq!(
+            choose(None, &spec_with(Some("vm")), &node).unwrap(),
+            Kind::Vm
+        );
+        assert_eq!(
+            choose(None, &spec_with(None), &node).unwrap(),
+            Kind::Sandbox
+        );
+        assert_eq!(
+            choose(None, &spec_with(None), &NodeConfig::default()).unwrap(),
+            Kind::Native
+        );
+    }
+
+    #[test]
+    fn floor_refuses_weaker_and_unknown() {
+        let node = NodeConfig {
+            default_backend: None,
+            min_backend: Some("sandbox".into()),
+        };
+        let err = choose(None, &spec_with(Some("native")), &node).unwrap_err();
+        assert!(
+            err.to_string().contains("below this node's min_backend"),
+            "{err}"
+        );
+        let err = choose(None, &spec_with(Some("fast")), &NodeConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("dev.strata.backend"), "{err}");
+        assert!(err.to_string().contains("\"fast\""), "{err}");
+    }
+
+    #[test]
+    fn node_config_parses_and_rejects_typos() {
+        let dir = std::env::temp_dir().join(format!("strata-nodecfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(&p, "default_backend = \"vm\"\n").unwrap();
+        assert_eq!(
+            NodeConfig::load(&p, true)
+                .unwrap()
+                .default_backend
+                .as_deref(),
+            Some("vm")
+        );
+        std::fs::write(&p, "defualt_backend = \"vm\"\n").unwrap();
+        assert!(NodeConfig::load(&p, true).is_err());
+        assert!(NodeConfig::load(&dir.join("missing"), true).is_err());
+        assert!(NodeConfig::load(&dir.join("missing"), false).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,48 @@
+//! strata: one runc-compatible OCI runtime front end over native, sandbox and vm backends.
+
+mod backend;
+mod cli;
+mod commands;
+mod default_spec;
+mod foreground;
+mod logging;
+mod native;
+mod state;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use commands::Globals;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("strata: cannot open --log file: {e}");
+    }
+    let config_explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let g = Globals::from_cli(&cli, config_explicit);
+    let result = match &cli.command {
+        Command::Create(a) => commands::create(&g, &a.id, &a.common),
+        Command::Start { id } => commands::start(&g, id),
+        Command::State { id } => commands::state(&g, id),
+        Command::Kill { id, signal, all } => commands::kill(&g, id, signal.as_deref(), *all),
+        Command::Delete { id, force } => commands::delete(&g, id, *force),
+        Command::Run(a) => commands::run(&g, &a.id, &a.common, a.detach, a.keep),
+        Command::Exec(a) => commands::exec(&g, a),
+        Command::List { format, quiet } => commands::list(&g, *format, *quiet),
+        Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
+        Command::Features => commands::features(),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: the context chain joined by ": ".
+            let msg = format!("{e:#}").replace('\n', " ");
+            if cli.log.is_some() {
+                tracing::error!("{msg}");
+            }
+            eprintln!("strata: {msg}");
+            std::process::exit(1);
+        }
+    }
+}

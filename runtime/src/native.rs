@@ -1,0 +1,141 @@
+//! The native backend: strata-linux on the host, like runc and crun.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use strata_linux::container::{self, CreateOptions};
+use strata_linux::exec::{self, ExecOptions};
+use strata_linux::hooks::pidfd_open;
+
+use crate::backend::{Backend, CreateRequest, Created, ExecRequest};
+use crate::state::{self, hook_state_json, ContainerDir, Record};
+
+pub struct Native;
+
+/// How long `delete --force` waits for SIGKILLed processes to be gone.
+const KILL_WAIT_MS: u16 = 10_000;
+
+impl Backend for Native {
+    fn create(&self, req: &CreateRequest) -> Result<Created> {
+        let hook_state =
+            |pid: i32, status: &str| hook_state_json(req.id, pid, status, req.bundle, req.spec);
+        let opts = CreateOptions {
+            id: req.id,
+            bundle: req.bundle,
+            spec: req.spec,
+            no_pivot: req.no_pivot,
+            console: req.console,
+            preserve_fds: req.preserve_fds,
+            extra_env: req.extra_env.clone(),
+            start_listener: req.start_listener,
+            close_in_child: req.close_in_child.clone(),
+            hook_state: &hook_state,
+        };
+        let rootfs = container::rootfs_of(req.spec, req.bundle)?;
+        let created = container::create(&opts)?;
+        Ok(Created {
+            pid: created.pid,
+            rootfs,
+            cgroups: created.cgroups,
+        })
+    }
+
+    fn start(&self, dir: &ContainerDir, _rec: &Record) -> Result<()> {
+        // Relative to the state dir: socket paths are limited to 108 bytes.
+        std::env::set_current_dir(&dir.path)?;
+        let mut conn = UnixStream::connect("start.sock")
+            .context("the container's init is no longer waiting for start")?;
+        let _ = std::fs::remove_file("start.sock");
+        conn.write_all(b"1")?;
+        // The init's copy closes on a successful execve; anything it writes is its error.
+        let mut reply = String::new();
+        let _ = conn.read_to_string(&mut reply);
+        if !reply.is_empty() {
+            bail!("{reply}");
+        }
+        Ok(())
+    }
+
+    fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
+        if all {
+            for pid in rec.cgroups.pids() {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+        }
+        signal_init(rec, sig)
+    }
+
+    fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
+        let opts = ExecOptions {
+            init_pid: rec.pid,
+            process: req.process,
+            console: req.console,
+            preserve_fds: req.preserve_fds,
+            extra_env: req.extra_env.clone(),
+            cgroups: &rec.cgroups,
+        };
+        Ok(exec::spawn(&opts)?)
+    }
+
+    fn destroy(&self, rec: &Record) -> Result<()> {
+        // pidfds first, so that we wait on exactly the processes we kill.
+        let mut pidfds = Vec::new();
+        if let Ok(fd) = pidfd_open(rec.pid) {
+            if state::process_alive(rec.pid, rec.pid_start) {
+                pidfds.push((rec.pid, fd));
+            }
+        }
+        for pid in rec.cgroups.pids() {
+            if pid != rec.pid {
+                if let Ok(fd) = pidfd_open(pid) {
+                    pidfds.push((pid, fd));
+                }
+            }
+        }
+        for (_, fd) in &pidfds {
+            pidfd_send_signal(fd, Signal::SIGKILL);
+        }
+        for (pid, fd) in &pidfds {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(KILL_WAIT_MS)) {
+                Ok(0) => bail!("process {pid} of the container did not die after SIGKILL"),
+                _ => {}
+            }
+        }
+        rec.cgroups.remove();
+        Ok(())
+    }
+}
+
+fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+/// Signals the init through a pidfd opened while its start time still matches, so a reused
+/// PID is never hit.
+fn signal_init(rec: &Record, sig: Signal) -> Result<()> {
+    let fd = pidfd_open(rec.pid).context("the container is not running")?;
+    if !state::process_alive(rec.pid, rec.pid_start) {
+        bail!("the container is not running");
+    }
+    if !pidfd_send_signal(&fd, sig) {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("sending {sig} to pid {}", rec.pid));
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! The state store: one directory per container under `--root`, a `state.json` replaced
+//! atomically (write + rename), and a lock (flock on the directory) that serializes commands
+//! on one ID.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use strata_linux::cgroups::CgroupSet;
+
+pub const OCI_VERSION: &str = "1.2.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What strata keeps about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub pid: i32,
+    /// Start time of `pid` (clock ticks since boot), to tell the init from a reused PID.
+    pub pid_start: u64,
+    /// `created` until `start` succeeded, then `running`; liveness decides `stopped`.
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    pub backend: String,
+    pub cgroups: CgroupSet,
+    pub spec: Spec,
+}
+
+/// runc's `state` output.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    pub annotations: HashMap<String, String>,
+}
+
+impl Record {
+    /// Status from the live process: an init that is gone (or whose PID was reused) means
+    /// `stopped`, however the backend process ended.
+    pub fn live_status(&self) -> Status {
+        if self.pid <= 0 || !process_alive(self.pid, self.pid_start) {
+            return Status::Stopped;
+        }
+        if self.status == Status::Running && self.is_frozen() {
+            return Status::Paused;
+        }
+        self.status
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.cgroups.dirs.iter().any(|d| {
+            let f = if d.unified {
+                d.dir.join("cgroup.freeze")
+            } else {
+                d.dir.join("freezer.state")
+            };
+            fs::read_to_string(f)
+                .map(|s| matches!(s.trim(), "FROZEN" | "1"))
+                .unwrap_or(false)
+        })
+    }
+
+    pub fn oci_state(&self, status: Status) -> OciState {
+        let mut annotations = self.spec.annotations().clone().unwrap_or_default();
+        annotations.insert(crate::backend::ANNOTATION.to_string(), self.backend.clone());
+        OciState {
+            oci_version: OCI_VERSION.to_string(),
+            id: self.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            status,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            owner: self.owner.clone(),
+            annotations,
+        }
+    }
+
+    /// The state JSON hooks get on stdin (the runtime spec's State, no more).
+    pub fn hook_state(&self, pid: i32, status: &str) -> Vec<u8> {
+        hook_state_json(&self.id, pid, status, &self.bundle, &self.spec)
+    }
+}
+
+pub fn hook_state_json(id: &str, pid: i32, status: &str, bundle: &Path, spec: &Spec) -> Vec<u8> {
+    let v = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": spec.annotations().clone().unwrap_or_default(),
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// `/proc/<pid>/stat`: alive means not a zombie and started when we recorded.
+pub fn process_alive(pid: i32, start: u64) -> bool {
+    match proc_stat(pid) {
+        Some((state, st)) => !matches!(state, 'Z' | 'X') && (start == 0 || st == start),
+        None => false,
+    }
+}
+
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parens; fields resume after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 1024
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if !ok {
+        bail!("invalid container ID {id:?}: use letters, digits, '_', '+', '-' and '.'");
+    }
+    Ok(())
+}
+
+/// A container's directory, locked for the lifetime of this value.
+pub struct ContainerDir {
+    pub path: PathBuf,
+    lock: File,
+}
+
+impl ContainerDir {
+    /// Makes the directory for a new container; fails if the ID is taken.
+    pub fn create(root: &Path, id: &str) -> Result<ContainerDir> {
+        validate_id(id)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+            .with_context(|| format!("creating the state root {}", root.display()))?;
+        let path = root.join(id);
+        match fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                bail!("container {id:?} already exists")
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+        let lock = lock_dir(&path)?;
+        Ok(ContainerDir { path, lock })
+    }
+
+    /// Locks an existing container's directory.
+    pub fn open(root: &Path, id: &str) -> Result<ContainerDir> {
+        validate_id(id)?;
+        let path = root.join(id);
+        let lock = match lock_dir(&path) {
+            Ok(l) => l,
+            Err(_) if !path.exists() => bail!("container {id:?} does not exist"),
+            Err(e) => return Err(e),
+        };
+        let dir = ContainerDir { path, lock };
+        // A concurrent delete may have removed it while we waited for the lock.
+        if !dir.state_file().exists() {
+            bail!("container {id:?} does not exist");
+        }
+        Ok(dir)
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    pub fn load(&self) -> Result<Record> {
+        read_record(&self.state_file())
+    }
+
+    pub fn save(&self, rec: &Record) -> Result<()> {
+        let tmp = self.path.join(".state.json.tmp");
+        let data = serde_json::to_vec(rec)?;
+        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&data)?;
+        drop(f);
+        fs::rename(&tmp, self.state_file())
+            .with_context(|| format!("replacing {}", self.state_file().display()))?;
+        Ok(())
+    }
+
+    pub fn lock_fd(&self) -> i32 {
+        self.lock.as_raw_fd()
+    }
+
+    /// Removes the directory; the lock goes with it.
+    pub fn remove(self) -> Result<()> {
+        // The state file first: a command waiting on the lock then sees "does not exist".
+        let _ = fs::remove_file(self.state_file());
+        fs::remove_dir_all(&self.path).with_context(|| format!("removing {}", self.path.display()))
+    }
+}
+
+fn lock_dir(path: &Path) -> Result<File> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    loop {
+        // SAFETY: flock on an fd we own; no pointers.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+}
+
+pub fn read_record(path: &Path) -> Result<Record> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Every container under `root`, for `list`; unreadable entries are skipped.
+pub fn list(root: &Path) -> Vec<Record> {
+    let Ok(rd) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Record> = rd
+        .flatten()
+        .filter_map(|e| read_record(&e.path().join("state.json")).ok())
+        .collect();
+    out.sort_by(|a, b| a.created.cmp(&b.created));
+    out
+}
+
+pub fn owner_name() -> String {
+    let uid = nix::unistd::geteuid().as_raw();
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1.2_x+y").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "../x"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_proc_stat_with_odd_names() {
+        let me = std::process::id() as i32;
+        let (state, start) = proc_stat(me).unwrap();
+        assert!(matches!(state, 'R' | 'S'));
+        assert!(process_alive(me, start));
+        assert!(!process_alive(me, start + 1));
+    }
+}
