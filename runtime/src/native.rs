@@ -63,8 +63,12 @@ impl Backend for Native {
 
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
         if all {
-            for pid in rec.cgroups.pids() {
-                let _ = kill(Pid::from_raw(pid), sig);
+            let pids = rec.cgroups.pids();
+            if !pids.is_empty() {
+                for pid in pids {
+                    let _ = kill(Pid::from_raw(pid), sig);
+                }
+                return Ok(());
             }
         }
         signal_init(rec, sig)

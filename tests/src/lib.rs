@@ -1,1 +1,323 @@
+//! Helpers for driving the built `strata` binary the way containerd, podman and people do:
+//! a busybox bundle per test, a private `--root`, cgroups under `/strata-test`, and cleanup
+//! that leaves the host as it was.
 
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+
+use serde_json::Value;
+
+static BUILD: Once = Once::new();
+
+/// The strata binary, built (once per test process) from this workspace.
+pub fn strata_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STRATA_BIN") {
+        return PathBuf::from(p);
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "strata", "--bin", "strata"])
+            .current_dir(&ws)
+            .status()
+            .expect("running cargo build for the strata binary");
+        assert!(st.success(), "building strata failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ws.join("target"));
+    target.join("debug").join("strata")
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Tests here create namespaces, mounts and cgroups: they need root. CI runs them as root;
+/// anywhere else they say loudly that they did not run.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("SKIPPED: {} needs root", module_path!());
+            return;
+        }
+    };
+}
+
+pub fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox-static is not installed (apt-get install busybox-static)");
+}
+
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("strata-test-{}", unique(name)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A bundle with a busybox rootfs and a config.json from `strata spec`, made non-interactive.
+pub struct Bundle {
+    pub dir: TempDir,
+    pub config: Value,
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "tty",
+    "readlink", "grep", "wc", "stat", "touch", "mkdir", "umask", "test", "env", "pwd", "kill",
+    "head", "ln", "rm", "printf", "dd", "mknod", "sync",
+];
+
+impl Bundle {
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = TempDir::new("bundle");
+        let root = dir.path().join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+        for a in APPLETS {
+            symlink("busybox", root.join("bin").join(a)).unwrap();
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+        let out = Command::new(strata_bin())
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "strata spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(&text).unwrap();
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = args.iter().map(|a| Value::String(a.to_string())).collect();
+        config["root"]["readonly"] = Value::Bool(false);
+        let mut b = Bundle { dir, config };
+        b.save();
+        b
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn save(&mut self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_string_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) -> &mut Self {
+        f(&mut self.config);
+        self.save();
+        self
+    }
+}
+
+/// A private state root; containers left in it are force-deleted on drop.
+pub struct Runtime {
+    pub root: TempDir,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Runtime {
+        Runtime {
+            root: TempDir::new("root"),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(strata_bin());
+        c.arg("--root").arg(self.root.path());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs strata to completion. Output goes through files, not pipes: a created container
+    /// inherits strata's stdio and keeps it open long after strata exits.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        output_via_files(&mut cmd)
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and asserts failure; returns stderr, which must be one line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "strata {args:?} should have failed; stderr: {err}"
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "error is not one line: {err:?}"
+        );
+        err
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+
+    pub fn container_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for id in self.container_dirs() {
+            let _ = self.run(&["delete", "--force", &id]);
+        }
+    }
+}
+
+/// A container ID plus the bundle edits every test wants: its cgroup under /strata-test.
+pub fn container(bundle: &mut Bundle, name: &str) -> String {
+    let id = unique(name);
+    let cg = format!("/strata-test/{id}");
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = Value::String(cg));
+    id
+}
+
+/// Waits (bounded) until `f` holds.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether any cgroup directory of `id` is left in any hierarchy.
+pub fn cgroup_left(id: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !post.starts_with("cgroup") {
+            continue;
+        }
+        let mp = pre.split(' ').nth(4).unwrap();
+        let p = Path::new(mp).join("strata-test").join(id);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+pub fn mount_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Like `Command::output`, but through temp files so that processes that outlive the command
+/// (a container init holding its stdio) cannot block the caller.
+pub fn output_via_files(cmd: &mut Command) -> Output {
+    let dir = TempDir::new("out");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let status = cmd
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
