@@ -47,7 +47,20 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("bundle {}: cannot read config.json", bundle.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    parse_json(&text, &path)
+}
+
+/// Parses JSON, naming the field that is wrong ("process.args: invalid type ...").
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        if field == "." {
+            anyhow::anyhow!("{}: {}", path.display(), e.inner())
+        } else {
+            anyhow::anyhow!("{}: {field}: {}", path.display(), e.inner())
+        }
+    })
 }
 
 fn kind_of(rec: &Record) -> Result<Kind> {
@@ -361,8 +374,7 @@ fn exec_process(rec: &Record, a: &ExecArgs) -> Result<Process> {
     if let Some(p) = &a.process {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("--process {}", p.display()))?;
-        let mut proc: Process = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("--process {}: {e}", p.display()))?;
+        let mut proc: Process = parse_json(&text, p).with_context(|| "--process".to_string())?;
         if a.tty {
             proc.set_terminal(Some(true));
         }

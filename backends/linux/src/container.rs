@@ -488,7 +488,14 @@ impl Init<'_> {
             let state = (self.opts.hook_state)(std::process::id() as i32, "creating");
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
-        mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)
+        mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
+        if prop.contains(nix::mount::MsFlags::MS_SHARED) {
+            // The rootfs's parent had to be private for pivot_root; the new root gets the
+            // propagation that was asked for.
+            nix::mount::mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+                .ctx(|| "setting linux.rootfsPropagation on the new root".into())?;
+        }
+        Ok(())
     }
 }
 

@@ -215,6 +215,20 @@ pub struct RootfsContext<'a> {
 pub fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<OwnedFd> {
     mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
         .ctx(|| "setting the propagation of / (linux.rootfsPropagation)".into())?;
+    // pivot_root refuses a rootfs whose parent mount is shared (rootfsPropagation
+    // "shared"/"rshared"); only that one mount is made private, as runc does.
+    if propagation.contains(MsFlags::MS_SHARED) {
+        if let Some(parent) = mount_point_of(rootfs.parent().unwrap_or(Path::new("/")))? {
+            mount(
+                None::<&str>,
+                &parent,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .ctx(|| format!("making {} private", parent.display()))?;
+        }
+    }
     mount(
         Some(rootfs),
         rootfs,
@@ -229,6 +243,18 @@ pub fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .ctx(|| format!("opening the rootfs {}", rootfs.display()))
+}
+
+/// The mount point (from mountinfo) that holds `path`.
+fn mount_point_of(path: &Path) -> Result<Option<PathBuf>> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo".into())?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(mp.replace("\\040", " ")))
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.as_os_str().len()))
 }
 
 /// Whether the bundle mounts its own /dev (tmpfs): then strata creates the device nodes.
