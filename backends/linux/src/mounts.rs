@@ -140,55 +140,77 @@ pub enum Create {
 }
 
 /// Opens `path` (O_PATH) inside `root`, creating missing components as directories (and the
-/// last one as `last`). Symlinks resolve as if `root` were `/`.
+/// last one as `last`). Symlinks resolve as if `root` were `/`; a dangling one is followed by
+/// creating its target inside `root`, never on the host.
 pub fn open_in_root(root: &OwnedFd, path: &Path, last: Create) -> Result<OwnedFd> {
-    let rel = relative(path);
-    let target = if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel.clone()
-    };
-    match openat2(root.as_fd(), &target, how()) {
+    let mut rel = relative(path);
+    if rel.as_os_str().is_empty() {
+        rel = PathBuf::from(".");
+    }
+    match openat2(root.as_fd(), &rel, how()) {
         Ok(fd) => return Ok(fd),
         Err(nix::Error::ENOENT) if last != Create::Nothing => {}
         Err(e) => return Err(e).ctx(|| format!("resolving {} in the rootfs", path.display())),
     }
-    let comps: Vec<Component> = rel.components().collect();
-    let mut prefix = PathBuf::new();
-    let mut parent = openat2(root.as_fd(), ".", how()).ctx(|| "opening the rootfs".into())?;
-    for (i, comp) in comps.iter().enumerate() {
-        prefix.push(comp);
-        match openat2(root.as_fd(), &prefix, how()) {
-            Ok(fd) => parent = fd,
-            Err(nix::Error::ENOENT) => {
-                let name = comp.as_os_str();
-                if i + 1 == comps.len() && last == Create::File {
-                    let f = openat(
-                        parent.as_fd(),
-                        name,
-                        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::from_bits_truncate(0o755),
-                    )
-                    .ctx(|| format!("creating {} in the rootfs", path.display()))?;
-                    drop(f);
+    // Like path resolution in the kernel: at most 40 symlinks.
+    'restart: for _ in 0..40 {
+        let comps: Vec<Component> = rel.components().collect();
+        let mut prefix = PathBuf::new();
+        let mut parent = openat2(root.as_fd(), ".", how()).ctx(|| "opening the rootfs".into())?;
+        for (i, comp) in comps.iter().enumerate() {
+            prefix.push(comp);
+            match openat2(root.as_fd(), &prefix, how()) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(nix::Error::ENOENT) => {}
+                Err(e) => {
+                    return Err(e).ctx(|| format!("resolving {} in the rootfs", prefix.display()))
+                }
+            }
+            let name = comp.as_os_str();
+            if let Ok(target) = nix::fcntl::readlinkat(parent.as_fd(), name) {
+                // A dangling symlink: continue from its target, resolved inside the root.
+                let target = PathBuf::from(target);
+                let mut next = if target.is_absolute() {
+                    relative(&target)
                 } else {
-                    match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(nix::Error::EEXIST) => {}
-                        Err(e) => {
-                            return Err(e)
-                                .ctx(|| format!("creating {} in the rootfs", prefix.display()))
-                        }
+                    let mut p: PathBuf = comps[..i].iter().collect();
+                    p.push(target);
+                    p
+                };
+                next.extend(&comps[i + 1..]);
+                rel = next;
+                continue 'restart;
+            }
+            if i + 1 == comps.len() && last == Create::File {
+                let f = openat(
+                    parent.as_fd(),
+                    name,
+                    OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o755),
+                )
+                .ctx(|| format!("creating {} in the rootfs", path.display()))?;
+                drop(f);
+            } else {
+                match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(nix::Error::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .ctx(|| format!("creating {} in the rootfs", prefix.display()))
                     }
                 }
-                parent = openat2(root.as_fd(), &prefix, how())
-                    .ctx(|| format!("resolving {} in the rootfs", prefix.display()))?;
             }
-            Err(e) => {
-                return Err(e).ctx(|| format!("resolving {} in the rootfs", prefix.display()))
-            }
+            parent = openat2(root.as_fd(), &prefix, how())
+                .ctx(|| format!("resolving {} in the rootfs", prefix.display()))?;
         }
+        return Ok(parent);
     }
-    Ok(parent)
+    Err(Error::Sys {
+        what: format!("resolving {} in the rootfs", path.display()),
+        source: nix::Error::ELOOP,
+    })
 }
 
 pub fn fd_path(fd: &OwnedFd) -> String {
@@ -811,6 +833,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(tmp.join("rootfs/outside")).unwrap();
         std::os::unix::fs::symlink("/tmp/../../outside", tmp.join("rootfs/evil")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/dir", tmp.join("rootfs/dangling")).unwrap();
         let root = nix::fcntl::open(
             &tmp.join("rootfs"),
             OFlag::O_PATH | OFlag::O_DIRECTORY,
@@ -821,6 +844,12 @@ mod tests {
         let resolved = std::fs::read_link(fd_path(&fd)).unwrap();
         assert!(resolved.starts_with(tmp.join("rootfs")), "{resolved:?}");
         assert!(tmp.join("rootfs/outside/sub").is_dir());
+        let fd = open_in_root(&root, Path::new("/dangling/x"), Create::File).unwrap();
+        assert!(std::fs::read_link(fd_path(&fd))
+            .unwrap()
+            .starts_with(tmp.join("rootfs")));
+        assert!(tmp.join("rootfs/nonexistent/dir/x").is_file());
+        assert!(!Path::new("/nonexistent").exists());
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -1,0 +1,262 @@
+//! runc's history as tests: the host binary out of reach (CVE-2019-5736), no host fd in the
+//! container and the cwd resolved inside it (CVE-2024-21626), mount destinations that cannot
+//! be redirected onto the host by symlinks in the rootfs (CVE-2021-30465), and a batch of
+//! containers that leaves nothing behind.
+
+use serde_json::json;
+use strata_integration::*;
+
+#[test]
+fn no_host_fd_reaches_the_container() {
+    require_root!();
+    // An fd the caller forgot to mark close-on-exec must still not get in.
+    let path = std::ffi::CString::new("/etc/hostname").unwrap();
+    // SAFETY: open of a valid C string; the fd is closed below.
+    let leaked = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(leaked >= 0);
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["ls", "/proc/self/fd"]);
+    let id = container(&mut b, "fds");
+    let out = rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    // 0-2 and the fd ls itself opened for the directory.
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "1", "2", "3"],
+        "{out}"
+    );
+    // The same for exec.
+    let mut b = Bundle::new(&["sleep", "100"]);
+    let id = container(&mut b, "fds2");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let out = rt.ok(&["exec", &id, "ls", "/proc/self/fd"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "1", "2", "3"],
+        "{out}"
+    );
+    let out = rt.ok(&["exec", &id, "ls", "/proc/1/fd"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "1", "2"],
+        "{out}"
+    );
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(leaked) };
+}
+
+#[test]
+fn cwd_is_resolved_inside_the_container() {
+    require_root!();
+    let rt = Runtime::new();
+    for cwd in [
+        "/proc/self/fd/3",
+        "/proc/self/fd/4",
+        "/proc/self/fd/5",
+        "/proc/self/cwd",
+    ] {
+        let mut b = Bundle::new(&["sh", "-c", "pwd; ls /.. | head -3"]);
+        b.edit(|c| c["process"]["cwd"] = json!(cwd));
+        let id = container(&mut b, "cwd");
+        let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+        // Either refused, or a directory of the container; never a host directory.
+        if out.status.success() {
+            let s = stdout(&out);
+            assert!(
+                !s.contains("/tmp/strata-test") && !s.contains("/run/"),
+                "{cwd}: {s}"
+            );
+        } else {
+            assert!(
+                stderr(&out).contains("process.cwd"),
+                "{cwd}: {}",
+                stderr(&out)
+            );
+        }
+        assert!(rt.container_dirs().is_empty());
+    }
+}
+
+#[test]
+fn symlinks_in_the_rootfs_cannot_move_mounts_to_the_host() {
+    require_root!();
+    let rt = Runtime::new();
+    let escape = TempDir::new("escape-target");
+    let target = escape.path().join("made-by-container");
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -c ' /evil/sub ' /proc/self/mountinfo; ls /tmp",
+    ]);
+    // Absolute and relative symlinks that point outside the rootfs on the host.
+    std::os::unix::fs::symlink(&target, b.rootfs().join("evil")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../..", b.rootfs().join("up")).unwrap();
+    b.edit(|c| {
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.push(json!({"destination": "/evil/sub", "type": "tmpfs", "source": "tmpfs"}));
+        m.push(json!({"destination": "/up/tmp/escaped", "type": "tmpfs", "source": "tmpfs"}));
+        c["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("/up/etc/hostname"));
+        c["linux"]["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("/up/tmp"));
+    });
+    let id = container(&mut b, "symlink");
+    let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(
+        !target.exists(),
+        "a directory was created on the host through the rootfs symlink"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/escaped").exists(),
+        "a mount point was created in the host /tmp"
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The destinations were created inside the rootfs instead.
+    let inside = b
+        .rootfs()
+        .join(target.strip_prefix("/").unwrap())
+        .join("sub");
+    assert!(inside.is_dir(), "{} missing", inside.display());
+    assert!(b.rootfs().join("tmp/escaped").is_dir());
+    assert_eq!(std::fs::read_to_string("/etc/hostname").is_ok(), true);
+}
+
+#[test]
+fn host_binary_is_out_of_reach_of_the_container() {
+    require_root!();
+    let bin = strata_bin();
+    let before = std::fs::read(&bin).unwrap();
+    let rt = Runtime::new();
+    // A container waits in `created`: its init is still strata, up to execve.
+    let mut a = Bundle::new(&["true"]);
+    let ida = container(&mut a, "victim");
+    let pidfile = a.path().join("pid");
+    rt.ok(&[
+        "create",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "-b",
+        a.path().to_str().unwrap(),
+        &ida,
+    ]);
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        std::fs::canonicalize(&bin).unwrap()
+    );
+    // For contrast, a running workload with the same uid and capabilities: its exe is
+    // readable to the attacker, so only the init's own protection keeps strata's hidden.
+    let mut c = Bundle::new(&["sleep", "1000"]);
+    let idc = container(&mut c, "control");
+    let cpid = c.path().join("pid");
+    rt.ok(&[
+        "run",
+        "-d",
+        "--pid-file",
+        cpid.to_str().unwrap(),
+        "-b",
+        c.path().to_str().unwrap(),
+        &idc,
+    ]);
+    let control = std::fs::read_to_string(&cpid).unwrap().trim().to_string();
+    // The attacker: root in a container sharing the host pid namespace, default capabilities.
+    let script = format!(
+        "readlink /proc/{pid}/exe && echo EXE-READABLE; \
+         echo pwned >> /proc/{pid}/exe && echo EXE-WRITTEN; \
+         cat /proc/{pid}/environ >/dev/null 2>&1 && echo ENV-READABLE; \
+         readlink /proc/{control}/exe >/dev/null && echo CONTROL-READABLE"
+    );
+    let mut b = Bundle::new(&["sh", "-c", &script]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid")
+    });
+    let idb = container(&mut b, "attacker");
+    let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &idb]);
+    let s = stdout(&out);
+    assert!(
+        s.contains("CONTROL-READABLE"),
+        "the attacker should see ordinary host processes: {s} {}",
+        stderr(&out)
+    );
+    assert!(!s.contains("EXE-READABLE"), "{s}");
+    assert!(!s.contains("EXE-WRITTEN"), "{s}");
+    assert!(!s.contains("ENV-READABLE"), "{s}");
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        before,
+        "the strata binary changed"
+    );
+    rt.ok(&["delete", "-f", &ida]);
+}
+
+#[test]
+fn a_batch_of_containers_leaves_nothing_behind() {
+    require_root!();
+    let rt = Runtime::new();
+    let mounts = mount_count();
+    let mut ids = Vec::new();
+    let mut b = Bundle::new(&["sh", "-c", "sleep 1000 & echo hi"]);
+    for i in 0..6 {
+        // run to completion, with a background child left over
+        let id = container(&mut b, &format!("batch-run{i}"));
+        assert_eq!(
+            rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]),
+            "hi\n"
+        );
+        ids.push(id);
+    }
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    for i in 0..6 {
+        let id = container(&mut b, &format!("batch-life{i}"));
+        rt.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+        match i % 3 {
+            0 => {
+                rt.ok(&["delete", &id]);
+            }
+            1 => {
+                rt.ok(&["start", &id]);
+                rt.ok(&["exec", "-d", &id, "sleep", "1000"]);
+                rt.ok(&["delete", "--force", &id]);
+            }
+            _ => {
+                rt.ok(&["start", &id]);
+                rt.ok(&["kill", &id, "KILL"]);
+                eventually("stop", || rt.status(&id) == "stopped");
+                rt.ok(&["delete", &id]);
+            }
+        }
+        ids.push(id);
+    }
+    // Failed creates too.
+    let mut bad = Bundle::new(&["no-such-binary"]);
+    for i in 0..3 {
+        let id = container(&mut bad, &format!("batch-bad{i}"));
+        rt.fails(&["create", "-b", bad.path().to_str().unwrap(), &id]);
+        ids.push(id);
+    }
+    assert!(
+        rt.container_dirs().is_empty(),
+        "state dirs left: {:?}",
+        rt.container_dirs()
+    );
+    assert_eq!(mount_count(), mounts, "mounts left behind");
+    for id in &ids {
+        assert!(cgroup_left(id).is_none(), "cgroup of {id} left behind");
+    }
+    // No process of these containers is left: nothing runs from these bundles' rootfs.
+    eventually("container processes to be gone", || {
+        std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+            let root = std::fs::read_link(e.path().join("root")).unwrap_or_default();
+            !root.starts_with(b.rootfs()) && !root.starts_with(bad.rootfs())
+        })
+    });
+}
