@@ -106,9 +106,8 @@ impl Backend for Native {
         }
         for (pid, fd) in &pidfds {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(KILL_WAIT_MS)) {
-                Ok(0) => bail!("process {pid} of the container did not die after SIGKILL"),
-                _ => {}
+            if let Ok(0) = poll(&mut fds, PollTimeout::from(KILL_WAIT_MS)) {
+                bail!("process {pid} of the container did not die after SIGKILL");
             }
         }
         rec.cgroups.remove();

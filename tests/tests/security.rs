@@ -121,7 +121,6 @@ fn symlinks_in_the_rootfs_cannot_move_mounts_to_the_host() {
         .join("sub");
     assert!(inside.is_dir(), "{} missing", inside.display());
     assert!(b.rootfs().join("tmp/escaped").is_dir());
-    assert_eq!(std::fs::read_to_string("/etc/hostname").is_ok(), true);
 }
 
 #[test]
