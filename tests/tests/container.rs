@@ -400,3 +400,17 @@ fn terminal_through_console_socket() {
     assert!(err.contains("--console-socket"), "{err}");
     assert!(rt.container_dirs().is_empty());
 }
+
+#[test]
+fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
+    require_root!();
+    let mut b = Bundle::new(&["cat", "/proc/self/cgroup"]);
+    let out = run_ok(&mut b, "cgns");
+    assert!(!out.is_empty());
+    for line in out.lines() {
+        assert!(
+            line.ends_with(":/"),
+            "not rooted at the container's cgroup: {out}"
+        );
+    }
+}

@@ -225,6 +225,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
 }
 
+/// Answers the init's requests until it is ready. The cgroup is joined as early as the init's
+/// PID is known and the init does not wait for it: in v1, moving a task waits for an RCU
+/// grace period (milliseconds here), which overlaps the init's mount work that way. The init
+/// is in its cgroup before it runs anything else: RunHooks is only answered after the join.
 fn drive_init(
     opts: &CreateOptions,
     spec: &Spec,
@@ -234,6 +238,27 @@ fn drive_init(
     cgroups: &CgroupSet,
 ) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
+    let new_user = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == NsType::User && n.path().is_none())
+        });
+    let mut joined = false;
+    let join = |joined: &mut bool, init_pid: Option<i32>| -> Result<()> {
+        if !*joined {
+            let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
+            cgroups.add(pid)?;
+            *joined = true;
+        }
+        Ok(())
+    };
+    // The id maps are the init's first need; otherwise the cgroup is.
+    if init_pid.is_some() && !new_user {
+        join(&mut joined, *init_pid)?;
+    }
     loop {
         let msg = chan.recv()?;
         match msg {
@@ -244,17 +269,21 @@ fn drive_init(
                     linux.gid_mappings().as_deref().unwrap_or(&[]),
                 )?;
                 chan.send(&Message::IdsMapped)?;
+                if init_pid.is_some() {
+                    join(&mut joined, *init_pid)?;
+                }
             }
             Some(Message::InitPid(p)) => {
                 *init_pid = Some(p);
                 let _ = waitpid(Pid::from_raw(child), None);
+                join(&mut joined, *init_pid)?;
             }
             Some(Message::AwaitProceed) => {
-                let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
-                cgroups.add(pid)?;
+                join(&mut joined, *init_pid)?;
                 chan.send(&Message::Proceed)?;
             }
             Some(Message::RunHooks) => {
+                join(&mut joined, *init_pid)?;
                 let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
                 let state = (opts.hook_state)(pid, "creating");
                 if let Some(h) = spec.hooks() {
@@ -263,7 +292,10 @@ fn drive_init(
                 }
                 chan.send(&Message::HooksDone)?;
             }
-            Some(Message::Ready) => return Ok(()),
+            Some(Message::Ready) => {
+                join(&mut joined, *init_pid)?;
+                return Ok(());
+            }
             Some(Message::Failed(msg)) => return Err(Error::Child(msg)),
             Some(other) => {
                 return Err(Error::Child(format!(

@@ -18,7 +18,7 @@ pub enum Message {
     IdsMapped,
     /// stage 1 → parent: the container's init is this (host) PID; stage 1 exits next.
     InitPid(i32),
-    /// init → parent: put me in my cgroup, then tell me to go on.
+    /// init → parent: put me in my cgroup, then tell me to go on (before a cgroup unshare).
     AwaitProceed,
     Proceed,
     /// init → parent: mounts are done; run prestart and createRuntime hooks.
