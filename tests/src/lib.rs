@@ -247,7 +247,23 @@ impl Drop for Runtime {
         for id in self.container_dirs() {
             let _ = self.run(&["delete", "--force", &id]);
         }
+        // The shared test parent goes once the last test's cgroups are gone (rmdir fails
+        // while another test still has a cgroup under it).
+        for mp in cgroup_mount_points() {
+            let _ = std::fs::remove_dir(mp.join("strata-test"));
+        }
     }
+}
+
+pub fn cgroup_mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mp = pre.split(' ').nth(4)?;
+            post.starts_with("cgroup").then(|| PathBuf::from(mp))
+        })
+        .collect()
 }
 
 /// A container ID plus the bundle edits every test wants: its cgroup under /strata-test.

@@ -236,28 +236,53 @@ fn mkdir_tracked(
     created: &mut Vec<PathBuf>,
     controllers: &[String],
 ) -> Result<()> {
+    // Another runtime may remove an empty parent between our mkdirs; start over then.
+    for _ in 0..3 {
+        match mkdir_once(mount_point, dir, created, controllers) {
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => continue,
+            other => return other,
+        }
+    }
+    mkdir_once(mount_point, dir, created, controllers)
+}
+
+fn mkdir_once(
+    mount_point: &Path,
+    dir: &Path,
+    created: &mut Vec<PathBuf>,
+    controllers: &[String],
+) -> Result<()> {
     let rel = dir.strip_prefix(mount_point).unwrap_or(dir);
     let mut cur = mount_point.to_path_buf();
     for comp in rel.components() {
-        let parent = cur.clone();
         cur.push(comp);
         match fs::create_dir(&cur) {
-            Ok(()) => {
-                created.push(cur.clone());
-                if controllers.iter().any(|c| c == "cpuset") {
-                    // A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and
-                    // refuses tasks until it has both.
-                    for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let v = fs::read_to_string(parent.join(f))
-                            .ctx(|| format!("reading {}", parent.join(f).display()))?;
-                        fs::write(cur.join(f), v.trim())
-                            .ctx(|| format!("writing {}", cur.join(f).display()))?;
-                    }
-                }
-            }
+            Ok(()) => created.push(cur.clone()),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e).ctx(|| format!("creating cgroup {}", cur.display())),
         }
+    }
+    if controllers.iter().any(|c| c == "cpuset") {
+        ensure_cpuset(mount_point, dir)?;
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes and refuses tasks until it
+/// has both; fill them from the nearest ancestor, as runc does. Also covers a parent another
+/// runtime created a moment ago and has not filled yet.
+fn ensure_cpuset(mount_point: &Path, dir: &Path) -> Result<()> {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let cur =
+            fs::read_to_string(dir.join(f)).ctx(|| format!("reading {}", dir.join(f).display()))?;
+        if !cur.trim().is_empty() || dir == mount_point {
+            continue;
+        }
+        let parent = dir.parent().unwrap_or(mount_point);
+        ensure_cpuset(mount_point, parent)?;
+        let v = fs::read_to_string(parent.join(f))
+            .ctx(|| format!("reading {}", parent.join(f).display()))?;
+        fs::write(dir.join(f), v.trim()).ctx(|| format!("writing {}", dir.join(f).display()))?;
     }
     Ok(())
 }

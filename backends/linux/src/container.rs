@@ -342,12 +342,21 @@ impl Init<'_> {
             if plan.is_new(NsType::Time) {
                 self.write_time_offsets()?;
             }
+            // The init waits until stage one has reported its PID, so the runtime hears of
+            // the init before the init's first request.
+            let (gate_r, gate_w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
             let pid = clone_process(CloneFlags::empty())?;
             if pid != 0 {
                 chan.send(&Message::InitPid(pid))?;
+                drop(gate_w);
                 // SAFETY: stage one's job is done; _exit skips the parent's atexit handlers.
                 unsafe { libc::_exit(0) };
             }
+            drop(gate_w);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&gate_r, &mut b);
+            drop(gate_r);
             process::set_non_dumpable()?;
         } else if plan.is_new(NsType::User) {
             chan.send(&Message::MapIds)?;
