@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 use serde::Deserialize;
+use strata_linux::cgroups::stats::Stats;
 use strata_linux::cgroups::CgroupSet;
 
 use crate::native::Native;
@@ -137,6 +138,17 @@ pub trait Backend {
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32>;
     /// Ends every process of the container and releases what it held.
     fn destroy(&self, rec: &Record) -> Result<()>;
+    fn pause(&self, rec: &Record) -> Result<()>;
+    fn resume(&self, rec: &Record) -> Result<()>;
+    /// Applies new resource limits to a running container.
+    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()>;
+    fn stats(&self, rec: &Record) -> Result<Stats>;
+    /// Host PIDs of every process of the container.
+    fn pids(&self, rec: &Record) -> Result<Vec<i32>>;
+    /// OOM kills so far.
+    fn oom_kills(&self, rec: &Record) -> u64;
+    /// An fd that wakes on OOM; true if every wake-up is an OOM event.
+    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>>;
 }
 
 pub fn backend(kind: Kind) -> Result<Box<dyn Backend>> {

@@ -1,6 +1,7 @@
 //! strata: one runc-compatible OCI runtime front end over native, sandbox and vm backends.
 
 mod backend;
+mod cgroup_cmds;
 mod cli;
 mod commands;
 mod default_spec;
@@ -30,6 +31,19 @@ fn main() {
         Command::Run(a) => commands::run(&g, &a.id, &a.common, a.detach, a.keep),
         Command::Exec(a) => commands::exec(&g, a),
         Command::List { format, quiet } => commands::list(&g, *format, *quiet),
+        Command::Pause { id } => cgroup_cmds::pause(&g, id, true),
+        Command::Resume { id } => cgroup_cmds::pause(&g, id, false),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => cgroup_cmds::ps(&g, id, *format, ps_args),
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => cgroup_cmds::events(&g, id, *stats, interval),
+        Command::Update(a) => cgroup_cmds::update(&g, a),
         Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
         Command::Features => commands::features(),
     };

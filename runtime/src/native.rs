@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+use strata_linux::cgroups::stats::Stats;
 use strata_linux::container::{self, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
 use strata_linux::hooks::pidfd_open;
@@ -62,16 +64,56 @@ impl Backend for Native {
     }
 
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
-        if all {
-            let pids = rec.cgroups.pids();
-            if !pids.is_empty() {
-                for pid in pids {
-                    let _ = kill(Pid::from_raw(pid), sig);
-                }
-                return Ok(());
-            }
+        if !all {
+            return signal_init(rec, sig);
         }
-        signal_init(rec, sig)
+        if sig == Signal::SIGKILL && rec.cgroups.kill_all_v2() {
+            return Ok(());
+        }
+        // Frozen, the processes cannot fork new ones between our reading the list and the
+        // signal arriving.
+        let freeze = !rec.cgroups.is_frozen() && rec.cgroups.set_frozen(true).is_ok();
+        for pid in rec.cgroups.pids() {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+        if freeze {
+            rec.cgroups.set_frozen(false)?;
+        }
+        Ok(())
+    }
+
+    fn pause(&self, rec: &Record) -> Result<()> {
+        Ok(rec.cgroups.set_frozen(true)?)
+    }
+
+    fn resume(&self, rec: &Record) -> Result<()> {
+        Ok(rec.cgroups.set_frozen(false)?)
+    }
+
+    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
+        let devices = rec
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default();
+        Ok(rec.cgroups.apply(resources, &devices)?)
+    }
+
+    fn stats(&self, rec: &Record) -> Result<Stats> {
+        Ok(strata_linux::cgroups::stats::read(&rec.cgroups))
+    }
+
+    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
+        Ok(rec.cgroups.pids())
+    }
+
+    fn oom_kills(&self, rec: &Record) -> u64 {
+        rec.cgroups.oom_kills()
+    }
+
+    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>> {
+        Ok(rec.cgroups.oom_notifier()?)
     }
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
@@ -103,6 +145,10 @@ impl Backend for Native {
         }
         for (_, fd) in &pidfds {
             pidfd_send_signal(fd, Signal::SIGKILL);
+        }
+        if rec.cgroups.is_frozen() {
+            // Frozen tasks cannot act on SIGKILL until thawed.
+            rec.cgroups.set_frozen(false)?;
         }
         for (pid, fd) in &pidfds {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];

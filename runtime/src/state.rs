@@ -79,23 +79,10 @@ impl Record {
         if self.pid <= 0 || !process_alive(self.pid, self.pid_start) {
             return Status::Stopped;
         }
-        if self.status == Status::Running && self.is_frozen() {
+        if self.status == Status::Running && self.cgroups.is_frozen() {
             return Status::Paused;
         }
         self.status
-    }
-
-    fn is_frozen(&self) -> bool {
-        self.cgroups.dirs.iter().any(|d| {
-            let f = if d.unified {
-                d.dir.join("cgroup.freeze")
-            } else {
-                d.dir.join("freezer.state")
-            };
-            fs::read_to_string(f)
-                .map(|s| matches!(s.trim(), "FROZEN" | "1"))
-                .unwrap_or(false)
-        })
     }
 
     pub fn oci_state(&self, status: Status) -> OciState {

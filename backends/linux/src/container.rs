@@ -152,6 +152,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let hs = cgroups::hierarchies()?;
     let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
     let cgroups = CgroupSet::create(&cg_path, &hs)?;
+    if let Some(r) = linux.resources() {
+        if let Err(e) = cgroups.apply(r, linux.devices().as_deref().unwrap_or(&[])) {
+            cgroups.remove();
+            return Err(e);
+        }
+    }
     let (parent_chan, child_chan) = match Channel::pair() {
         Ok(p) => p,
         Err(e) => {

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
+pub mod devices;
+pub mod resources;
+pub mod stats;
+
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
@@ -150,6 +154,9 @@ pub struct CgroupDir {
     /// Directories we created, deepest last.
     pub created: Vec<PathBuf>,
     pub unified: bool,
+    /// Controllers this directory manages: the v1 hierarchy's, or those enabled for it on v2.
+    #[serde(default)]
+    pub controllers: Vec<String>,
 }
 
 impl CgroupSet {
@@ -165,7 +172,14 @@ impl CgroupSet {
             let rel = path.strip_prefix("/").unwrap_or(path);
             let dir = h.mount_point.join(rel);
             let mut created = Vec::new();
-            let res = mkdir_tracked(&h.mount_point, &dir, &mut created, &h.controllers);
+            let mut res = mkdir_tracked(&h.mount_point, &dir, &mut created, &h.controllers);
+            let mut controllers = h.controllers.clone();
+            if h.unified && res.is_ok() {
+                match enable_v2_controllers(&h.mount_point, &dir) {
+                    Ok(c) => controllers = c,
+                    Err(e) => res = Err(e),
+                }
+            }
             let name = if only_v2 {
                 String::new()
             } else if h.unified {
@@ -182,6 +196,7 @@ impl CgroupSet {
                 name,
                 created,
                 unified: h.unified,
+                controllers,
             });
             if let Err(e) = res {
                 set.remove();
@@ -197,6 +212,160 @@ impl CgroupSet {
                 .ctx(|| format!("adding pid {pid} to cgroup {}", d.dir.display()))?;
         }
         Ok(())
+    }
+
+    /// Writes `linux.resources` (limits and device rules).
+    pub fn apply(
+        &self,
+        r: &oci_spec::runtime::LinuxResources,
+        linux_devices: &[oci_spec::runtime::LinuxDevice],
+    ) -> Result<()> {
+        resources::apply(self, r)?;
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            let rules = devices::rules(rules, linux_devices)?;
+            let c = resources::Controllers::new(self);
+            match c.dir("devices") {
+                Some(d) => devices::apply_v1(d, &rules)?,
+                None => match c.unified() {
+                    Some(d) => devices::apply_v2(d, &rules)?,
+                    None => {
+                        return Err(Error::config(
+                            "linux.resources.devices",
+                            "no devices controller and no cgroup v2 hierarchy",
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn freezer(&self) -> Option<(&CgroupDir, bool)> {
+        let c = resources::Controllers::new(self);
+        if let Some(d) = c.dir("freezer") {
+            return Some((d, false));
+        }
+        c.unified()
+            .filter(|d| d.dir.join("cgroup.freeze").exists())
+            .map(|d| (d, true))
+    }
+
+    /// Whether the container is frozen (paused).
+    pub fn is_frozen(&self) -> bool {
+        match self.freezer() {
+            Some((d, false)) => {
+                fs::read_to_string(d.dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            Some((d, true)) => fs::read_to_string(d.dir.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l == "frozen 1")),
+            None => false,
+        }
+    }
+
+    /// Freezes or thaws every process of the container and waits until the kernel says it is
+    /// done. Neither v1's freezer.state nor v2's cgroup.events can be waited on for this
+    /// transition without a watcher, so it is polled at 1 ms, bounded at 10 s.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let (d, v2) = self.freezer().ok_or_else(|| {
+            Error::config(
+                "pause",
+                "no freezer: neither the v1 freezer controller nor cgroup v2",
+            )
+        })?;
+        let (file, value) = match (v2, frozen) {
+            (false, true) => ("freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED"),
+            (true, true) => ("cgroup.freeze", "1"),
+            (true, false) => ("cgroup.freeze", "0"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            resources::write(&d.dir, file, value, "freezer")?;
+            if self.is_frozen() == frozen {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::config(
+                    "freezer",
+                    format!("{} did not become {value}", d.dir.display()),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// How many times the kernel's OOM killer acted in the container's cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(d) = resources::Controllers::new(self).dir("memory") else {
+            return 0;
+        };
+        let file = if d.unified {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(d.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// An fd that becomes readable when the container hits an OOM condition: v1's eventfd
+    /// registered on memory.oom_control, or an inotify watch on v2's memory.events. The bool
+    /// says whether every wake-up is an OOM (v1) or the count must be compared (v2).
+    pub fn oom_notifier(&self) -> Result<Option<(std::os::fd::OwnedFd, bool)>> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let Some(d) = resources::Controllers::new(self).dir("memory") else {
+            return Ok(None);
+        };
+        if d.unified {
+            // SAFETY: inotify_init1 takes flags only and returns a new fd or -1.
+            let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).ctx(|| "inotify_init1".into());
+            }
+            // SAFETY: the kernel just gave us this fd.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let path =
+                std::ffi::CString::new(d.dir.join("memory.events").as_os_str().as_encoded_bytes())
+                    .map_err(|e| Error::config("memory.events", e.to_string()))?;
+            // SAFETY: a valid inotify fd and a NUL-terminated path that outlives the call.
+            if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) }
+                < 0
+            {
+                return Err(std::io::Error::last_os_error())
+                    .ctx(|| "watching memory.events".into());
+            }
+            return Ok(Some((fd, false)));
+        }
+        let efd = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .ctx(|| "eventfd".into())?;
+        let ctl = fs::File::open(d.dir.join("memory.oom_control"))
+            .ctx(|| format!("opening {}", d.dir.join("memory.oom_control").display()))?;
+        resources::write(
+            &d.dir,
+            "cgroup.event_control",
+            &format!("{} {}", efd.as_raw_fd(), ctl.as_raw_fd()),
+            "events",
+        )?;
+        Ok(Some((OwnedFd::from(efd), true)))
+    }
+
+    /// v2's `cgroup.kill`: SIGKILL to every process, atomically with respect to forks.
+    /// Returns whether it was available and used.
+    pub fn kill_all_v2(&self) -> bool {
+        self.dirs.iter().any(|d| {
+            d.unified
+                && d.dir.join("cgroup.kill").exists()
+                && fs::write(d.dir.join("cgroup.kill"), "1").is_ok()
+        })
     }
 
     /// Every process in the container's cgroup (from the first hierarchy that lists any).
@@ -228,6 +397,36 @@ impl CgroupSet {
             }
         }
     }
+}
+
+/// Enables every available controller down the path to `dir` (cgroup v2 only hands a
+/// controller to a child that its parent lists in cgroup.subtree_control), and returns the
+/// controllers `dir` ends up with.
+fn enable_v2_controllers(mount_point: &Path, dir: &Path) -> Result<Vec<String>> {
+    let read = |d: &Path| -> Vec<String> {
+        fs::read_to_string(d.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    if read(mount_point).is_empty() {
+        return Ok(Vec::new());
+    }
+    let rel = dir.strip_prefix(mount_point).unwrap_or(dir);
+    let mut cur = mount_point.to_path_buf();
+    for comp in rel.components() {
+        let available = read(&cur);
+        if !available.is_empty() {
+            let enable: Vec<String> = available.iter().map(|c| format!("+{c}")).collect();
+            if let Err(e) = fs::write(cur.join("cgroup.subtree_control"), enable.join(" ")) {
+                // A cgroup with processes of its own cannot hand controllers down.
+                tracing::warn!("enabling {enable:?} in {}: {e}", cur.display());
+            }
+        }
+        cur.push(comp);
+    }
+    Ok(read(dir))
 }
 
 fn mkdir_tracked(

@@ -1,0 +1,863 @@
+//! Writing `linux.resources` into the container's cgroup: each controller is written in the
+//! one directory that manages it (a v1 hierarchy, or the v2 one), with the v1 or v2 file
+//! names and value conversions.
+
+use std::fs;
+use std::path::Path;
+
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNetwork, LinuxPids,
+    LinuxResources,
+};
+
+use super::{CgroupDir, CgroupSet};
+use crate::error::{Error, Result};
+
+/// Writes `value` to `dir/file`, with an error naming the field, the file and the value.
+pub(crate) fn write(dir: &Path, file: &str, value: &str, field: &str) -> Result<()> {
+    fs::write(dir.join(file), value).map_err(|e| {
+        Error::config(
+            field,
+            format!("writing {value:?} to {}: {e}", dir.join(file).display()),
+        )
+    })
+}
+
+fn read_trim(dir: &Path, file: &str) -> Option<String> {
+    fs::read_to_string(dir.join(file))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Where each controller lives.
+pub struct Controllers<'a> {
+    set: &'a CgroupSet,
+}
+
+impl<'a> Controllers<'a> {
+    pub fn new(set: &'a CgroupSet) -> Self {
+        Controllers { set }
+    }
+
+    /// The directory managing `name`: a v1 hierarchy that mounts it, else the v2 cgroup if it
+    /// has it enabled.
+    pub fn dir(&self, name: &str) -> Option<&'a CgroupDir> {
+        let v1 = self
+            .set
+            .dirs
+            .iter()
+            .find(|d| !d.unified && d.controllers.iter().any(|c| c == name));
+        v1.or_else(|| {
+            self.set
+                .dirs
+                .iter()
+                .find(|d| d.unified && d.controllers.iter().any(|c| c == name))
+        })
+    }
+
+    pub fn unified(&self) -> Option<&'a CgroupDir> {
+        self.set.dirs.iter().find(|d| d.unified)
+    }
+
+    fn require(&self, name: &str, field: &str) -> Result<&'a CgroupDir> {
+        self.dir(name).ok_or_else(|| {
+            Error::config(
+                field,
+                format!("the {name} cgroup controller is not available on this host"),
+            )
+        })
+    }
+}
+
+/// Applies every resource the spec sets. Kernel memory limits are ignored with a warning, as
+/// runc does (the kernel no longer supports them).
+pub fn apply(set: &CgroupSet, r: &LinuxResources) -> Result<()> {
+    let c = Controllers::new(set);
+    if let Some(m) = r.memory() {
+        memory(&c, m)?;
+    }
+    if let Some(cpu) = r.cpu() {
+        self::cpu(&c, cpu)?;
+    }
+    if let Some(p) = r.pids() {
+        pids(&c, p)?;
+    }
+    if let Some(b) = r.block_io() {
+        block_io(&c, b)?;
+    }
+    if let Some(h) = r.hugepage_limits() {
+        hugetlb(&c, h)?;
+    }
+    if let Some(n) = r.network() {
+        network(&c, n)?;
+    }
+    if let Some(rdma) = r.rdma() {
+        let d = c.require("rdma", "linux.resources.rdma")?;
+        for (dev, l) in rdma {
+            let mut parts = vec![dev.clone()];
+            if let Some(h) = l.hca_handles() {
+                parts.push(format!("hca_handle={h}"));
+            }
+            if let Some(o) = l.hca_objects() {
+                parts.push(format!("hca_object={o}"));
+            }
+            write(&d.dir, "rdma.max", &parts.join(" "), "linux.resources.rdma")?;
+        }
+    }
+    if let Some(u) = r.unified() {
+        let d = c.unified().ok_or_else(|| {
+            Error::config(
+                "linux.resources.unified",
+                "needs cgroup v2, which this host does not mount",
+            )
+        })?;
+        for (k, v) in u {
+            if k.contains('/') || k.starts_with('.') {
+                return Err(Error::config(
+                    "linux.resources.unified",
+                    format!("{k:?} is not a cgroup file name"),
+                ));
+            }
+            write(&d.dir, k, v, &format!("linux.resources.unified[{k}]"))?;
+        }
+    }
+    Ok(())
+}
+
+fn limit_v1(v: i64) -> String {
+    if v < 0 {
+        "-1".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn limit_v2(v: i64) -> String {
+    if v < 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn memory(c: &Controllers, m: &LinuxMemory) -> Result<()> {
+    let f = "linux.resources.memory";
+    if m.kernel().is_some() || m.kernel_tcp().is_some() {
+        tracing::warn!("linux.resources.memory.kernel and kernelTCP are not supported by the kernel and are ignored");
+    }
+    let d = c.require("memory", f)?;
+    if d.unified {
+        if let Some(l) = m.limit() {
+            write(&d.dir, "memory.max", &limit_v2(l), &format!("{f}.limit"))?;
+        }
+        if let Some(r) = m.reservation() {
+            write(
+                &d.dir,
+                "memory.low",
+                &limit_v2(r),
+                &format!("{f}.reservation"),
+            )?;
+        }
+        if let Some(s) = m.swap() {
+            // OCI swap is memory+swap (v1 semantics); v2 limits swap alone.
+            let v = match (s, m.limit()) {
+                (s, _) if s < 0 => "max".to_string(),
+                (s, Some(l)) if l >= 0 => {
+                    if s < l {
+                        return Err(Error::config(
+                            format!("{f}.swap"),
+                            format!("memory+swap {s} is below the memory limit {l}"),
+                        ));
+                    }
+                    (s - l).to_string()
+                }
+                (s, _) => s.to_string(),
+            };
+            write(&d.dir, "memory.swap.max", &v, &format!("{f}.swap"))?;
+        }
+        if m.swappiness().is_some() {
+            tracing::warn!("{f}.swappiness has no cgroup v2 equivalent and is ignored");
+        }
+        if m.disable_oom_killer() == Some(true) {
+            tracing::warn!("{f}.disableOOMKiller has no cgroup v2 equivalent and is ignored");
+        }
+        return Ok(());
+    }
+    // v1: memory+swap must never be below memory, so the order depends on the direction.
+    let set_limit = |l: i64| {
+        write(
+            &d.dir,
+            "memory.limit_in_bytes",
+            &limit_v1(l),
+            &format!("{f}.limit"),
+        )
+    };
+    let set_swap = |s: i64| {
+        write(
+            &d.dir,
+            "memory.memsw.limit_in_bytes",
+            &limit_v1(s),
+            &format!("{f}.swap"),
+        )
+    };
+    match (m.limit(), m.swap()) {
+        (Some(l), Some(s)) => {
+            if set_limit(l).is_err() {
+                set_swap(s)?;
+                set_limit(l)?;
+            } else {
+                set_swap(s)?;
+            }
+        }
+        (Some(l), None) => set_limit(l)?,
+        (None, Some(s)) => set_swap(s)?,
+        (None, None) => {}
+    }
+    if let Some(r) = m.reservation() {
+        write(
+            &d.dir,
+            "memory.soft_limit_in_bytes",
+            &limit_v1(r),
+            &format!("{f}.reservation"),
+        )?;
+    }
+    if let Some(sw) = m.swappiness() {
+        if sw > 100 {
+            return Err(Error::config(
+                format!("{f}.swappiness"),
+                format!("{sw} is above 100"),
+            ));
+        }
+        write(
+            &d.dir,
+            "memory.swappiness",
+            &sw.to_string(),
+            &format!("{f}.swappiness"),
+        )?;
+    }
+    if let Some(dis) = m.disable_oom_killer() {
+        write(
+            &d.dir,
+            "memory.oom_control",
+            if dis { "1" } else { "0" },
+            &format!("{f}.disableOOMKiller"),
+        )?;
+    }
+    if let Some(h) = m.use_hierarchy() {
+        // Always 1 on current kernels; writing 0 fails, so only a request for 1 is written.
+        if h {
+            write(
+                &d.dir,
+                "memory.use_hierarchy",
+                "1",
+                &format!("{f}.useHierarchy"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// cpu.shares (2..262144) to cpu.weight (1..10000), the conversion runc and crun use.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
+}
+
+fn cpu(c: &Controllers, cpu: &LinuxCpu) -> Result<()> {
+    let f = "linux.resources.cpu";
+    let wants_cpu = cpu.shares().is_some()
+        || cpu.quota().is_some()
+        || cpu.period().is_some()
+        || cpu.realtime_runtime().is_some()
+        || cpu.realtime_period().is_some()
+        || cpu.idle().is_some()
+        || cpu.burst().is_some();
+    if wants_cpu {
+        let d = c.require("cpu", f)?;
+        if d.unified {
+            if let Some(s) = cpu.shares() {
+                write(
+                    &d.dir,
+                    "cpu.weight",
+                    &shares_to_weight(s).to_string(),
+                    &format!("{f}.shares"),
+                )?;
+            }
+            if cpu.quota().is_some() || cpu.period().is_some() {
+                let period = cpu.period().unwrap_or(100_000);
+                let quota = match cpu.quota() {
+                    Some(q) if q > 0 => q.to_string(),
+                    _ => "max".into(),
+                };
+                write(
+                    &d.dir,
+                    "cpu.max",
+                    &format!("{quota} {period}"),
+                    &format!("{f}.quota"),
+                )?;
+            }
+            if let Some(b) = cpu.burst() {
+                write(
+                    &d.dir,
+                    "cpu.max.burst",
+                    &b.to_string(),
+                    &format!("{f}.burst"),
+                )?;
+            }
+            if cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some() {
+                return Err(Error::config(
+                    format!("{f}.realtimeRuntime"),
+                    "realtime scheduling limits need cgroup v1",
+                ));
+            }
+        } else {
+            if let Some(s) = cpu.shares() {
+                write(&d.dir, "cpu.shares", &s.to_string(), &format!("{f}.shares"))?;
+            }
+            if let Some(p) = cpu.period() {
+                write(
+                    &d.dir,
+                    "cpu.cfs_period_us",
+                    &p.to_string(),
+                    &format!("{f}.period"),
+                )?;
+            }
+            if let Some(q) = cpu.quota() {
+                write(
+                    &d.dir,
+                    "cpu.cfs_quota_us",
+                    &limit_v1(q),
+                    &format!("{f}.quota"),
+                )?;
+            }
+            if let Some(b) = cpu.burst() {
+                write(
+                    &d.dir,
+                    "cpu.cfs_burst_us",
+                    &b.to_string(),
+                    &format!("{f}.burst"),
+                )?;
+            }
+            // The runtime may only grow within the period, so the period goes first.
+            if let Some(p) = cpu.realtime_period() {
+                write(
+                    &d.dir,
+                    "cpu.rt_period_us",
+                    &p.to_string(),
+                    &format!("{f}.realtimePeriod"),
+                )?;
+            }
+            if let Some(r) = cpu.realtime_runtime() {
+                write(
+                    &d.dir,
+                    "cpu.rt_runtime_us",
+                    &r.to_string(),
+                    &format!("{f}.realtimeRuntime"),
+                )?;
+            }
+        }
+        if let Some(i) = cpu.idle() {
+            write(&d.dir, "cpu.idle", &i.to_string(), &format!("{f}.idle"))?;
+        }
+    }
+    if cpu.cpus().is_some() || cpu.mems().is_some() {
+        let d = c.require("cpuset", f)?;
+        if let Some(cpus) = cpu.cpus() {
+            write(&d.dir, "cpuset.cpus", cpus, &format!("{f}.cpus"))?;
+        }
+        if let Some(mems) = cpu.mems() {
+            write(&d.dir, "cpuset.mems", mems, &format!("{f}.mems"))?;
+        }
+    }
+    Ok(())
+}
+
+fn pids(c: &Controllers, p: &LinuxPids) -> Result<()> {
+    let d = c.require("pids", "linux.resources.pids")?;
+    let v = if p.limit() <= 0 {
+        "max".to_string()
+    } else {
+        p.limit().to_string()
+    };
+    write(&d.dir, "pids.max", &v, "linux.resources.pids.limit")
+}
+
+/// blkio.weight (10..1000) to io.weight (1..10000).
+pub fn blkio_weight_to_io(w: u16) -> u64 {
+    if w == 0 {
+        return 0;
+    }
+    1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
+}
+
+fn block_io(c: &Controllers, b: &LinuxBlockIo) -> Result<()> {
+    let f = "linux.resources.blockIO";
+    let Some(d) = c.dir("blkio").or_else(|| c.dir("io")) else {
+        return Err(Error::config(
+            f,
+            "neither the blkio nor the io cgroup controller is available",
+        ));
+    };
+    let dir = &d.dir;
+    let exists = |name: &str| dir.join(name).exists();
+    if d.unified {
+        let weight_file = if exists("io.weight") {
+            "io.weight"
+        } else {
+            "io.bfq.weight"
+        };
+        if let Some(w) = b.weight() {
+            write(
+                dir,
+                weight_file,
+                &format!("default {}", blkio_weight_to_io(w)),
+                &format!("{f}.weight"),
+            )?;
+        }
+        for wd in b.weight_device().iter().flatten() {
+            if let Some(w) = wd.weight() {
+                write(
+                    dir,
+                    weight_file,
+                    &format!("{}:{} {}", wd.major(), wd.minor(), blkio_weight_to_io(w)),
+                    &format!("{f}.weightDevice"),
+                )?;
+            }
+        }
+        let throttles = [
+            (
+                "rbps",
+                b.throttle_read_bps_device(),
+                "throttleReadBpsDevice",
+            ),
+            (
+                "wbps",
+                b.throttle_write_bps_device(),
+                "throttleWriteBpsDevice",
+            ),
+            (
+                "riops",
+                b.throttle_read_iops_device(),
+                "throttleReadIOPSDevice",
+            ),
+            (
+                "wiops",
+                b.throttle_write_iops_device(),
+                "throttleWriteIOPSDevice",
+            ),
+        ];
+        for (key, list, name) in throttles {
+            for t in list.iter().flatten() {
+                let v = if t.rate() == 0 {
+                    "max".to_string()
+                } else {
+                    t.rate().to_string()
+                };
+                write(
+                    dir,
+                    "io.max",
+                    &format!("{}:{} {key}={v}", t.major(), t.minor()),
+                    &format!("{f}.{name}"),
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    // Kernels with BFQ expose blkio.bfq.weight instead of blkio.weight.
+    let (weight_file, weight_dev_file) = if exists("blkio.weight") {
+        ("blkio.weight", "blkio.weight_device")
+    } else {
+        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+    };
+    if let Some(w) = b.weight() {
+        write(dir, weight_file, &w.to_string(), &format!("{f}.weight"))?;
+    }
+    if let Some(w) = b.leaf_weight() {
+        if exists("blkio.leaf_weight") {
+            write(
+                dir,
+                "blkio.leaf_weight",
+                &w.to_string(),
+                &format!("{f}.leafWeight"),
+            )?;
+        } else {
+            tracing::warn!("{f}.leafWeight: this kernel has no blkio.leaf_weight; ignored");
+        }
+    }
+    for wd in b.weight_device().iter().flatten() {
+        if let Some(w) = wd.weight() {
+            write(
+                dir,
+                weight_dev_file,
+                &format!("{}:{} {w}", wd.major(), wd.minor()),
+                &format!("{f}.weightDevice"),
+            )?;
+        }
+        if wd.leaf_weight().is_some() && !exists("blkio.leaf_weight_device") {
+            tracing::warn!("{f}.weightDevice.leafWeight: not supported by this kernel; ignored");
+        }
+    }
+    let throttles = [
+        (
+            "blkio.throttle.read_bps_device",
+            b.throttle_read_bps_device(),
+            "throttleReadBpsDevice",
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            b.throttle_write_bps_device(),
+            "throttleWriteBpsDevice",
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            b.throttle_read_iops_device(),
+            "throttleReadIOPSDevice",
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            b.throttle_write_iops_device(),
+            "throttleWriteIOPSDevice",
+        ),
+    ];
+    for (file, list, name) in throttles {
+        for t in list.iter().flatten() {
+            write(
+                dir,
+                file,
+                &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
+                &format!("{f}.{name}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn hugetlb(c: &Controllers, limits: &[LinuxHugepageLimit]) -> Result<()> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let f = "linux.resources.hugepageLimits";
+    let d = c.require("hugetlb", f)?;
+    for l in limits {
+        let size = l.page_size();
+        let (file, v) = if d.unified {
+            (format!("hugetlb.{size}.max"), limit_v2(l.limit()))
+        } else {
+            (
+                format!("hugetlb.{size}.limit_in_bytes"),
+                limit_v1(l.limit()),
+            )
+        };
+        if !d.dir.join(&file).exists() {
+            return Err(Error::config(
+                f,
+                format!("this host has no {size} huge pages ({file})"),
+            ));
+        }
+        write(&d.dir, &file, &v, f)?;
+    }
+    Ok(())
+}
+
+fn network(c: &Controllers, n: &LinuxNetwork) -> Result<()> {
+    let f = "linux.resources.network";
+    if let Some(id) = n.class_id() {
+        match c.dir("net_cls") {
+            Some(d) => write(
+                &d.dir,
+                "net_cls.classid",
+                &id.to_string(),
+                &format!("{f}.classID"),
+            )?,
+            None => tracing::warn!("{f}.classID: the net_cls controller is not mounted; ignored"),
+        }
+    }
+    if let Some(prios) = n.priorities() {
+        match c.dir("net_prio") {
+            Some(d) => {
+                for p in prios {
+                    write(
+                        &d.dir,
+                        "net_prio.ifpriomap",
+                        &format!("{} {}", p.name(), p.priority()),
+                        &format!("{f}.priorities"),
+                    )?;
+                }
+            }
+            None => {
+                tracing::warn!("{f}.priorities: the net_prio controller is not mounted; ignored")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Current value of a cgroup file, for tests and stats.
+pub fn read_value(dir: &Path, file: &str) -> Option<String> {
+    read_trim(dir, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::CgroupDir;
+    use std::path::PathBuf;
+
+    /// A fake cgroupfs: plain directories with the files a controller would have.
+    pub(crate) struct Fake {
+        pub root: PathBuf,
+        pub set: CgroupSet,
+    }
+
+    impl Fake {
+        pub fn new(v2: bool) -> Fake {
+            let root = std::env::temp_dir().join(format!(
+                "strata-fakecg-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
+            let mut dirs = Vec::new();
+            if v2 {
+                let dir = root.join("unified/c");
+                fs::create_dir_all(&dir).unwrap();
+                for file in [
+                    "memory.max",
+                    "memory.low",
+                    "memory.swap.max",
+                    "cpu.weight",
+                    "cpu.max",
+                    "cpu.max.burst",
+                    "cpu.idle",
+                    "cpuset.cpus",
+                    "cpuset.mems",
+                    "pids.max",
+                    "io.weight",
+                    "io.max",
+                    "hugetlb.2MB.max",
+                    "rdma.max",
+                    "memory.oom.group",
+                ] {
+                    fs::write(dir.join(file), "").unwrap();
+                }
+                dirs.push(CgroupDir {
+                    dir,
+                    mount_point: root.join("unified"),
+                    name: String::new(),
+                    created: Vec::new(),
+                    unified: true,
+                    controllers: ["memory", "cpu", "cpuset", "pids", "io", "hugetlb", "rdma"]
+                        .map(String::from)
+                        .to_vec(),
+                });
+            } else {
+                for (ctl, files) in [
+                    (
+                        "memory",
+                        &[
+                            "memory.limit_in_bytes",
+                            "memory.memsw.limit_in_bytes",
+                            "memory.soft_limit_in_bytes",
+                            "memory.swappiness",
+                            "memory.oom_control",
+                            "memory.use_hierarchy",
+                        ][..],
+                    ),
+                    (
+                        "cpu",
+                        &[
+                            "cpu.shares",
+                            "cpu.cfs_quota_us",
+                            "cpu.cfs_period_us",
+                            "cpu.rt_runtime_us",
+                            "cpu.rt_period_us",
+                            "cpu.idle",
+                            "cpu.cfs_burst_us",
+                        ][..],
+                    ),
+                    ("cpuset", &["cpuset.cpus", "cpuset.mems"][..]),
+                    ("pids", &["pids.max"][..]),
+                    (
+                        "blkio",
+                        &[
+                            "blkio.weight",
+                            "blkio.weight_device",
+                            "blkio.throttle.read_bps_device",
+                            "blkio.throttle.write_bps_device",
+                            "blkio.throttle.read_iops_device",
+                            "blkio.throttle.write_iops_device",
+                        ][..],
+                    ),
+                    ("hugetlb", &["hugetlb.2MB.limit_in_bytes"][..]),
+                    ("net_cls", &["net_cls.classid"][..]),
+                    ("net_prio", &["net_prio.ifpriomap"][..]),
+                    ("devices", &["devices.allow", "devices.deny"][..]),
+                ] {
+                    let dir = root.join(ctl).join("c");
+                    fs::create_dir_all(&dir).unwrap();
+                    for file in files {
+                        fs::write(dir.join(file), "").unwrap();
+                    }
+                    dirs.push(CgroupDir {
+                        dir,
+                        mount_point: root.join(ctl),
+                        name: ctl.to_string(),
+                        created: Vec::new(),
+                        unified: false,
+                        controllers: vec![ctl.to_string()],
+                    });
+                }
+            }
+            Fake {
+                set: CgroupSet {
+                    path: PathBuf::from("/c"),
+                    dirs,
+                },
+                root,
+            }
+        }
+
+        pub fn get(&self, ctl: &str, file: &str) -> String {
+            let d = Controllers::new(&self.set).dir(ctl).unwrap().dir.clone();
+            fs::read_to_string(d.join(file)).unwrap()
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn resources(json: &str) -> LinuxResources {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const ALL: &str = r#"{
+        "memory": {"limit": 104857600, "reservation": 52428800, "swap": 209715200, "swappiness": 10, "disableOOMKiller": true},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0", "idle": 1, "realtimeRuntime": 1000, "realtimePeriod": 10000},
+        "pids": {"limit": 32},
+        "blockIO": {"weight": 500, "weightDevice": [{"major": 8, "minor": 0, "weight": 300}],
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}]},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
+        "network": {"classID": 1048577, "priorities": [{"name": "eth0", "priority": 5}]}
+    }"#;
+
+    #[test]
+    fn v1_values_written() {
+        let f = Fake::new(false);
+        apply(&f.set, &resources(ALL)).unwrap();
+        assert_eq!(f.get("memory", "memory.limit_in_bytes"), "104857600");
+        assert_eq!(f.get("memory", "memory.memsw.limit_in_bytes"), "209715200");
+        assert_eq!(f.get("memory", "memory.soft_limit_in_bytes"), "52428800");
+        assert_eq!(f.get("memory", "memory.swappiness"), "10");
+        assert_eq!(f.get("memory", "memory.oom_control"), "1");
+        assert_eq!(f.get("cpu", "cpu.shares"), "512");
+        assert_eq!(f.get("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(f.get("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(f.get("cpu", "cpu.rt_runtime_us"), "1000");
+        assert_eq!(f.get("cpu", "cpu.rt_period_us"), "10000");
+        assert_eq!(f.get("cpu", "cpu.idle"), "1");
+        assert_eq!(f.get("cpuset", "cpuset.cpus"), "0");
+        assert_eq!(f.get("pids", "pids.max"), "32");
+        assert_eq!(f.get("blkio", "blkio.weight"), "500");
+        assert_eq!(f.get("blkio", "blkio.weight_device"), "8:0 300");
+        assert_eq!(
+            f.get("blkio", "blkio.throttle.read_bps_device"),
+            "8:0 1048576"
+        );
+        assert_eq!(
+            f.get("blkio", "blkio.throttle.write_iops_device"),
+            "8:0 100"
+        );
+        assert_eq!(f.get("hugetlb", "hugetlb.2MB.limit_in_bytes"), "4194304");
+        assert_eq!(f.get("net_cls", "net_cls.classid"), "1048577");
+        assert_eq!(f.get("net_prio", "net_prio.ifpriomap"), "eth0 5");
+    }
+
+    #[test]
+    fn v2_values_converted() {
+        let f = Fake::new(true);
+        let mut r = resources(ALL);
+        r.set_network(None);
+        let mut cpu = r.cpu().clone().unwrap();
+        cpu.set_realtime_runtime(None);
+        cpu.set_realtime_period(None);
+        r.set_cpu(Some(cpu));
+        apply(&f.set, &r).unwrap();
+        assert_eq!(f.get("memory", "memory.max"), "104857600");
+        assert_eq!(f.get("memory", "memory.low"), "52428800");
+        assert_eq!(f.get("memory", "memory.swap.max"), "104857600");
+        assert_eq!(f.get("cpu", "cpu.weight"), "20");
+        assert_eq!(f.get("cpu", "cpu.max"), "50000 100000");
+        assert_eq!(f.get("cpu", "cpu.idle"), "1");
+        assert_eq!(f.get("pids", "pids.max"), "32");
+        assert_eq!(f.get("io", "io.weight"), "8:0 2930");
+        assert_eq!(f.get("io", "io.max"), "8:0 wiops=100");
+        assert_eq!(f.get("hugetlb", "hugetlb.2MB.max"), "4194304");
+        // unified key/values pass through as given
+        let r = resources(r#"{"unified": {"memory.oom.group": "1"}}"#);
+        apply(&f.set, &r).unwrap();
+        assert_eq!(f.get("memory", "memory.oom.group"), "1");
+        let r = resources(r#"{"unified": {"../escape": "1"}}"#);
+        assert!(apply(&f.set, &r).is_err());
+        // realtime limits have no v2 equivalent
+        let r = resources(r#"{"cpu": {"realtimeRuntime": 5}}"#);
+        assert!(apply(&f.set, &r).is_err());
+    }
+
+    #[test]
+    fn unlimited_values() {
+        let f = Fake::new(false);
+        apply(
+            &f.set,
+            &resources(r#"{"memory": {"limit": -1}, "pids": {"limit": -1}, "cpu": {"quota": -1}}"#),
+        )
+        .unwrap();
+        assert_eq!(f.get("memory", "memory.limit_in_bytes"), "-1");
+        assert_eq!(f.get("pids", "pids.max"), "max");
+        assert_eq!(f.get("cpu", "cpu.cfs_quota_us"), "-1");
+        let f = Fake::new(true);
+        apply(
+            &f.set,
+            &resources(r#"{"memory": {"limit": -1, "swap": -1}, "cpu": {"quota": -1}}"#),
+        )
+        .unwrap();
+        assert_eq!(f.get("memory", "memory.max"), "max");
+        assert_eq!(f.get("memory", "memory.swap.max"), "max");
+        assert_eq!(f.get("cpu", "cpu.max"), "max 100000");
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(blkio_weight_to_io(10), 1);
+        assert_eq!(blkio_weight_to_io(1000), 10_000);
+    }
+
+    #[test]
+    fn missing_controller_is_a_clear_error() {
+        let mut f = Fake::new(false);
+        f.set.dirs.retain(|d| d.name != "pids");
+        let err = apply(&f.set, &resources(r#"{"pids": {"limit": 5}}"#)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pids cgroup controller is not available"),
+            "{err}"
+        );
+        // net_cls missing is only a warning, as runc treats it.
+        f.set.dirs.retain(|d| d.name != "net_cls");
+        apply(&f.set, &resources(r#"{"network": {"classID": 1}}"#)).unwrap();
+    }
+}
