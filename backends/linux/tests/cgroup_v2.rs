@@ -49,6 +49,22 @@ impl Drop for PrivateCgroup2 {
     }
 }
 
+/// Removes the cgroup even when an assertion fails.
+struct Cleanup(CgroupSet);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all_v2();
+        for _ in 0..100 {
+            if self.0.pids().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.0.remove();
+    }
+}
+
 /// A command that puts itself into `dir` before exec.
 fn in_cgroup(dir: &Path, prog: &str, args: &[&str]) -> Command {
     let procs = dir.join("cgroup.procs");
@@ -68,7 +84,8 @@ fn v2_membership_freeze_and_kill() {
         return;
     };
     let path = PathBuf::from(format!("/strata-test/v2-{}", std::process::id()));
-    let set = CgroupSet::create(&path, &cg2.hierarchy()).unwrap();
+    let guard = Cleanup(CgroupSet::create(&path, &cg2.hierarchy()).unwrap());
+    let set = &guard.0;
     let dir = set.dirs[0].dir.clone();
     assert!(dir.is_dir());
     let counter = std::env::temp_dir().join(format!("strata-cg2-count-{}", std::process::id()));
@@ -111,7 +128,8 @@ fn v2_device_filter_is_enforced() {
         return;
     };
     let path = PathBuf::from(format!("/strata-test/dev-{}", std::process::id()));
-    let set = CgroupSet::create(&path, &cg2.hierarchy()).unwrap();
+    let guard = Cleanup(CgroupSet::create(&path, &cg2.hierarchy()).unwrap());
+    let set = &guard.0;
     let resources: oci_spec::runtime::LinuxResources =
         serde_json::from_str(r#"{"devices": [{"allow": false, "access": "rwm"}]}"#).unwrap();
     set.apply(&resources, &[]).unwrap();
