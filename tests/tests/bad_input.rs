@@ -59,6 +59,11 @@ fn wrong_types_and_unknown_values() {
     );
     create_fails(|c| c["process"]["args"] = json!([]), &["process.args"]);
     create_fails(
+        |c| c["ociVersion"] = json!("invalid"),
+        &["ociVersion", "invalid"],
+    );
+    create_fails(|c| c["ociVersion"] = json!("2.0.0"), &["ociVersion"]);
+    create_fails(
         |c| c["process"]["cwd"] = json!("relative"),
         &["process.cwd"],
     );

@@ -414,3 +414,111 @@ fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
         );
     }
 }
+
+#[test]
+fn without_a_mount_namespace_the_process_is_only_chrooted() {
+    require_root!();
+    let mounts = mount_count();
+    let mut b = Bundle::new(&["sh", "-c", "ls /bin/busybox; ls /etc"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+        c["mounts"] = json!([]);
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    });
+    let out = run_ok(&mut b, "nomntns");
+    assert_eq!(out, "/bin/busybox\ngroup\npasswd\n");
+    assert_eq!(mount_count(), mounts, "nothing may be mounted on the host");
+}
+
+#[test]
+fn joins_a_mount_namespace_by_path() {
+    require_root!();
+    let rt = Runtime::new();
+    // A mount namespace that still sees the host's paths (a pivoted container's would not
+    // see the bundle).
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id().to_string();
+    eventually("the namespace holder", || {
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+            != std::fs::read_link("/proc/self/ns/mnt").ok()
+    });
+    let a_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let mut b = Bundle::new(&["readlink", "/proc/self/ns/mnt"]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+        ns.push(json!({"type": "mount", "path": format!("/proc/{pid}/ns/mnt")}));
+    });
+    let idb = container(&mut b, "mntb");
+    let out = rt.ok(&["run", "-b", b.path().to_str().unwrap(), &idb]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.trim(), a_mnt.to_str().unwrap());
+}
+
+#[test]
+fn unbindable_rootfs_propagation() {
+    require_root!();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "head -1 /proc/self/mountinfo | grep -c unbindable",
+    ]);
+    b.edit(|c| c["linux"]["rootfsPropagation"] = json!("unbindable"));
+    assert_eq!(run_ok(&mut b, "unbind"), "1\n");
+}
+
+#[test]
+fn a_config_without_process_creates_but_does_not_start() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c.as_object_mut().unwrap().remove("process");
+    });
+    let id = container(&mut b, "noproc");
+    rt.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(rt.status(&id), "created");
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("no process"), "{err}");
+    eventually("stop", || rt.status(&id) == "stopped");
+    rt.ok(&["delete", &id]);
+    assert!(cgroup_left(&id).is_none());
+}
+
+#[test]
+fn capabilities_the_runtime_lacks_are_dropped_with_a_warning() {
+    require_root!();
+    let st = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = st
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .unwrap();
+    if u64::from_str_radix(bnd.trim(), 16).unwrap() & (1 << 24) != 0 {
+        eprintln!("SKIPPED: this runtime holds CAP_SYS_RESOURCE, so nothing is dropped");
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["grep", "CapBnd", "/proc/self/status"]);
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted", "inheritable"] {
+            c["process"]["capabilities"][set] = json!(["CAP_KILL", "CAP_SYS_RESOURCE"]);
+        }
+    });
+    let id = container(&mut b, "capdrop");
+    let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "CapBnd:\t0000000000000020\n");
+    assert!(
+        stderr(&out).contains("CAP_SYS_RESOURCE"),
+        "{}",
+        stderr(&out)
+    );
+}

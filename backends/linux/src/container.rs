@@ -55,23 +55,30 @@ pub struct Created {
 /// Checks the parts of the spec that can be checked without building anything, so that a bad
 /// bundle fails before a process or cgroup exists.
 pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::config("process", "missing"))?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+    let v = spec.version();
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.parse::<u32>().is_err()) || parts[0] != "1" {
         return Err(Error::config(
-            "process.args",
-            "must name at least the program to run",
+            "ociVersion",
+            format!("{v:?} is not a 1.x.y runtime-spec version"),
         ));
     }
-    if !process.cwd().is_absolute() {
-        return Err(Error::config(
-            "process.cwd",
-            format!("{} is not an absolute path", process.cwd().display()),
-        ));
+    if let Some(process) = spec.process() {
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::config(
+                "process.args",
+                "must name at least the program to run",
+            ));
+        }
+        if !process.cwd().is_absolute() {
+            return Err(Error::config(
+                "process.cwd",
+                format!("{} is not an absolute path", process.cwd().display()),
+            ));
+        }
+        CapabilityPlan::new(process.capabilities().as_ref())?;
     }
-    CapabilityPlan::new(process.capabilities().as_ref())?;
     if !rootfs.is_dir() {
         return Err(Error::config(
             "root.path",
@@ -142,12 +149,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let rootfs = rootfs_of(spec, opts.bundle)?;
     validate(spec, &rootfs)?;
     let plan = NamespacePlan::from_spec(spec)?;
-    if !plan.is_new(NsType::Mount) {
-        return Err(Error::config(
-            "linux.namespaces",
-            "a new mount namespace is required (add {\"type\": \"mount\"})",
-        ));
-    }
     let linux = spec.linux().clone().unwrap_or_default();
     let hs = cgroups::hierarchies()?;
     let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
@@ -291,9 +292,12 @@ fn drive_init(
             Some(Message::RunHooks) => {
                 join(&mut joined, *init_pid)?;
                 let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
-                let state = (opts.hook_state)(pid, "creating");
                 if let Some(h) = spec.hooks() {
+                    // The validation suite (and runc of old) gives the deprecated prestart
+                    // hooks "created"; createRuntime sees the spec's "creating".
+                    let state = (opts.hook_state)(pid, "created");
                     hooks::run_all(h.prestart().as_deref().unwrap_or(&[]), &state)?;
+                    let state = (opts.hook_state)(pid, "creating");
                     hooks::run_all(h.create_runtime().as_deref().unwrap_or(&[]), &state)?;
                 }
                 chan.send(&Message::HooksDone)?;
@@ -390,11 +394,10 @@ impl Init<'_> {
                 .ctx(|| "unshare of the cgroup namespace".into())?;
         }
 
-        let process = self
-            .spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::config("process", "missing"))?;
+        // Without `process` the container is built and waits, and `start` fails (the spec's
+        // rule for a config without a process).
+        let no_process = Process::default();
+        let process = self.spec.process().as_ref().unwrap_or(&no_process);
         if let Some(adj) = process.oom_score_adj() {
             process::set_oom_score_adj(adj)?;
         }
@@ -442,7 +445,15 @@ impl Init<'_> {
         }
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         let keep = 3 + self.opts.preserve_fds;
-        let ready = prepare_process(process, &self.opts.extra_env, self.console, true)?;
+        let ready = match self.spec.process() {
+            Some(p) => Some(prepare_process(
+                p,
+                &self.opts.extra_env,
+                self.console,
+                true,
+            )?),
+            None => None,
+        };
         let listener = process::move_fd_above(self.opts.start_listener, keep)?;
         let chan_fd = process::move_fd_above(chan.raw(), keep)?;
         // SAFETY: chan_fd is the channel's socket, moved; the old number is closed.
@@ -465,6 +476,12 @@ impl Init<'_> {
                 fail(&mut conn, e);
             }
         }
+        let Some(ready) = ready else {
+            fail(
+                &mut conn,
+                Error::config("process", "config.json has no process to start"),
+            );
+        };
         if let Err(e) = process::cloexec_from(keep) {
             fail(&mut conn, e);
         }
@@ -499,10 +516,50 @@ impl Init<'_> {
         Ok(())
     }
 
+    /// Whether the container has a mount namespace of its own (new or joined) to mount in.
+    fn owns_mounts(&self) -> bool {
+        self.plan.is_new(NsType::Mount) || self.plan.joins(NsType::Mount).is_some()
+    }
+
+    /// Without a mount namespace of its own the container shares the host's mounts: nothing
+    /// is mounted (that would change the host), the process is only chrooted into the rootfs.
+    fn chroot_rootfs(&self, chan: &Channel, process: &Process) -> Result<()> {
+        if self.spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+            tracing::warn!("mounts are ignored: the container shares the host's mount namespace");
+        }
+        let root = nix::fcntl::open(
+            self.rootfs,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(|| format!("opening the rootfs {}", self.rootfs.display()))?;
+        mounts::open_in_root(&root, process.cwd(), Create::Dir)
+            .map_err(|e| Error::config("process.cwd", e.to_string()))?;
+        chan.send(&Message::RunHooks)?;
+        chan.expect(Message::HooksDone)?;
+        if let Some(h) = self.spec.hooks() {
+            let state = (self.opts.hook_state)(std::process::id() as i32, "creating");
+            hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
+        }
+        nix::unistd::chroot(self.rootfs).ctx(|| "chroot to the rootfs".into())?;
+        nix::unistd::chdir("/").ctx(|| "chdir /".into())
+    }
+
     fn build_rootfs(&self, chan: &Channel, process: &Process) -> Result<()> {
         let linux = self.spec.linux().clone().unwrap_or_default();
+        if !self.owns_mounts() {
+            return self.chroot_rootfs(chan, process);
+        }
         let prop = mounts::rootfs_propagation(linux.rootfs_propagation().as_deref())?;
-        let root = mounts::prepare_root(self.rootfs, prop)?;
+        // An unbindable / cannot be bind-mounted: isolate first, apply it after pivot_root.
+        let first = if prop.contains(nix::mount::MsFlags::MS_UNBINDABLE) {
+            nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC
+        } else {
+            prop
+        };
+        let root = mounts::prepare_root(self.rootfs, first)?;
         let in_user_ns = self.plan.is_new(NsType::User) || self.plan.joins(NsType::User).is_some();
         let ctx = RootfsContext {
             rootfs: self.rootfs,
@@ -536,9 +593,9 @@ impl Init<'_> {
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
         mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
-        if prop.contains(nix::mount::MsFlags::MS_SHARED) {
-            // The rootfs's parent had to be private for pivot_root; the new root gets the
-            // propagation that was asked for.
+        if prop.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_UNBINDABLE) {
+            // The rootfs's parent had to be private (shared) or bindable (unbindable) until
+            // pivot_root; the new root gets the propagation that was asked for.
             nix::mount::mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
                 .ctx(|| "setting linux.rootfsPropagation on the new root".into())?;
         }
@@ -592,7 +649,8 @@ pub fn prepare_process(
     let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
     nix::unistd::chdir(process.cwd())
         .map_err(|e| Error::config("process.cwd", format!("{}: {e}", process.cwd().display())))?;
-    let caps = CapabilityPlan::new(process.capabilities().as_ref())?;
+    let mut caps = CapabilityPlan::new(process.capabilities().as_ref())?;
+    caps.limit_to_available();
     caps.apply_bounding()?;
     let user = process.user();
     process::set_user(

@@ -111,6 +111,35 @@ pub struct CapabilityPlan {
 }
 
 impl CapabilityPlan {
+    /// Drops, with a warning, capabilities this runtime does not have itself (not in its
+    /// bounding set, e.g. CAP_SYS_RESOURCE here): no process can hand them on.
+    pub fn limit_to_available(&mut self) {
+        let Ok(have) = caps::read(None, CapSet::Bounding) else {
+            return;
+        };
+        let mut dropped: Vec<String> = Vec::new();
+        for set in [
+            &mut self.bounding,
+            &mut self.effective,
+            &mut self.inheritable,
+            &mut self.permitted,
+            &mut self.ambient,
+        ] {
+            for cap in set.iter().filter(|c| !have.contains(c)) {
+                dropped.push(cap.to_string());
+            }
+            set.retain(|c| have.contains(c));
+        }
+        dropped.sort();
+        dropped.dedup();
+        if !dropped.is_empty() {
+            tracing::warn!(
+                "process.capabilities: this runtime does not hold {} itself, so the container cannot get it",
+                dropped.join(", ")
+            );
+        }
+    }
+
     pub fn new(c: Option<&LinuxCapabilities>) -> Result<Self> {
         let Some(c) = c else {
             return Ok(CapabilityPlan {
