@@ -525,6 +525,32 @@ mod tests {
     }
 
     #[test]
+    fn counts_oom_kills_on_v1_and_v2() {
+        let tmp = std::env::temp_dir().join(format!("strata-oom-{}", std::process::id()));
+        for (unified, file, text) in [
+            (false, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            (true, "memory.events", "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n"),
+        ] {
+            let dir = tmp.join(if unified { "v2" } else { "v1" });
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(file), text).unwrap();
+            let set = CgroupSet {
+                path: PathBuf::from("/x"),
+                dirs: vec![CgroupDir {
+                    dir: dir.clone(),
+                    mount_point: dir.clone(),
+                    name: String::new(),
+                    created: vec![],
+                    unified,
+                    controllers: vec!["memory".into()],
+                }],
+            };
+            assert_eq!(set.oom_kills(), if unified { 2 } else { 3 });
+        }
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
     fn creates_and_removes_only_its_own_dirs() {
         let tmp = std::env::temp_dir().join(format!("strata-cg-{}", std::process::id()));
         let mp = tmp.join("pids");
