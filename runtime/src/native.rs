@@ -124,6 +124,8 @@ impl Backend for Native {
             preserve_fds: req.preserve_fds,
             extra_env: req.extra_env.clone(),
             cgroups: &rec.cgroups,
+            seccomp: rec.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+            state: rec.hook_state(rec.pid, "running"),
         };
         Ok(exec::spawn(&opts)?)
     }

@@ -23,6 +23,7 @@ use crate::hooks;
 use crate::mounts::{self, Create, RootfsContext};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, CapabilityPlan};
+use crate::seccomp;
 use crate::sync::{Channel, Message};
 use crate::tty;
 
@@ -152,6 +153,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let linux = spec.linux().clone().unwrap_or_default();
     let hs = cgroups::hierarchies()?;
     let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
+    let filter = match linux.seccomp() {
+        Some(sc) => Some(seccomp::compile(sc)?),
+        None => None,
+    };
     let cgroups = CgroupSet::create(&cg_path, &hs)?;
     if let Some(r) = linux.resources() {
         if let Err(e) = cgroups.apply(r, linux.devices().as_deref().unwrap_or(&[])) {
@@ -196,6 +201,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             cgroups: &cgroups,
             console: opts.console,
             two_stage,
+            filter: filter.as_ref(),
+            host_pid: std::cell::Cell::new(0),
         };
         let err = match init.run(&child_chan) {
             Ok(never) => match never {},
@@ -205,7 +212,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
     drop(child_chan);
     let mut init_pid = (!two_stage).then_some(child);
-    let res = drive_init(opts, spec, &parent_chan, child, &mut init_pid, &cgroups);
+    let res = drive_init(
+        opts,
+        spec,
+        &parent_chan,
+        child,
+        &mut init_pid,
+        &cgroups,
+        filter.as_ref(),
+    );
     match res {
         Ok(()) => Ok(Created {
             pid: init_pid.unwrap_or(child),
@@ -243,6 +258,7 @@ fn drive_init(
     child: i32,
     init_pid: &mut Option<i32>,
     cgroups: &CgroupSet,
+    filter: Option<&seccomp::Filter>,
 ) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     let new_user = spec
@@ -267,8 +283,18 @@ fn drive_init(
         join(&mut joined, *init_pid)?;
     }
     loop {
-        let msg = chan.recv()?;
+        let (msg, fd) = match chan.recv_with_fd()? {
+            Some((m, fd)) => (Some(m), fd),
+            None => (None, None),
+        };
         match msg {
+            Some(Message::NotifyFd) => {
+                let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
+                let (Some(fd), Some(f)) = (fd, filter) else {
+                    return Err(Error::Child("NotifyFd without an fd or a filter".into()));
+                };
+                seccomp::send_to_listener(f, &fd, &(opts.hook_state)(pid, "creating"), pid)?;
+            }
             Some(Message::MapIds) => {
                 namespaces::write_id_maps(
                     child,
@@ -300,7 +326,7 @@ fn drive_init(
                     let state = (opts.hook_state)(pid, "creating");
                     hooks::run_all(h.create_runtime().as_deref().unwrap_or(&[]), &state)?;
                 }
-                chan.send(&Message::HooksDone)?;
+                chan.send(&Message::HooksDone(pid))?;
             }
             Some(Message::Ready) => {
                 join(&mut joined, *init_pid)?;
@@ -329,6 +355,9 @@ struct Init<'a> {
     cgroups: &'a CgroupSet,
     console: Option<RawFd>,
     two_stage: bool,
+    filter: Option<&'a seccomp::Filter>,
+    /// The init's PID in the runtime's pid namespace, learnt from HooksDone.
+    host_pid: std::cell::Cell<i32>,
 }
 
 impl Init<'_> {
@@ -451,9 +480,13 @@ impl Init<'_> {
                 &self.opts.extra_env,
                 self.console,
                 true,
+                self.filter,
             )?),
             None => None,
         };
+        if let Some(fd) = ready.as_ref().and_then(|r| r.notify_fd.as_ref()) {
+            chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
+        }
         let listener = process::move_fd_above(self.opts.start_listener, keep)?;
         let chan_fd = process::move_fd_above(chan.raw(), keep)?;
         // SAFETY: chan_fd is the channel's socket, moved; the old number is closed.
@@ -471,19 +504,27 @@ impl Init<'_> {
         // SAFETY: the listener is ours; start has connected, nobody else may.
         unsafe { libc::close(listener) };
         if let Some(h) = self.spec.hooks() {
-            let state = (self.opts.hook_state)(std::process::id() as i32, "created");
+            let state = (self.opts.hook_state)(self.host_pid.get(), "created");
             if let Err(e) = hooks::run_all(h.start_container().as_deref().unwrap_or(&[]), &state) {
                 fail(&mut conn, e);
             }
         }
-        let Some(ready) = ready else {
+        let Some(mut ready) = ready else {
             fail(
                 &mut conn,
                 Error::config("process", "config.json has no process to start"),
             );
         };
+        drop(ready.notify_fd.take());
         if let Err(e) = process::cloexec_from(keep) {
             fail(&mut conn, e);
+        }
+        if ready.late_filter {
+            // With noNewPrivileges the filter needs no privilege: load it last, so that only
+            // execve runs under it.
+            if let Some(Err(e)) = self.filter.map(|f| f.load()) {
+                fail(&mut conn, e);
+            }
         }
         let err = process::exec(&ready.exe, &ready.args, &ready.env);
         fail(&mut conn, err)
@@ -516,6 +557,19 @@ impl Init<'_> {
         Ok(())
     }
 
+    /// Asks the runtime to run prestart/createRuntime hooks and learns our host PID.
+    fn run_hooks_in_runtime(&self, chan: &Channel) -> Result<()> {
+        chan.send(&Message::RunHooks)?;
+        match chan.recv()? {
+            Some(Message::HooksDone(pid)) => {
+                self.host_pid.set(pid);
+                Ok(())
+            }
+            Some(other) => Err(Error::Child(format!("expected HooksDone, got {other:?}"))),
+            None => Err(Error::Child("the runtime went away during create".into())),
+        }
+    }
+
     /// Whether the container has a mount namespace of its own (new or joined) to mount in.
     fn owns_mounts(&self) -> bool {
         self.plan.is_new(NsType::Mount) || self.plan.joins(NsType::Mount).is_some()
@@ -537,10 +591,9 @@ impl Init<'_> {
         .ctx(|| format!("opening the rootfs {}", self.rootfs.display()))?;
         mounts::open_in_root(&root, process.cwd(), Create::Dir)
             .map_err(|e| Error::config("process.cwd", e.to_string()))?;
-        chan.send(&Message::RunHooks)?;
-        chan.expect(Message::HooksDone)?;
+        self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
-            let state = (self.opts.hook_state)(std::process::id() as i32, "creating");
+            let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
         nix::unistd::chroot(self.rootfs).ctx(|| "chroot to the rootfs".into())?;
@@ -586,10 +639,9 @@ impl Init<'_> {
         // runc creates a missing cwd; the path is resolved inside the rootfs.
         mounts::open_in_root(&root, process.cwd(), Create::Dir)
             .map_err(|e| Error::config("process.cwd", e.to_string()))?;
-        chan.send(&Message::RunHooks)?;
-        chan.expect(Message::HooksDone)?;
+        self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
-            let state = (self.opts.hook_state)(std::process::id() as i32, "creating");
+            let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
         mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
@@ -608,6 +660,10 @@ pub struct ReadyProcess {
     pub exe: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// The seccomp filter is still to be loaded, right before execve.
+    pub late_filter: bool,
+    /// The filter's notify fd, for `listenerPath`.
+    pub notify_fd: Option<OwnedFd>,
 }
 
 /// Everything between "inside the container's namespaces and root" and execve that the init
@@ -618,6 +674,7 @@ pub fn prepare_process(
     extra_env: &[String],
     console: Option<RawFd>,
     set_rlimits: bool,
+    filter: Option<&seccomp::Filter>,
 ) -> Result<ReadyProcess> {
     if process.terminal().unwrap_or(false) {
         let console = console.ok_or_else(|| {
@@ -631,7 +688,7 @@ pub fn prepare_process(
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
         let pty = tty::open_pty(size)?;
-        tty::send_fd(console, &pty.name, pty.master.as_raw_fd())?;
+        tty::send_fd(console, pty.name.as_bytes(), pty.master.as_raw_fd())?;
         drop(pty.master);
         tty::make_controlling_tty(&pty.slave)?;
     }
@@ -649,6 +706,15 @@ pub fn prepare_process(
     let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
     nix::unistd::chdir(process.cwd())
         .map_err(|e| Error::config("process.cwd", format!("{}: {e}", process.cwd().display())))?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: load it before the
+    // capabilities go (runc's order). A filter with a notify fd is loaded now too, so the
+    // fd can reach the runtime before `create` returns.
+    let early = filter.is_some_and(|f| !nnp || f.has_notify);
+    let notify_fd = match filter {
+        Some(f) if early => f.load()?,
+        _ => None,
+    };
     let mut caps = CapabilityPlan::new(process.capabilities().as_ref())?;
     caps.limit_to_available();
     caps.apply_bounding()?;
@@ -665,7 +731,13 @@ pub fn prepare_process(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         user.umask().unwrap_or(0o022),
     ));
-    Ok(ReadyProcess { exe, args, env })
+    Ok(ReadyProcess {
+        exe,
+        args,
+        env,
+        late_filter: filter.is_some() && !early,
+        notify_fd,
+    })
 }
 
 /// Blocks until `start` connects and sends its byte.

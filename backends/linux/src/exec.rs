@@ -1,7 +1,7 @@
 //! Running an extra process in a running container (`exec`): into its cgroup and namespaces,
 //! with the same process setup as the init, then execve.
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::waitpid;
@@ -14,6 +14,7 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::pidfd_open;
 use crate::namespaces::{self, JOIN_ORDER};
 use crate::process;
+use crate::seccomp;
 use crate::sync::{Channel, Message};
 
 pub struct ExecOptions<'a> {
@@ -25,6 +26,10 @@ pub struct ExecOptions<'a> {
     pub preserve_fds: i32,
     pub extra_env: Vec<String>,
     pub cgroups: &'a CgroupSet,
+    /// The container's seccomp profile: exec'd processes are confined like the init.
+    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's state JSON, for a seccomp `listenerPath`.
+    pub state: Vec<u8>,
 }
 
 /// Starts the process; returns its host PID once it has called execve.
@@ -53,6 +58,10 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
                 .ctx(|| format!("opening {}", d.dir.display()))
         })
         .collect::<Result<_>>()?;
+    let filter = match opts.seccomp {
+        Some(sc) => Some(seccomp::compile(sc)?),
+        None => None,
+    };
     let (parent_chan, child_chan) = Channel::pair()?;
     // SAFETY: the runtime is single-threaded; the child only makes syscalls and allocates
     // before execve or _exit.
@@ -68,7 +77,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             std::mem::forget(child_chan);
             // SAFETY: chan_fd is the channel socket, owned by this child alone.
             let chan = unsafe { Channel::from_raw(chan_fd) };
-            let err = match exec_child(opts, pidfd, flags, procs, keep) {
+            let err = match exec_child(opts, pidfd, flags, procs, keep, &chan, filter.as_ref()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -78,18 +87,25 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(child_chan);
-            match parent_chan.recv()? {
-                None => Ok(child.as_raw()),
-                Some(Message::Failed(msg)) => {
-                    let _ = waitpid(child, None);
-                    Err(Error::Child(msg))
-                }
-                Some(other) => {
-                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                    let _ = waitpid(Pid::from_raw(child.as_raw()), None);
-                    Err(Error::Child(format!(
-                        "unexpected message from exec: {other:?}"
-                    )))
+            loop {
+                match parent_chan.recv_with_fd()? {
+                    None => return Ok(child.as_raw()),
+                    Some((Message::NotifyFd, Some(fd))) => {
+                        if let Some(f) = &filter {
+                            seccomp::send_to_listener(f, &fd, &opts.state, child.as_raw())?;
+                        }
+                    }
+                    Some((Message::Failed(msg), _)) => {
+                        let _ = waitpid(child, None);
+                        return Err(Error::Child(msg));
+                    }
+                    Some((other, _)) => {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        let _ = waitpid(Pid::from_raw(child.as_raw()), None);
+                        return Err(Error::Child(format!(
+                            "unexpected message from exec: {other:?}"
+                        )));
+                    }
                 }
             }
         }
@@ -102,6 +118,8 @@ fn exec_child(
     flags: CloneFlags,
     procs: Vec<std::fs::File>,
     keep: i32,
+    chan: &Channel,
+    filter: Option<&seccomp::Filter>,
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
@@ -118,11 +136,19 @@ fn exec_child(
     if opts.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
-    let ready = prepare_process(opts.process, &opts.extra_env, console_fd, true)?;
+    let mut ready = prepare_process(opts.process, &opts.extra_env, console_fd, true, filter)?;
+    if let Some(fd) = ready.notify_fd.take() {
+        chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
+    }
     if let Some(fd) = console_fd {
         // SAFETY: the console socket has served its purpose; the fd is ours.
         unsafe { libc::close(fd) };
     }
     process::cloexec_from(keep)?;
+    if ready.late_filter {
+        if let Some(f) = filter {
+            f.load()?;
+        }
+    }
     Err(process::exec(&ready.exe, &ready.args, &ready.env))
 }

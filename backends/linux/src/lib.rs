@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod seccomp;
 pub mod sync;
 pub mod tty;
 

@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -23,7 +23,10 @@ pub enum Message {
     Proceed,
     /// init → parent: mounts are done; run prestart and createRuntime hooks.
     RunHooks,
-    HooksDone,
+    /// parent → init: hooks done; carries the init's host PID (it may only know itself as 1).
+    HooksDone(i32),
+    /// child → parent, with an fd attached: the seccomp notify fd for `listenerPath`.
+    NotifyFd,
     /// init → parent: set up, waiting for `start`.
     Ready,
     /// child → parent: setting up failed.
@@ -53,21 +56,49 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends `msg` with `fd` attached (SCM_RIGHTS).
+    pub fn send_with_fd(&self, msg: &Message, fd: RawFd) -> Result<()> {
+        let buf = serde_json::to_vec(msg).map_err(|e| Error::Child(e.to_string()))?;
+        crate::tty::send_fd(self.fd.as_raw_fd(), &buf, fd)
+    }
+
     /// `None` when the peer has closed its end.
     pub fn recv(&self) -> Result<Option<Message>> {
+        Ok(self.recv_with_fd()?.map(|(m, _)| m))
+    }
+
+    /// Like [`Channel::recv`], also returning an fd sent along.
+    pub fn recv_with_fd(&self) -> Result<Option<(Message, Option<OwnedFd>)>> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned};
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    let msg = serde_json::from_slice(&buf[..n]).map_err(|e| {
-                        Error::Child(format!("malformed message on the init channel: {e}"))
-                    })?;
-                    return Ok(Some(msg));
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+            let (n, fd) = match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let mut fd = None;
+                    for c in m.cmsgs().ctx(|| "reading the init channel".into())? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            // SAFETY: the kernel installed these fds in our table for us.
+                            fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
+                        }
+                    }
+                    (m.bytes, fd)
                 }
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e).ctx(|| "reading the init channel".into()),
+            };
+            if n == 0 {
+                return Ok(None);
             }
+            let msg = serde_json::from_slice(&buf[..n])
+                .map_err(|e| Error::Child(format!("malformed message on the init channel: {e}")))?;
+            return Ok(Some((msg, fd)));
         }
     }
 

@@ -75,10 +75,10 @@ pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
     Ok(())
 }
 
-/// Sends `fd` over `sock` with the pty's name as the payload, as runc does.
-pub fn send_fd(sock: RawFd, name: &str, fd: RawFd) -> Result<()> {
+/// Sends `fd` over `sock` with `payload` (for a pty master: its name, as runc does).
+pub fn send_fd(sock: RawFd, payload: &[u8], fd: RawFd) -> Result<()> {
     let fds = [fd];
-    let iov = [IoSlice::new(name.as_bytes())];
+    let iov = [IoSlice::new(payload)];
     sendmsg::<()>(
         sock,
         &iov,
@@ -86,7 +86,7 @@ pub fn send_fd(sock: RawFd, name: &str, fd: RawFd) -> Result<()> {
         MsgFlags::empty(),
         None,
     )
-    .ctx(|| "sending the pty master over --console-socket".into())?;
+    .ctx(|| "sending an fd over a unix socket".into())?;
     Ok(())
 }
 

@@ -528,8 +528,16 @@ mod tests {
     fn counts_oom_kills_on_v1_and_v2() {
         let tmp = std::env::temp_dir().join(format!("strata-oom-{}", std::process::id()));
         for (unified, file, text) in [
-            (false, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
-            (true, "memory.events", "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n"),
+            (
+                false,
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
+            (
+                true,
+                "memory.events",
+                "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n",
+            ),
         ] {
             let dir = tmp.join(if unified { "v2" } else { "v1" });
             fs::create_dir_all(&dir).unwrap();

@@ -1,0 +1,315 @@
+//! `linux.seccomp` compiled to a BPF filter with libseccomp.
+//!
+//! libseccomp rather than seccompiler: it has the NOTIFY action (SECCOMP_RET_USER_NOTIF,
+//! which the spec's `listenerPath` and our sandbox backend need), resolves syscall names per
+//! architecture including x32/i386, and implements every comparison the spec allows
+//! (SCMP_CMP_MASKED_EQ too); seccompiler has no USER_NOTIF action.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction as A, LinuxSeccompFilterFlag as F,
+    LinuxSeccompOperator as Op,
+};
+
+use crate::error::{Error, Result};
+
+const FIELD: &str = "linux.seccomp";
+
+/// A filter ready to load, with what the runtime must do around it.
+pub struct Filter {
+    ctx: ScmpFilterContext,
+    /// Some rule returns SECCOMP_RET_USER_NOTIF: the listener fd must go somewhere.
+    pub has_notify: bool,
+    pub listener_path: Option<PathBuf>,
+    pub listener_metadata: String,
+}
+
+fn action(a: A, errno: Option<u32>, default_errno: Option<u32>) -> ScmpAction {
+    let errno = errno.or(default_errno).unwrap_or(libc::EPERM as u32) as i32;
+    match a {
+        A::ScmpActKill | A::ScmpActKillThread => ScmpAction::KillThread,
+        A::ScmpActKillProcess => ScmpAction::KillProcess,
+        A::ScmpActTrap => ScmpAction::Trap,
+        A::ScmpActErrno => ScmpAction::Errno(errno),
+        A::ScmpActTrace => ScmpAction::Trace(errno as u16),
+        A::ScmpActLog => ScmpAction::Log,
+        A::ScmpActNotify => ScmpAction::Notify,
+        A::ScmpActAllow => ScmpAction::Allow,
+    }
+}
+
+fn arch(a: Arch) -> ScmpArch {
+    match a {
+        Arch::ScmpArchNative => ScmpArch::Native,
+        Arch::ScmpArchX86 => ScmpArch::X86,
+        Arch::ScmpArchX86_64 => ScmpArch::X8664,
+        Arch::ScmpArchX32 => ScmpArch::X32,
+        Arch::ScmpArchArm => ScmpArch::Arm,
+        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
+        Arch::ScmpArchMips => ScmpArch::Mips,
+        Arch::ScmpArchMips64 => ScmpArch::Mips64,
+        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
+        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
+        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
+        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
+        Arch::ScmpArchPpc => ScmpArch::Ppc,
+        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
+        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
+        Arch::ScmpArchS390 => ScmpArch::S390,
+        Arch::ScmpArchS390x => ScmpArch::S390X,
+        Arch::ScmpArchParisc => ScmpArch::Parisc,
+        Arch::ScmpArchParisc64 => ScmpArch::Parisc64,
+        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
+        Arch::ScmpArchLoongarch64 => ScmpArch::Loongarch64,
+        Arch::ScmpArchM68k => ScmpArch::M68k,
+        Arch::ScmpArchSh => ScmpArch::Sh,
+        Arch::ScmpArchSheb => ScmpArch::Sheb,
+    }
+}
+
+fn err(what: impl std::fmt::Display) -> Error {
+    Error::config(FIELD, what.to_string())
+}
+
+/// Compiles the spec's profile; every problem is reported here, before any process exists.
+pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
+    let default_errno = s.default_errno_ret();
+    let default = action(s.default_action(), None, default_errno);
+    let mut ctx =
+        ScmpFilterContext::new(default).map_err(|e| err(format!("defaultAction: {e}")))?;
+    // The kernel, not libseccomp, sets no_new_privs where the spec asks for it.
+    ctx.set_ctl_nnp(false).map_err(err)?;
+    for a in s.architectures().iter().flatten() {
+        let a = arch(*a);
+        // An architecture the filter already has (native) is not an error.
+        if let Err(e) = ctx.add_arch(a) {
+            if !ctx.is_arch_present(a).unwrap_or(false) {
+                return Err(err(format!("architectures: {a:?}: {e}")));
+            }
+        }
+    }
+    for f in s.flags().iter().flatten() {
+        match f {
+            F::SeccompFilterFlagTsync => {
+                ctx.set_ctl_tsync(true).map_err(err)?;
+            }
+            F::SeccompFilterFlagLog => {
+                ctx.set_ctl_log(true).map_err(err)?;
+            }
+            F::SeccompFilterFlagSpecAllow => {
+                ctx.set_ctl_ssb(true).map_err(err)?;
+            }
+            F::SeccompFilterFlagWaitKillableRecv => {
+                return Err(err(
+                    "flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs libseccomp 2.6; this \
+                     host has an older one",
+                ))
+            }
+        }
+    }
+    let mut has_notify = s.default_action() == A::ScmpActNotify;
+    for (i, sc) in s.syscalls().iter().flatten().enumerate() {
+        let act = action(sc.action(), sc.errno_ret(), default_errno);
+        if act == default {
+            // libseccomp refuses a rule that repeats the default action; it changes nothing.
+            continue;
+        }
+        has_notify |= sc.action() == A::ScmpActNotify;
+        let mut conds = Vec::new();
+        for a in sc.args().iter().flatten() {
+            if a.index() > 5 {
+                return Err(err(format!(
+                    "syscalls[{i}].args: index {} is above 5",
+                    a.index()
+                )));
+            }
+            let op = match a.op() {
+                Op::ScmpCmpNe => ScmpCompareOp::NotEqual,
+                Op::ScmpCmpLt => ScmpCompareOp::Less,
+                Op::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+                Op::ScmpCmpEq => ScmpCompareOp::Equal,
+                Op::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+                Op::ScmpCmpGt => ScmpCompareOp::Greater,
+                // The spec's value is the mask and valueTwo the value to compare with.
+                Op::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(a.value()),
+            };
+            let datum = if a.op() == Op::ScmpCmpMaskedEq {
+                a.value_two().unwrap_or(0)
+            } else {
+                a.value()
+            };
+            conds.push((
+                a.index() as u32,
+                ScmpArgCompare::new(a.index() as u32, op, datum),
+            ));
+        }
+        for name in sc.names() {
+            // Like runc: a syscall this libseccomp or kernel does not know is skipped.
+            let Ok(nr) = ScmpSyscall::from_name(name) else {
+                tracing::debug!("seccomp: unknown syscall {name:?} skipped");
+                continue;
+            };
+            let res = if conds.is_empty() {
+                ctx.add_rule(act, nr).map(|_| ())
+            } else {
+                add_conditional(&mut ctx, act, nr, &conds)
+            };
+            res.map_err(|e| err(format!("syscalls[{i}] ({name}): {e}")))?;
+        }
+    }
+    if s.listener_path().is_some() && !has_notify {
+        return Err(err("listenerPath is set but no rule uses SCMP_ACT_NOTIFY"));
+    }
+    if has_notify && s.listener_path().is_none() {
+        return Err(err("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"));
+    }
+    Ok(Filter {
+        ctx,
+        has_notify,
+        listener_path: s.listener_path().clone(),
+        listener_metadata: s.listener_metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// libseccomp takes one comparison per argument in a rule; conditions on the same argument
+/// (e.g. two masked checks of flags) become separate rules, as runc adds them.
+fn add_conditional(
+    ctx: &mut ScmpFilterContext,
+    act: ScmpAction,
+    nr: ScmpSyscall,
+    conds: &[(u32, ScmpArgCompare)],
+) -> std::result::Result<(), libseccomp::error::SeccompError> {
+    let mut seen = std::collections::HashSet::new();
+    let unique = conds.iter().all(|(arg, _)| seen.insert(*arg));
+    let all: Vec<ScmpArgCompare> = conds.iter().map(|(_, c)| *c).collect();
+    if unique {
+        ctx.add_rule_conditional(act, nr, &all)?;
+    } else {
+        for c in all {
+            ctx.add_rule_conditional(act, nr, &[c])?;
+        }
+    }
+    Ok(())
+}
+
+impl Filter {
+    /// Installs the filter on the calling process; returns the notify fd if there is one.
+    pub fn load(&self) -> Result<Option<OwnedFd>> {
+        self.ctx
+            .load()
+            .map_err(|e| err(format!("loading the filter: {e}")))?;
+        if !self.has_notify {
+            return Ok(None);
+        }
+        let fd = self
+            .ctx
+            .get_notify_fd()
+            .map_err(|e| err(format!("getting the notify fd: {e}")))?;
+        // SAFETY: libseccomp hands over a new fd that nothing else owns.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+/// The `containerProcessState` message sent with the notify fd to `listenerPath`.
+pub fn process_state(state_json: &[u8], pid: i32, metadata: &str) -> Vec<u8> {
+    let state: serde_json::Value = serde_json::from_slice(state_json).unwrap_or_default();
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": state.get("ociVersion").cloned().unwrap_or_default(),
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": metadata,
+        "state": state,
+    }))
+    .unwrap_or_default()
+}
+
+/// Hands the notify fd to the agent at `listenerPath`, as the runtime spec describes.
+pub fn send_to_listener(filter: &Filter, fd: &OwnedFd, state_json: &[u8], pid: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(path) = &filter.listener_path else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| err(format!("listenerPath {}: {e}", path.display())))?;
+    let msg = process_state(state_json, pid, &filter.listener_metadata);
+    crate::tty::send_fd(sock.as_raw_fd(), &msg, fd.as_raw_fd())
+        .map_err(|e| err(format!("listenerPath {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn compiles_every_action_and_operator() {
+        let p = profile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+                "syscalls": [
+                  {"names": ["read", "write", "exit_group", "not_a_syscall_at_all"], "action": "SCMP_ACT_ALLOW"},
+                  {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS"},
+                  {"names": ["getppid"], "action": "SCMP_ACT_TRAP"},
+                  {"names": ["gettid"], "action": "SCMP_ACT_LOG"},
+                  {"names": ["uname"], "action": "SCMP_ACT_TRACE", "errnoRet": 1},
+                  {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [
+                     {"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+                     {"index": 1, "value": 1, "op": "SCMP_CMP_NE"},
+                     {"index": 2, "value": 2, "op": "SCMP_CMP_LT"},
+                     {"index": 3, "value": 3, "op": "SCMP_CMP_LE"},
+                     {"index": 4, "value": 4, "op": "SCMP_CMP_GE"},
+                     {"index": 5, "value": 5, "op": "SCMP_CMP_GT"}]},
+                  {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [
+                     {"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                  {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+                ]}"#,
+        );
+        let f = compile(&p).unwrap();
+        assert!(!f.has_notify);
+    }
+
+    #[test]
+    fn notify_needs_a_listener_and_the_other_way_round() {
+        let e = compile(&profile(r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}"#))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("listenerPath"), "{e}");
+        let e = compile(&profile(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x.sock"}"#,
+        ))
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("SCMP_ACT_NOTIFY"), "{e}");
+        let f = compile(&profile(r#"{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x.sock", "listenerMetadata": "m", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}"#)).unwrap();
+        assert!(f.has_notify);
+        assert_eq!(f.listener_metadata, "m");
+    }
+
+    #[test]
+    fn unknown_actions_and_ops_are_rejected_at_parse() {
+        assert!(
+            serde_json::from_str::<LinuxSeccomp>(r#"{"defaultAction": "SCMP_ACT_EXPLODE"}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<LinuxSeccomp>(r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SIDEWAYS"}]}]}"#).is_err());
+    }
+
+    #[test]
+    fn process_state_message() {
+        let st = br#"{"ociVersion": "1.2.0", "id": "c1", "status": "creating", "pid": 42, "bundle": "/b"}"#;
+        let v: serde_json::Value = serde_json::from_slice(&process_state(st, 42, "meta")).unwrap();
+        assert_eq!(v["fds"][0], "seccompFd");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["metadata"], "meta");
+        assert_eq!(v["state"]["id"], "c1");
+    }
+}
