@@ -481,6 +481,7 @@ impl Init<'_> {
                 self.console,
                 true,
                 self.filter,
+                keep,
             )?),
             None => None,
         };
@@ -516,9 +517,6 @@ impl Init<'_> {
             );
         };
         drop(ready.notify_fd.take());
-        if let Err(e) = process::cloexec_from(keep) {
-            fail(&mut conn, e);
-        }
         if ready.late_filter {
             // With noNewPrivileges the filter needs no privilege: load it last, so that only
             // execve runs under it.
@@ -675,6 +673,7 @@ pub fn prepare_process(
     console: Option<RawFd>,
     set_rlimits: bool,
     filter: Option<&seccomp::Filter>,
+    keep_fds: i32,
 ) -> Result<ReadyProcess> {
     if process.terminal().unwrap_or(false) {
         let console = console.ok_or_else(|| {
@@ -711,6 +710,9 @@ pub fn prepare_process(
     // capabilities go (runc's order). A filter with a notify fd is loaded now too, so the
     // fd can reach the runtime before `create` returns.
     let early = filter.is_some_and(|f| !nnp || f.has_notify);
+    // Now, before any filter: profiles often lack close_range. Every fd the runtime opens
+    // from here on is close-on-exec by construction.
+    process::cloexec_from(keep_fds)?;
     let notify_fd = match filter {
         Some(f) if early => f.load()?,
         _ => None,

@@ -136,7 +136,7 @@ fn exec_child(
     if opts.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
-    let mut ready = prepare_process(opts.process, &opts.extra_env, console_fd, true, filter)?;
+    let mut ready = prepare_process(opts.process, &opts.extra_env, console_fd, true, filter, keep)?;
     if let Some(fd) = ready.notify_fd.take() {
         chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
     }
@@ -144,7 +144,6 @@ fn exec_child(
         // SAFETY: the console socket has served its purpose; the fd is ours.
         unsafe { libc::close(fd) };
     }
-    process::cloexec_from(keep)?;
     if ready.late_filter {
         if let Some(f) = filter {
             f.load()?;
