@@ -259,3 +259,35 @@ fn a_batch_of_containers_leaves_nothing_behind() {
         })
     });
 }
+
+#[test]
+fn exec_cannot_reach_the_host_mount_namespace() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "execns");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/mnt; readlink /proc/self/root; ls /",
+    ]);
+    let mut lines = out.lines();
+    assert_ne!(lines.next().unwrap(), host_mnt.to_str().unwrap());
+    assert_eq!(lines.next().unwrap(), "/");
+    let root: Vec<&str> = lines.collect();
+    assert!(
+        root.contains(&"bin") && !root.contains(&"work") && !root.contains(&"usr"),
+        "{root:?}"
+    );
+    // A cwd through fds or magic links resolves in the container, or is refused.
+    for cwd in ["/proc/self/fd/3", "/proc/1/cwd", "/proc/self/root/.."] {
+        let out = rt.run(&["exec", "--cwd", cwd, &id, "sh", "-c", "ls; pwd"]);
+        let s = stdout(&out);
+        assert!(!s.contains("work") && !s.contains("usr"), "{cwd}: {s}");
+    }
+    rt.ok(&["delete", "-f", &id]);
+}

@@ -136,7 +136,14 @@ fn exec_child(
     if opts.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
-    let mut ready = prepare_process(opts.process, &opts.extra_env, console_fd, true, filter, keep)?;
+    let mut ready = prepare_process(
+        opts.process,
+        &opts.extra_env,
+        console_fd,
+        true,
+        filter,
+        keep,
+    )?;
     if let Some(fd) = ready.notify_fd.take() {
         chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
     }
