@@ -385,10 +385,9 @@ impl CgroupSet {
     /// holds other containers' cgroups stays.
     pub fn remove(&self) {
         for d in &self.dirs {
-            for dir in d.created.iter().rev() {
-                match fs::remove_dir(dir) {
+            for (i, dir) in d.created.iter().rev().enumerate() {
+                match remove_cgroup_dir(dir, i == 0) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => {
                         tracing::debug!("cgroup {} stays: {e}", dir.display());
                         break;
@@ -397,6 +396,24 @@ impl CgroupSet {
             }
         }
     }
+}
+
+/// rmdir of a cgroup. The container's own (leaf) directory may still be busy for a moment
+/// after its last process died (the kernel takes the cgroup offline asynchronously), so that
+/// one is retried briefly; a busy parent holds other containers and stays.
+fn remove_cgroup_dir(dir: &Path, leaf: bool) -> std::io::Result<()> {
+    let tries = if leaf { 100 } else { 1 };
+    for i in 0..tries {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && i + 1 < tries => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Enables every available controller down the path to `dir` (cgroup v2 only hands a
