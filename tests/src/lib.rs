@@ -337,3 +337,16 @@ pub fn output_via_files(cmd: &mut Command) -> Output {
         stderr: std::fs::read(&err_path).unwrap(),
     }
 }
+
+/// Whether `pid` is in the container's cgroup in every mounted hierarchy (v1 and v2).
+pub fn in_every_cgroup(id: &str, pid: i32) -> Result<(), String> {
+    for mp in cgroup_mount_points() {
+        let procs = mp.join("strata-test").join(id).join("cgroup.procs");
+        let text =
+            std::fs::read_to_string(&procs).map_err(|e| format!("{}: {e}", procs.display()))?;
+        if !text.lines().any(|l| l.trim() == pid.to_string()) {
+            return Err(format!("{pid} not in {}", procs.display()));
+        }
+    }
+    Ok(())
+}

@@ -116,8 +116,52 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::config("root.path", format!("{}: {e}", p.display())))
 }
 
+/// clone3(2) like [`clone_process`], with the child born in the v2 cgroup `cgroup_fd`
+/// (CLONE_INTO_CGROUP): no migration, so no wait for the kernel's global threadgroup lock.
+/// None when the kernel refuses (then the caller falls back to clone and cgroup.procs).
+pub(crate) fn clone_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd) -> Option<i32> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_fd as u64,
+    };
+    // SAFETY: as clone_process: no CLONE_VM and no stack, so the child continues on a
+    // copy-on-write copy of this single-threaded process; args is valid for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    (r >= 0).then_some(r as i32)
+}
+
 /// clone(2) without CLONE_VM: a fork that also creates the namespaces in `flags`.
-fn clone_process(flags: CloneFlags) -> Result<i32> {
+pub(crate) fn clone_process(flags: CloneFlags) -> Result<i32> {
     // SAFETY: with a NULL stack and without CLONE_VM/CLONE_THREAD, clone behaves like fork:
     // the child runs on a copy-on-write copy of our stack. The runtime is single-threaded
     // here, so no lock (malloc's included) can be held by another thread at this point.
@@ -184,15 +228,35 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     } else {
         plan.new_flags() - CloneFlags::CLONE_NEWCGROUP
     };
-    let child = match clone_process(clone_flags) {
-        Ok(c) => c,
-        Err(e) => {
-            cgroups.remove();
-            return Err(e);
-        }
+    // The cheap way into the cgroup: born in the v2 one, and moving itself into the v1
+    // ones. A process in a user namespace may not write the host's cgroup files, and a
+    // two-stage init is not our child: those are moved by us, the slow way.
+    let in_user_ns = plan.is_new(NsType::User) || plan.joins(NsType::User).is_some();
+    let placement = match (two_stage || in_user_ns, cgroups.placement()) {
+        (false, Ok(p)) => Some(p),
+        _ => None,
+    };
+    let into = placement
+        .as_ref()
+        .and_then(|p| p.v2_dir.as_ref())
+        .map(|f| f.as_raw_fd());
+    let (child, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(clone_flags, fd)) {
+        Some(c) => (c, true),
+        None => match clone_process(clone_flags) {
+            Ok(c) => (c, false),
+            Err(e) => {
+                cgroups.remove();
+                return Err(e);
+            }
+        },
     };
     if child == 0 {
         drop(parent_chan);
+        if let Some(p) = &placement {
+            if let Err(e) = p.join_v1_self() {
+                child_fail(&child_chan, e);
+            }
+        }
         let init = Init {
             opts,
             spec,
@@ -212,6 +276,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
     drop(child_chan);
     let mut init_pid = (!two_stage).then_some(child);
+    let placed = Placed {
+        v1: placement.is_some(),
+        v2: born_in_v2,
+    };
+    drop(placement);
     let res = drive_init(
         opts,
         spec,
@@ -220,6 +289,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         &mut init_pid,
         &cgroups,
         filter.as_ref(),
+        placed,
     );
     match res {
         Ok(()) => Ok(Created {
@@ -251,6 +321,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 /// PID is known and the init does not wait for it: in v1, moving a task waits for an RCU
 /// grace period (milliseconds here), which overlaps the init's mount work that way. The init
 /// is in its cgroup before it runs anything else: RunHooks is only answered after the join.
+#[allow(clippy::too_many_arguments)]
 fn drive_init(
     opts: &CreateOptions,
     spec: &Spec,
@@ -259,6 +330,7 @@ fn drive_init(
     init_pid: &mut Option<i32>,
     cgroups: &CgroupSet,
     filter: Option<&seccomp::Filter>,
+    placed: Placed,
 ) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     let new_user = spec
@@ -273,7 +345,7 @@ fn drive_init(
     let join = |joined: &mut bool, init_pid: Option<i32>| -> Result<()> {
         if !*joined {
             let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
-            cgroups.add(pid)?;
+            cgroups.add_where(pid, |d| if d.unified { !placed.v2 } else { !placed.v1 })?;
             *joined = true;
         }
         Ok(())
@@ -345,6 +417,13 @@ fn drive_init(
             }
         }
     }
+}
+
+/// Which cgroups the init got into without our help.
+#[derive(Clone, Copy)]
+struct Placed {
+    v1: bool,
+    v2: bool,
 }
 
 struct Init<'a> {

@@ -5,11 +5,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType as NsType, Process};
 
 use crate::cgroups::CgroupSet;
-use crate::container::prepare_process;
+use crate::container::{clone_into_cgroup, clone_process, prepare_process};
 use crate::error::{Context, Error, Result};
 use crate::hooks::pidfd_open;
 use crate::namespaces::{self, JOIN_ORDER};
@@ -47,25 +47,43 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         setns(pidfd.as_fd(), CloneFlags::CLONE_NEWPID)
             .ctx(|| "joining the container's pid namespace".into())?;
     }
-    let procs: Vec<std::fs::File> = opts
-        .cgroups
-        .dirs
-        .iter()
-        .map(|d| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(d.dir.join("cgroup.procs"))
-                .ctx(|| format!("opening {}", d.dir.display()))
-        })
-        .collect::<Result<_>>()?;
+    // Born in the v2 cgroup and moving itself into the v1 ones: no global cgroup lock (see
+    // cgroups::Placement).
+    let placement = opts.cgroups.placement()?;
+    let v2_procs = match &placement.v2_dir {
+        Some(_) => opts
+            .cgroups
+            .dirs
+            .iter()
+            .find(|d| d.unified)
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.dir.join("cgroup.procs"))
+                    .ctx(|| format!("opening {}", d.dir.display()))
+            })
+            .transpose()?,
+        None => None,
+    };
     let filter = match opts.seccomp {
         Some(sc) => Some(seccomp::compile(sc)?),
         None => None,
     };
     let (parent_chan, child_chan) = Channel::pair()?;
-    // SAFETY: the runtime is single-threaded; the child only makes syscalls and allocates
-    // before execve or _exit.
-    match unsafe { fork() }.ctx(|| "fork".into())? {
+    let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
+    let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
+        Some(p) => (p, true),
+        None => (clone_process(CloneFlags::empty())?, false),
+    };
+    let fork_result = if pid == 0 {
+        ForkResult::Child
+    } else {
+        ForkResult::Parent {
+            child: Pid::from_raw(pid),
+        }
+    };
+    let v2_procs = if born_in_v2 { None } else { v2_procs };
+    match fork_result {
         ForkResult::Child => {
             drop(parent_chan);
             let keep = 3 + opts.preserve_fds;
@@ -77,7 +95,16 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             std::mem::forget(child_chan);
             // SAFETY: chan_fd is the channel socket, owned by this child alone.
             let chan = unsafe { Channel::from_raw(chan_fd) };
-            let err = match exec_child(opts, pidfd, flags, procs, keep, &chan, filter.as_ref()) {
+            let err = match exec_child(
+                opts,
+                pidfd,
+                flags,
+                &placement,
+                v2_procs,
+                keep,
+                &chan,
+                filter.as_ref(),
+            ) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -112,18 +139,21 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn exec_child(
     opts: &ExecOptions,
     pidfd: OwnedFd,
     flags: CloneFlags,
-    procs: Vec<std::fs::File>,
+    placement: &crate::cgroups::Placement,
+    v2_procs: Option<std::fs::File>,
     keep: i32,
     chan: &Channel,
     filter: Option<&seccomp::Filter>,
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
-    for mut f in procs {
+    placement.join_v1_self()?;
+    if let Some(mut f) = v2_procs {
         f.write_all(b"0")
             .ctx(|| "joining the container's cgroup".into())?;
     }
