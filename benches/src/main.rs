@@ -314,7 +314,11 @@ fn main() -> Result<()> {
     );
     let mut n = 0;
     for round in 0..rounds {
-        for (ri, rt) in runtimes.iter().enumerate() {
+        // Each runtime goes first equally often: the first after a pause pays for cold
+        // kernel state (an idle RCU sync on the cgroup lock, caches).
+        let order = (0..runtimes.len()).map(|k| (k + round) % runtimes.len());
+        for ri in order {
+            let rt = &runtimes[ri];
             bar.set_message(format!("latency: {}", rt.name));
             n += 1;
             let mut record = |op: &str, d: Duration| {
