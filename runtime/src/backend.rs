@@ -44,12 +44,38 @@ impl Kind {
     }
 }
 
-/// `/etc/strata/config.toml`.
+/// `/etc/strata/config.toml`. Every key is optional; absent keys take built-in defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub default_backend: Option<String>,
+    /// The floor: nothing on this node runs with weaker isolation.
     pub min_backend: Option<String>,
+    /// Annotation keys a bundle may use to steer strata; others are ignored. Absent: every
+    /// `dev.strata.*` key.
+    pub honored_annotations: Option<Vec<String>>,
+    #[serde(default)]
+    pub vm: VmConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// Settings of the vm backend, read when it is chosen.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// The guest kernel (an uncompressed ELF vmlinux).
+    pub kernel: Option<PathBuf>,
+    pub memory_mib: Option<u32>,
+    pub vcpus: Option<u8>,
+}
+
+/// Settings of the sandbox backend, read when it is chosen.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The policy used when a bundle names none.
+    pub policy: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -63,8 +89,46 @@ impl NodeConfig {
             }
             Err(e) => return Err(e).with_context(|| format!("node config {}", path.display())),
         };
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("node config {}: {}", path.display(), e.message().trim()))
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("node config {}: {}", path.display(), e.message().trim())
+        })?;
+        cfg.validate()
+            .with_context(|| format!("node config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(d) = &self.default_backend {
+            Kind::parse(d, "default_backend")?;
+        }
+        if let Some(m) = &self.min_backend {
+            Kind::parse(m, "min_backend")?;
+        }
+        // Paths in the node config are used from wherever strata is called: only absolute
+        // ones mean the same thing every time.
+        for (key, path) in [
+            ("vm.kernel", &self.vm.kernel),
+            ("sandbox.policy", &self.sandbox.policy),
+        ] {
+            if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
+                bail!("{key} must be an absolute path, not {}", p.display());
+            }
+        }
+        if self.vm.memory_mib == Some(0) {
+            bail!("vm.memory_mib must be at least 1");
+        }
+        if self.vm.vcpus == Some(0) {
+            bail!("vm.vcpus must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Whether a bundle's annotation `key` may steer strata on this node.
+    pub fn honors(&self, key: &str) -> bool {
+        match &self.honored_annotations {
+            Some(keys) => keys.iter().any(|k| k == key),
+            None => key.starts_with("dev.strata."),
+        }
     }
 }
 
@@ -77,7 +141,14 @@ pub fn choose(flag: Option<&str>, spec: &Spec, node: &NodeConfig) -> Result<Kind
         .annotations()
         .as_ref()
         .and_then(|a| a.get(ANNOTATION))
-        .map(String::as_str);
+        .map(String::as_str)
+        .filter(|_| {
+            let honored = node.honors(ANNOTATION);
+            if !honored {
+                tracing::debug!("ignoring annotation {ANNOTATION}: not in honored_annotations");
+            }
+            honored
+        });
     let (kind, source) = if let Some(f) = flag {
         (Kind::parse(f, "--backend")?, "--backend")
     } else if let Some(a) = annotation {
@@ -179,7 +250,7 @@ mod tests {
     fn order_flag_annotation_default() {
         let node = NodeConfig {
             default_backend: Some("sandbox".into()),
-            min_backend: None,
+            ..Default::default()
         };
         assert_eq!(
             choose(Some("vm"), &spec_with(Some("native")), &node).unwrap(),
@@ -200,10 +271,24 @@ mod tests {
     }
 
     #[test]
+    fn annotation_ignored_unless_honored() {
+        let node = NodeConfig {
+            honored_annotations: Some(vec!["dev.strata.sandbox.policy".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            choose(None, &spec_with(Some("vm")), &node).unwrap(),
+            Kind::Native
+        );
+        assert!(NodeConfig::default().honors(ANNOTATION));
+        assert!(!NodeConfig::default().honors("io.kubernetes.cri.sandbox-id"));
+    }
+
+    #[test]
     fn floor_refuses_weaker_and_unknown() {
         let node = NodeConfig {
-            default_backend: None,
             min_backend: Some("sandbox".into()),
+            ..Default::default()
         };
         let err = choose(None, &spec_with(Some("native")), &node).unwrap_err();
         assert!(
@@ -230,6 +315,31 @@ mod tests {
         );
         std::fs::write(&p, "defualt_backend = \"vm\"\n").unwrap();
         assert!(NodeConfig::load(&p, true).is_err());
+        std::fs::write(&p, "min_backend = \"strong\"\n").unwrap();
+        let err = format!("{:#}", NodeConfig::load(&p, true).unwrap_err());
+        assert!(
+            err.contains("min_backend") && err.contains("strong"),
+            "{err}"
+        );
+        std::fs::write(
+            &p,
+            "default_backend = \"native\"\nhonored_annotations = []\n\
+             [vm]\nkernel = \"/k/vmlinux\"\nmemory_mib = 256\nvcpus = 1\n\
+             [sandbox]\npolicy = \"/etc/strata/sandbox.toml\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&p, true).unwrap();
+        assert_eq!(cfg.vm.memory_mib, Some(256));
+        assert_eq!(cfg.vm.kernel.as_deref(), Some(Path::new("/k/vmlinux")));
+        assert!(!cfg.honors(ANNOTATION));
+        std::fs::write(&p, "[vm]\nvcpus = 0\n").unwrap();
+        assert!(NodeConfig::load(&p, true).is_err());
+        std::fs::write(&p, "[sandbox]\npolicy = \"policy.toml\"\n").unwrap();
+        let err = format!("{:#}", NodeConfig::load(&p, true).unwrap_err());
+        assert!(
+            err.contains("sandbox.policy must be an absolute path"),
+            "{err}"
+        );
         assert!(NodeConfig::load(&dir.join("missing"), true).is_err());
         assert!(NodeConfig::load(&dir.join("missing"), false).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -27,12 +27,28 @@ impl<'a> Globals<'a> {
     pub fn from_cli(cli: &'a Cli, config_explicit: bool) -> Self {
         Globals {
             root: &cli.root,
-            backend: cli.backend.as_deref(),
+            backend: cli.backend.as_deref().or_else(|| {
+                std::env::args_os()
+                    .next()
+                    .and_then(|a0| backend_from_program_name(Path::new(&a0)))
+            }),
             config: &cli.config,
             config_explicit,
             systemd_cgroup: cli.systemd_cgroup,
         }
     }
+}
+
+/// Installed as `strata-sandbox` or `strata-vm` (a link to strata), strata acts as if given
+/// `--backend sandbox|vm`: clients that take only a binary path (containerd's runc shim
+/// `BinaryName`, Docker's `runtimes`) get one handler per strength that way.
+pub fn backend_from_program_name(argv0: &Path) -> Option<&'static str> {
+    let name = argv0.file_name()?.to_str()?;
+    let suffix = name.strip_prefix("strata-")?;
+    [Kind::Native, Kind::Sandbox, Kind::Vm]
+        .into_iter()
+        .find(|k| k.name() == suffix)
+        .map(Kind::name)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -298,8 +314,11 @@ pub fn kill(g: &Globals, id: &str, signal: Option<&str>, all: bool) -> Result<i3
     let sig = parse_signal(signal.unwrap_or("TERM"))?;
     let dir = ContainerDir::open(g.root, id)?;
     let rec = dir.load()?;
-    if rec.live_status() == Status::Stopped {
-        bail!("cannot kill container {id:?}: it is not running");
+    // The wording matters: containerd's shim recognises "container not running" and treats
+    // the kill of an exited process as done. `--all` still reaches processes left in the
+    // cgroup after init exited, as with runc.
+    if rec.live_status() == Status::Stopped && !all {
+        bail!("cannot kill container {id:?}: container not running");
     }
     backend::backend(kind_of(&rec)?)?.signal(&rec, sig, all)?;
     Ok(0)
@@ -583,4 +602,22 @@ pub fn features() -> Result<i32> {
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
+}
+
+#[cfg(test)]
+mod program_name_tests {
+    use super::backend_from_program_name as b;
+    use std::path::Path;
+
+    #[test]
+    fn link_names_pick_a_backend() {
+        assert_eq!(
+            b(Path::new("/usr/local/bin/strata-sandbox")),
+            Some("sandbox")
+        );
+        assert_eq!(b(Path::new("strata-vm")), Some("vm"));
+        assert_eq!(b(Path::new("/usr/bin/strata-native")), Some("native"));
+        assert_eq!(b(Path::new("/usr/bin/strata")), None);
+        assert_eq!(b(Path::new("/usr/bin/strata-fast")), None);
+    }
 }

@@ -180,9 +180,9 @@ fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
 /// Signals the init through a pidfd opened while its start time still matches, so a reused
 /// PID is never hit.
 fn signal_init(rec: &Record, sig: Signal) -> Result<()> {
-    let fd = pidfd_open(rec.pid).context("the container is not running")?;
+    let fd = pidfd_open(rec.pid).context("container not running")?;
     if !state::process_alive(rec.pid, rec.pid_start) {
-        bail!("the container is not running");
+        bail!("container not running");
     }
     if !pidfd_send_signal(&fd, sig) {
         return Err(std::io::Error::last_os_error())

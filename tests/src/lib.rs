@@ -9,6 +9,8 @@ use std::sync::Once;
 
 use serde_json::Value;
 
+pub mod clients;
+
 static BUILD: Once = Once::new();
 
 /// The strata binary, built (once per test process) from this workspace.
@@ -99,26 +101,30 @@ pub struct Bundle {
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "tty",
     "readlink", "grep", "wc", "stat", "touch", "mkdir", "umask", "test", "env", "pwd", "kill",
-    "head", "ln", "rm", "printf", "dd", "mknod", "sync",
+    "head", "ln", "rm", "printf", "dd", "mknod", "sync", "top", "tee", "seq",
 ];
+
+/// Fills `root` with a busybox userland: the applets the tests use, /etc/passwd and group.
+pub fn make_rootfs(root: &Path) {
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+}
 
 impl Bundle {
     pub fn new(args: &[&str]) -> Bundle {
         let dir = TempDir::new("bundle");
-        let root = dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
-        for a in APPLETS {
-            symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+        make_rootfs(&dir.path().join("rootfs"));
         let out = Command::new(strata_bin())
             .args(["spec", "--bundle"])
             .arg(dir.path())

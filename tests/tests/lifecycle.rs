@@ -317,6 +317,23 @@ fn no_pivot_and_readonly_root() {
     assert_eq!(out, "readonly\nisolated\n");
 }
 
+/// Storage reached through a symlink (e.g. /var/lib/docker linked to another disk): the
+/// rootfs path is resolved before use, so the container runs in the real directory.
+#[test]
+fn rootfs_path_through_a_symlink_is_resolved() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sh", "-c", "cat /marker"]);
+    std::fs::write(b.rootfs().join("marker"), "real rootfs\n").unwrap();
+    let link = b.path().join("via-link");
+    std::os::unix::fs::symlink(b.path(), &link).unwrap();
+    let through_link = link.join("rootfs");
+    b.edit(|c| c["root"]["path"] = Value::String(through_link.display().to_string()));
+    let id = container(&mut b, "symroot");
+    let out = rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(out, "real rootfs\n");
+}
+
 #[test]
 fn preserve_fds_and_listen_fds() {
     require_root!();

@@ -73,6 +73,7 @@ impl<'a> Controllers<'a> {
 /// runc does (the kernel no longer supports them).
 pub fn apply(set: &CgroupSet, r: &LinuxResources) -> Result<()> {
     let c = Controllers::new(set);
+    let r = &without_unset_zeros(r);
     if let Some(m) = r.memory() {
         memory(&c, m)?;
     }
@@ -122,6 +123,42 @@ pub fn apply(set: &CgroupSet, r: &LinuxResources) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Docker and containerd write every field they know, with 0 (or "") for "not set"; runc
+/// and crun read them that way, so must we: a zero weight, share, quota or limit is absent.
+pub fn without_unset_zeros(r: &LinuxResources) -> LinuxResources {
+    fn nz<T: Default + PartialEq + Copy>(v: Option<T>) -> Option<T> {
+        v.filter(|x| *x != T::default())
+    }
+    fn non_empty(v: &Option<String>) -> Option<String> {
+        v.clone().filter(|s| !s.trim().is_empty())
+    }
+    let mut r = r.clone();
+    if let Some(mut m) = *r.memory() {
+        m.set_limit(nz(m.limit()));
+        m.set_reservation(nz(m.reservation()));
+        m.set_swap(nz(m.swap()));
+        m.set_kernel(nz(m.kernel()));
+        m.set_kernel_tcp(nz(m.kernel_tcp()));
+        r.set_memory(Some(m));
+    }
+    if let Some(mut c) = r.cpu().clone() {
+        c.set_shares(nz(c.shares()));
+        c.set_quota(nz(c.quota()));
+        c.set_period(nz(c.period()));
+        c.set_realtime_runtime(nz(c.realtime_runtime()));
+        c.set_realtime_period(nz(c.realtime_period()));
+        c.set_cpus(non_empty(c.cpus()));
+        c.set_mems(non_empty(c.mems()));
+        r.set_cpu(Some(c));
+    }
+    if let Some(mut b) = r.block_io().clone() {
+        b.set_weight(nz(b.weight()));
+        b.set_leaf_weight(nz(b.leaf_weight()));
+        r.set_block_io(Some(b));
+    }
+    r
 }
 
 fn limit_v1(v: i64) -> String {
@@ -605,6 +642,37 @@ mod tests {
     use super::*;
     use crate::cgroups::CgroupDir;
     use std::path::PathBuf;
+
+    #[test]
+    fn zeros_docker_sends_mean_unset() {
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0},
+                "cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+                "blockIO": {"weight": 0}}"#,
+        )
+        .unwrap();
+        let n = without_unset_zeros(&r);
+        let m = n.memory().as_ref().unwrap();
+        assert_eq!(
+            (m.limit(), m.reservation(), m.swap(), m.kernel()),
+            (None, None, None, None)
+        );
+        let c = n.cpu().as_ref().unwrap();
+        assert_eq!((c.shares(), c.quota(), c.period()), (None, None, None));
+        assert_eq!((c.cpus().clone(), c.mems().clone()), (None, None));
+        assert_eq!(n.block_io().as_ref().unwrap().weight(), None);
+        let f = Fake::new(false);
+        apply(&f.set, &r).unwrap();
+        for (ctl, file) in [
+            ("blkio", "blkio.weight"),
+            ("cpu", "cpu.shares"),
+            ("cpu", "cpu.cfs_quota_us"),
+            ("memory", "memory.limit_in_bytes"),
+            ("cpuset", "cpuset.cpus"),
+        ] {
+            assert_eq!(f.get(ctl, file), "", "{file} was written");
+        }
+    }
 
     /// A fake cgroupfs: plain directories with the files a controller would have.
     pub(crate) struct Fake {
