@@ -376,6 +376,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(name: &str, cmd: &mut Command, log: PathBuf) -> Daemon {
+        *RUNNING_DAEMONS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let file = std::fs::File::create(&log).unwrap();
         let child = cmd
             .stdin(Stdio::null())
@@ -427,6 +428,11 @@ impl Drop for Daemon {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         if wait_timeout(&mut self.child, Duration::from_secs(20)).is_none() {
             eprintln!("{} ignored SIGTERM for 20 s; killed", self.name);
+        }
+        let mut running = RUNNING_DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        if *running == 0 {
+            remove_daemon_run_dirs();
         }
     }
 }
@@ -498,9 +504,13 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
+/// Daemons of this test process still running. The fixed /run directories below are shared by
+/// all of them, so only the last one to stop removes them.
+static RUNNING_DAEMONS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
 /// containerd's shims and dockerd create a few fixed directories under /run whatever their
 /// configured roots; remove them when they are empty again (never anything in them).
-pub fn remove_daemon_run_dirs() {
+fn remove_daemon_run_dirs() {
     for d in [
         "/run/containerd/s",
         "/run/containerd",
@@ -625,7 +635,6 @@ impl Drop for Containerd {
         drop(self.daemon.take());
         // Snapshot mounts of tasks that were never deleted would keep the root busy.
         unmount_under(self.dir.path());
-        remove_daemon_run_dirs();
     }
 }
 

@@ -7,8 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use strata_integration::clients::{
-    busybox_rootfs_tar, find_in_path, on_pty, remove_daemon_run_dirs, require_client, run_ok,
-    unmount_under, CgroupParent, Daemon, LoggedRuntime,
+    busybox_rootfs_tar, find_in_path, on_pty, require_client, run_ok, unmount_under, CgroupParent,
+    Daemon, LoggedRuntime,
 };
 use strata_integration::{eventually, output_via_files, stdout, unique, TempDir};
 
@@ -166,7 +166,6 @@ impl Drop for Docker {
         // dockerd bind-mounts a data root reached through a symlink onto itself and leaves
         // that mount when it exits.
         unmount_under(self.dir.path());
-        remove_daemon_run_dirs();
     }
 }
 
