@@ -89,7 +89,12 @@ impl NodeConfig {
             }
             Err(e) => return Err(e).with_context(|| format!("node config {}", path.display())),
         };
-        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
+        NodeConfig::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a node config read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("node config {}: {}", path.display(), e.message().trim())
         })?;
         cfg.validate()
@@ -184,6 +189,8 @@ pub struct CreateRequest<'a> {
     pub extra_env: Vec<String>,
     pub start_listener: RawFd,
     pub close_in_child: Vec<RawFd>,
+    /// Called once the container's cgroups exist, before any process is in them.
+    pub on_cgroups: &'a dyn Fn(&CgroupSet),
 }
 
 pub struct Created {

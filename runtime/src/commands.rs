@@ -200,12 +200,38 @@ fn create_container(
         .unwrap_or(false);
     let console = Console::setup(terminal, c.console_socket.as_deref(), detach, "create")?;
     let dir = ContainerDir::create(g.root, id)?;
+    // Written ahead of every resource it names, so that a create killed at any point leaves a
+    // record that `state` reads truthfully and `delete --force` cleans up from.
+    let provisional = Record {
+        id: id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        status: Status::Creating,
+        bundle: bundle.clone(),
+        rootfs: PathBuf::new(),
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        owner: state::owner_name(),
+        backend: kind.name().to_string(),
+        cgroups: Default::default(),
+        spec: spec.clone(),
+        state_dir: dir.path.clone(),
+    };
     let result = (|| -> Result<(Record, Option<OwnedFd>)> {
+        dir.save(&provisional)?;
+        strata_linux::fault::point("create:after-state-dir");
         // Socket paths are limited to 108 bytes; bind relative to the state dir.
         std::env::set_current_dir(&dir.path)?;
-        let listener = UnixListener::bind("start.sock").context("binding the start socket")?;
+        let listener =
+            UnixListener::bind(state::START_SOCKET).context("binding the start socket")?;
         let (listen, mut extra_env) = listen_fds();
         let _ = &mut extra_env;
+        let record_cgroups = |cgroups: &strata_linux::cgroups::CgroupSet| {
+            let mut rec = provisional.clone();
+            rec.cgroups = cgroups.clone();
+            if let Err(e) = dir.save(&rec) {
+                tracing::warn!("recording the cgroups of {id}: {e:#}");
+            }
+        };
         let req = CreateRequest {
             id,
             bundle: &bundle,
@@ -216,26 +242,25 @@ fn create_container(
             extra_env,
             start_listener: listener.as_raw_fd(),
             close_in_child: vec![dir.lock_fd()],
+            on_cgroups: &record_cgroups,
         };
         let created = be.create(&req)?;
         drop(listener);
+        strata_linux::fault::point("create:after-ready");
         let rec = Record {
-            id: id.to_string(),
             pid: created.pid,
             pid_start: state::proc_stat(created.pid).map(|s| s.1).unwrap_or(0),
             status: Status::Created,
-            bundle: bundle.clone(),
             rootfs: created.rootfs,
-            created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            owner: state::owner_name(),
-            backend: kind.name().to_string(),
             cgroups: created.cgroups,
-            spec: spec.clone(),
+            ..provisional.clone()
         };
-        let saved = dir.save(&rec).and_then(|_| match &pid_file {
-            Some(p) => write_pid_file(p, rec.pid),
-            None => Ok(()),
-        });
+        let saved = dir
+            .save_at(&rec, "create:writing-state")
+            .and_then(|_| match &pid_file {
+                Some(p) => write_pid_file(p, rec.pid),
+                None => Ok(()),
+            });
         if let Err(e) = saved {
             let _ = be.destroy(&rec);
             return Err(e);
@@ -333,6 +358,7 @@ fn delete_locked(dir: ContainerDir, rec: &Record, force: bool) -> Result<()> {
         );
     }
     backend::backend(kind_of(rec)?)?.destroy(rec)?;
+    strata_linux::fault::point("delete:after-kill");
     if let Some(h) = rec.spec.hooks() {
         let st = rec.hook_state(0, "stopped");
         strata_linux::hooks::run_all_warn(h.poststop().as_deref().unwrap_or(&[]), &st);
@@ -490,6 +516,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         extra_env,
     };
     let pid = backend::backend(kind_of(&rec)?)?.exec(&rec, &req)?;
+    strata_linux::fault::point("exec:after-spawn");
     drop(dir);
     if let Some(p) = &pid_file {
         write_pid_file(p, pid)?;

@@ -1,19 +1,10 @@
 //! strata: one runc-compatible OCI runtime front end over native, sandbox and vm backends.
 
-mod backend;
-mod cgroup_cmds;
-mod cli;
-mod commands;
-mod default_spec;
-mod foreground;
-mod logging;
-mod native;
-mod state;
-
 use clap::Parser;
 
-use cli::{Cli, Command};
-use commands::Globals;
+use strata::cli::{Cli, Command};
+use strata::commands::{self, Globals};
+use strata::{cgroup_cmds, logging};
 
 fn main() {
     let cli = Cli::parse();

@@ -37,6 +37,7 @@ impl Backend for Native {
             start_listener: req.start_listener,
             close_in_child: req.close_in_child.clone(),
             hook_state: &hook_state,
+            on_cgroups: req.on_cgroups,
         };
         let rootfs = container::rootfs_of(req.spec, req.bundle)?;
         let created = container::create(&opts)?;
@@ -50,10 +51,12 @@ impl Backend for Native {
     fn start(&self, dir: &ContainerDir, _rec: &Record) -> Result<()> {
         // Relative to the state dir: socket paths are limited to 108 bytes.
         std::env::set_current_dir(&dir.path)?;
-        let mut conn = UnixStream::connect("start.sock")
+        let mut conn = UnixStream::connect(state::START_SOCKET)
             .context("the container's init is no longer waiting for start")?;
-        let _ = std::fs::remove_file("start.sock");
         conn.write_all(b"1")?;
+        // Gone socket = started, for `state` even if we die before recording it.
+        let _ = std::fs::remove_file(state::START_SOCKET);
+        strata_linux::fault::point("start:after-signal");
         // The init's copy closes on a successful execve; anything it writes is its error.
         let mut reply = String::new();
         let _ = conn.read_to_string(&mut reply);
@@ -133,7 +136,13 @@ impl Backend for Native {
     fn destroy(&self, rec: &Record) -> Result<()> {
         // pidfds first, so that we wait on exactly the processes we kill.
         let mut pidfds = Vec::new();
-        if let Ok(fd) = pidfd_open(rec.pid) {
+        // A create killed before its clone recorded no init (pid 0).
+        let init = if rec.pid > 0 {
+            pidfd_open(rec.pid).ok()
+        } else {
+            None
+        };
+        if let Some(fd) = init {
             if state::process_alive(rec.pid, rec.pid_start) {
                 pidfds.push((rec.pid, fd));
             }

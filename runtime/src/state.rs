@@ -55,6 +55,9 @@ pub struct Record {
     pub backend: String,
     pub cgroups: CgroupSet,
     pub spec: Spec,
+    /// Where the record was read from (not stored): liveness looks at the directory too.
+    #[serde(skip)]
+    pub state_dir: PathBuf,
 }
 
 /// runc's `state` output.
@@ -75,9 +78,27 @@ pub struct OciState {
 impl Record {
     /// Status from the live process: an init that is gone (or whose PID was reused) means
     /// `stopped`, however the backend process ended.
+    ///
+    /// A runtime killed part-way leaves records that say less than happened, and this reads
+    /// them truthfully: `creating` only while the creating command still holds the
+    /// directory's lock (else the create died: `stopped`), and `created` whose start socket
+    /// is gone means `start` reached the init before it died: `running`.
     pub fn live_status(&self) -> Status {
+        if self.status == Status::Creating {
+            return if creator_alive(&self.state_dir) {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        }
         if self.pid <= 0 || !process_alive(self.pid, self.pid_start) {
             return Status::Stopped;
+        }
+        if self.status == Status::Created
+            && !self.state_dir.as_os_str().is_empty()
+            && !self.state_dir.join(START_SOCKET).exists()
+        {
+            return Status::Running;
         }
         if self.status == Status::Running && self.cgroups.is_frozen() {
             return Status::Paused;
@@ -207,12 +228,21 @@ impl ContainerDir {
         read_record(&self.state_file())
     }
 
+    /// Replaces state.json atomically: a runtime killed mid-write leaves the old file or the
+    /// new one, never a torn one. No fsync: the state root is /run (tmpfs) in real use, and a
+    /// machine crash ends every container with it.
     pub fn save(&self, rec: &Record) -> Result<()> {
+        self.save_at(rec, "")
+    }
+
+    /// `save`, passing fault point `fault` between writing the new file and renaming it.
+    pub fn save_at(&self, rec: &Record, fault: &str) -> Result<()> {
         let tmp = self.path.join(".state.json.tmp");
         let data = serde_json::to_vec(rec)?;
         let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(&data)?;
         drop(f);
+        strata_linux::fault::point(fault);
         fs::rename(&tmp, self.state_file())
             .with_context(|| format!("replacing {}", self.state_file().display()))?;
         Ok(())
@@ -246,7 +276,25 @@ fn lock_dir(path: &Path) -> Result<File> {
 
 pub fn read_record(path: &Path) -> Result<Record> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
+    let mut rec: Record =
+        serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))?;
+    rec.state_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(rec)
+}
+
+/// The socket a created init waits on for `start`, in the container's state directory.
+pub const START_SOCKET: &str = "start.sock";
+
+/// Whether a command still holds the lock of the container directory `dir` (the one that is
+/// creating it). Only meaningful to a process that does not hold that lock itself.
+fn creator_alive(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir) else {
+        return false;
+    };
+    // SAFETY: flock on an fd we own; no pointers.
+    let got = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // Closing `f` releases the lock if we got it.
+    !got
 }
 
 /// Every container under `root`, for `list`; unreadable entries are skipped.

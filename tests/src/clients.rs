@@ -475,6 +475,25 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
+        // A test that failed half-way may leave containers its client never stopped: they
+        // are ours (they live in our cgroups), so end them before removing the directories.
+        for _ in 0..50 {
+            let mut any = false;
+            for d in self.leftovers() {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    any = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if !any {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for mp in cgroup_mount_points() {
             let top = mp.join(self.path.trim_start_matches('/'));
             let mut dirs = Vec::new();
@@ -483,6 +502,27 @@ impl Drop for CgroupParent {
             for d in dirs {
                 let _ = std::fs::remove_dir(&d);
             }
+        }
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `path` (a test daemon's helpers, such
+/// as containerd shims started with `-address <our socket>`).
+pub fn kill_processes_mentioning(path: &Path) {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -633,6 +673,8 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         drop(self.daemon.take());
+        // Shims outlive their containerd by design; ours are the ones given our socket.
+        kill_processes_mentioning(&self.socket);
         // Snapshot mounts of tasks that were never deleted would keep the root busy.
         unmount_under(self.dir.path());
     }

@@ -356,3 +356,31 @@ pub fn in_every_cgroup(id: &str, pid: i32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Live processes that belong to container `id`: forks of strata working on it (their
+/// command line names it) and processes whose root is its rootfs. Orphans of a killed
+/// runtime go to the host's init, which reaps them; these are the ones still running.
+pub fn processes_of(id: &str, rootfs: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ...: comm may hold spaces, so look after the last ')'.
+        if stat[stat.rfind(')').unwrap() + 2..].starts_with('Z') {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+        let named = cmdline.split_whitespace().any(|w| w == id);
+        if named || root == rootfs {
+            out.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    out
+}

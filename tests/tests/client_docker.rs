@@ -7,8 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use strata_integration::clients::{
-    busybox_rootfs_tar, find_in_path, on_pty, require_client, run_ok, unmount_under, CgroupParent,
-    Daemon, LoggedRuntime,
+    busybox_rootfs_tar, find_in_path, kill_processes_mentioning, on_pty, require_client, run_ok,
+    unmount_under, CgroupParent, Daemon, LoggedRuntime,
 };
 use strata_integration::{eventually, output_via_files, stdout, unique, TempDir};
 
@@ -159,6 +159,7 @@ impl Drop for Docker {
             let _ = self.run(&["rm", "-f", id]);
         }
         drop(self.daemon.take());
+        kill_processes_mentioning(self.dir.path());
         let left = self.cgroups.leftovers();
         if !left.is_empty() && !std::thread::panicking() {
             panic!("docker left cgroups behind: {left:?}");

@@ -46,6 +46,9 @@ pub struct CreateOptions<'a> {
     pub close_in_child: Vec<RawFd>,
     /// Builds the state JSON that hooks get on stdin, for a given init PID and status.
     pub hook_state: &'a dyn Fn(i32, &str) -> Vec<u8>,
+    /// Told the cgroups as soon as they exist, before any process is in them, so that a
+    /// runtime killed from here on leaves a record `delete --force` can clean up from.
+    pub on_cgroups: &'a dyn Fn(&CgroupSet),
 }
 
 pub struct Created {
@@ -202,6 +205,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         None => None,
     };
     let cgroups = CgroupSet::create(&cg_path, &hs)?;
+    (opts.on_cgroups)(&cgroups);
+    crate::fault::point("create:after-cgroups");
     if let Some(r) = linux.resources() {
         if let Err(e) = cgroups.apply(r, linux.devices().as_deref().unwrap_or(&[])) {
             cgroups.remove();
@@ -275,6 +280,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         child_fail(&child_chan, err);
     }
     drop(child_chan);
+    crate::fault::point("create:after-clone");
     let mut init_pid = (!two_stage).then_some(child);
     let placed = Placed {
         v1: placement.is_some(),

@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod exec;
+pub mod fault;
 pub mod hooks;
 pub mod mounts;
 pub mod namespaces;

@@ -1,0 +1,29 @@
+//! Fault injection for the crash-safety tests: `STRATA_FAULT_POINT=<name>` in the runtime's
+//! environment makes it SIGKILL itself when it reaches that point, exactly as an OOM killer
+//! or an impatient client would. Inert unless the variable names the point; the container's
+//! processes never see it (their environment comes from the spec).
+
+use std::sync::OnceLock;
+
+pub const ENV: &str = "STRATA_FAULT_POINT";
+
+/// Every point, in the order a lifecycle reaches them.
+pub const POINTS: &[&str] = &[
+    "create:after-state-dir",
+    "create:after-cgroups",
+    "create:after-clone",
+    "create:after-ready",
+    "create:writing-state",
+    "start:after-signal",
+    "exec:after-spawn",
+    "delete:after-kill",
+];
+
+pub fn point(name: &str) {
+    static WANTED: OnceLock<Option<String>> = OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var(ENV).ok());
+    if wanted.as_deref() == Some(name) {
+        // SAFETY: kill(2) on our own pid with a constant signal; no memory is involved.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
