@@ -1,17 +1,41 @@
 //! strata: one runc-compatible OCI runtime front end over native, sandbox and vm backends.
 
-use clap::Parser;
+use clap::Parser as _;
 
 use strata::cli::{Cli, Command};
 use strata::commands::{self, Globals};
 use strata::{cgroup_cmds, logging};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, as every other error: clap's first line names what was wrong; the
+            // usage text after it is what --help is for.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("strata: {msg} (see strata --help)");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("strata: cannot open --log file: {e}");
     }
-    let config_explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    // args_os: an argument that is not UTF-8 (a bundle path, say) must not panic here.
+    let config_explicit = std::env::args_os().any(|a| {
+        let a = a.as_encoded_bytes();
+        a == b"--config" || a.starts_with(b"--config=")
+    });
     let g = Globals::from_cli(&cli, config_explicit);
     let result = match &cli.command {
         Command::Create(a) => commands::create(&g, &a.id, &a.common),

@@ -89,6 +89,12 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
             format!("{} is not a directory", rootfs.display()),
         ));
     }
+    if rootfs == Path::new("/") {
+        return Err(Error::config(
+            "root.path",
+            "resolves to / (the host's own root); a container needs a root of its own",
+        ));
+    }
     let linux = spec.linux().as_ref();
     mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     if let Some(m) = spec.mounts() {
