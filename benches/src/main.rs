@@ -245,13 +245,27 @@ fn main() -> Result<()> {
     let state = bundles.dir.join("state");
     std::fs::create_dir_all(&state)?;
 
-    let mut runtimes = vec![Runtime {
-        name: "strata-native".into(),
-        bin: strata.clone(),
-        global: vec!["--root".into(), state.join("strata").display().to_string()],
-        root: state.join("strata"),
-        gvisor: false,
-    }];
+    let mut runtimes = vec![
+        Runtime {
+            name: "strata-native".into(),
+            bin: strata.clone(),
+            global: vec!["--root".into(), state.join("strata").display().to_string()],
+            root: state.join("strata"),
+            gvisor: false,
+        },
+        Runtime {
+            name: "strata-sandbox".into(),
+            bin: strata.clone(),
+            global: vec![
+                "--root".into(),
+                state.join("strata-sandbox").display().to_string(),
+                "--backend".into(),
+                "sandbox".into(),
+            ],
+            root: state.join("strata-sandbox"),
+            gvisor: false,
+        },
+    ];
     for peer in ["crun", "runc", "runsc"] {
         match which(peer) {
             Some(bin) => {

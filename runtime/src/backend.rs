@@ -74,8 +74,11 @@ pub struct VmConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
-    /// The policy used when a bundle names none.
+    /// The policy used when a bundle names none (absent: the built-in one).
     pub policy: Option<PathBuf>,
+    /// Named policies a bundle may pick with the `dev.strata.sandbox.policy` annotation.
+    #[serde(default)]
+    pub policies: std::collections::HashMap<String, PathBuf>,
 }
 
 impl NodeConfig {
@@ -111,10 +114,18 @@ impl NodeConfig {
         }
         // Paths in the node config are used from wherever strata is called: only absolute
         // ones mean the same thing every time.
+        let named = self
+            .sandbox
+            .policies
+            .iter()
+            .map(|(k, v)| (format!("sandbox.policies.{k}"), Some(v.clone())));
         for (key, path) in [
-            ("vm.kernel", &self.vm.kernel),
-            ("sandbox.policy", &self.sandbox.policy),
-        ] {
+            ("vm.kernel".to_string(), self.vm.kernel.clone()),
+            ("sandbox.policy".to_string(), self.sandbox.policy.clone()),
+        ]
+        .into_iter()
+        .chain(named)
+        {
             if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
                 bail!("{key} must be an absolute path, not {}", p.display());
             }
@@ -191,6 +202,9 @@ pub struct CreateRequest<'a> {
     pub close_in_child: Vec<RawFd>,
     /// Called once the container's cgroups exist, before any process is in them.
     pub on_cgroups: &'a dyn Fn(&CgroupSet),
+    /// The container's state directory (the runtime's cwd during create).
+    pub state_dir: &'a Path,
+    pub node: &'a NodeConfig,
 }
 
 pub struct Created {
@@ -232,8 +246,9 @@ pub trait Backend {
 pub fn backend(kind: Kind) -> Result<Box<dyn Backend>> {
     match kind {
         Kind::Native => Ok(Box::new(Native)),
-        Kind::Sandbox | Kind::Vm => bail!(
-            "the {} backend is not available in this build of strata yet; use native",
+        Kind::Sandbox => Ok(Box::new(crate::sandbox::Sandbox)),
+        Kind::Vm => bail!(
+            "the {} backend is not available in this build of strata yet; use native or sandbox",
             kind.name()
         ),
     }

@@ -243,6 +243,8 @@ fn create_container(
             start_listener: listener.as_raw_fd(),
             close_in_child: vec![dir.lock_fd()],
             on_cgroups: &record_cgroups,
+            state_dir: &dir.path,
+            node: &node,
         };
         let created = be.create(&req)?;
         drop(listener);

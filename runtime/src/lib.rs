@@ -10,4 +10,5 @@ pub mod foreground;
 pub mod fuzzing;
 pub mod logging;
 pub mod native;
+pub mod sandbox;
 pub mod state;

@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use strata_linux::cgroups::stats::Stats;
-use strata_linux::container::{self, CreateOptions};
+use strata_linux::container::{self, BeforeExec, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
 use strata_linux::hooks::pidfd_open;
 
@@ -22,30 +22,70 @@ pub struct Native;
 /// How long `delete --force` waits for SIGKILLed processes to be gone.
 const KILL_WAIT_MS: u16 = 10_000;
 
+/// What a stronger backend adds to a native container: another seccomp profile after the
+/// bundle's, and a last step before execve.
+#[derive(Default, Clone, Copy)]
+pub struct Extras<'a> {
+    pub seccomp: Option<&'a LinuxSeccomp>,
+    pub before_exec: Option<&'a BeforeExec>,
+}
+
+/// `create` as the native backend does it, with `spec` (possibly the backend's amended copy
+/// of the bundle's) and the backend's extras.
+pub fn create_with(req: &CreateRequest, spec: &Spec, extras: Extras) -> Result<Created> {
+    let hook_state =
+        |pid: i32, status: &str| hook_state_json(req.id, pid, status, req.bundle, spec);
+    let opts = CreateOptions {
+        id: req.id,
+        bundle: req.bundle,
+        spec,
+        no_pivot: req.no_pivot,
+        console: req.console,
+        preserve_fds: req.preserve_fds,
+        extra_env: req.extra_env.clone(),
+        start_listener: req.start_listener,
+        close_in_child: req.close_in_child.clone(),
+        hook_state: &hook_state,
+        on_cgroups: req.on_cgroups,
+        extra_seccomp: extras.seccomp,
+        before_exec: extras.before_exec,
+    };
+    let rootfs = container::rootfs_of(spec, req.bundle)?;
+    let created = container::create(&opts)?;
+    Ok(Created {
+        pid: created.pid,
+        rootfs,
+        cgroups: created.cgroups,
+    })
+}
+
+/// `exec` as the native backend does it, with the backend's extras.
+pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32> {
+    let seccomp = rec
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .into_iter()
+        .chain(extras.seccomp)
+        .collect();
+    let opts = ExecOptions {
+        init_pid: rec.pid,
+        process: req.process,
+        console: req.console,
+        preserve_fds: req.preserve_fds,
+        extra_env: req.extra_env.clone(),
+        cgroups: &rec.cgroups,
+        seccomp,
+        before_exec: extras.before_exec,
+        state: rec.hook_state(rec.pid, "running"),
+    };
+    Ok(exec::spawn(&opts)?)
+}
+
 impl Backend for Native {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
-        let hook_state =
-            |pid: i32, status: &str| hook_state_json(req.id, pid, status, req.bundle, req.spec);
-        let opts = CreateOptions {
-            id: req.id,
-            bundle: req.bundle,
-            spec: req.spec,
-            no_pivot: req.no_pivot,
-            console: req.console,
-            preserve_fds: req.preserve_fds,
-            extra_env: req.extra_env.clone(),
-            start_listener: req.start_listener,
-            close_in_child: req.close_in_child.clone(),
-            hook_state: &hook_state,
-            on_cgroups: req.on_cgroups,
-        };
-        let rootfs = container::rootfs_of(req.spec, req.bundle)?;
-        let created = container::create(&opts)?;
-        Ok(Created {
-            pid: created.pid,
-            rootfs,
-            cgroups: created.cgroups,
-        })
+        create_with(req, req.spec, Extras::default())
     }
 
     fn start(&self, dir: &ContainerDir, _rec: &Record) -> Result<()> {
@@ -120,17 +160,7 @@ impl Backend for Native {
     }
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
-        let opts = ExecOptions {
-            init_pid: rec.pid,
-            process: req.process,
-            console: req.console,
-            preserve_fds: req.preserve_fds,
-            extra_env: req.extra_env.clone(),
-            cgroups: &rec.cgroups,
-            seccomp: rec.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
-            state: rec.hook_state(rec.pid, "running"),
-        };
-        Ok(exec::spawn(&opts)?)
+        exec_with(rec, req, Extras::default())
     }
 
     fn destroy(&self, rec: &Record) -> Result<()> {

@@ -316,8 +316,8 @@ async fn cri_pod_lifecycle_and_backend_choice() {
     .await
     .expect("RemovePodSandbox");
 
-    // Stronger isolation asked for by annotation, or by handler, that this build cannot give:
-    // refused with strata's own message, which reaches the kubelet through the shim.
+    // Stronger isolation asked for by annotation that this build cannot give: refused with
+    // strata's own message, which reaches the kubelet through the shim.
     let vm_pod = k.pod_config("wants-vm", &[("dev.strata.backend", "vm")]);
     let err = k.run_pod(&vm_pod, "strata").await.unwrap_err();
     assert!(
@@ -325,14 +325,82 @@ async fn cri_pod_lifecycle_and_backend_choice() {
         "{}",
         err.message()
     );
-    let sandboxed = k.pod_config("wants-sandbox", &[]);
-    let err = k.run_pod(&sandboxed, "strata-sandbox").await.unwrap_err();
-    assert!(
-        err.message().contains("sandbox backend is not available"),
-        "{}",
-        err.message()
+    // The strata-sandbox handler runs its pod under the sandbox backend: seen from inside
+    // (the supervisor's filter in /proc/self/status) and in strata's own state.
+    let sandboxed = k.pod_config("sandboxed", &[]);
+    let spod = k
+        .run_pod(&sandboxed, "strata-sandbox")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RunPodSandbox on strata-sandbox: {e}\n{}",
+                containerd.log_text()
+            )
+        });
+    let sc =
+        k.rt.create_container(CreateContainerRequest {
+            pod_sandbox_id: spod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "confined".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "1000".into()],
+                log_path: "confined.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandboxed.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer (sandbox): {e}\n{}", containerd.log_text()))
+        .into_inner()
+        .container_id;
+    k.rt.start_container(StartContainerRequest {
+        container_id: sc.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer (sandbox): {e}\n{}", containerd.log_text()));
+    let inside =
+        k.rt.exec_sync(ExecSyncRequest {
+            container_id: sc.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "grep Seccomp: /proc/self/status; echo x > /etc/x 2>/dev/null || echo refused"
+                    .into(),
+            ],
+            timeout: 30,
+        })
+        .await
+        .expect("ExecSync (sandbox)")
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout),
+        "Seccomp:\t2\nrefused\n"
     );
-    // Nothing of the refused pods stays behind in strata's state.
+    let sandbox_root = containerd
+        .dir
+        .path()
+        .join("runtime-root/strata-sandbox/k8s.io");
+    assert_eq!(
+        strata_state(&sandbox_root, &sc)["annotations"]["dev.strata.backend"],
+        "sandbox"
+    );
+    k.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: spod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox (sandbox)");
+    k.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: spod.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox (sandbox)");
+    // Nothing of the pods stays behind in strata's state.
     for root in ["strata", "strata-sandbox"] {
         let dir = containerd
             .dir

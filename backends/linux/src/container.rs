@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::accept;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType as NsType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType as NsType, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupSet};
 use crate::error::{Context, Error, Result};
@@ -49,7 +49,15 @@ pub struct CreateOptions<'a> {
     /// Told the cgroups as soon as they exist, before any process is in them, so that a
     /// runtime killed from here on leaves a record `delete --force` can clean up from.
     pub on_cgroups: &'a dyn Fn(&CgroupSet),
+    /// A seccomp profile the backend adds after the bundle's own (the sandbox's).
+    pub extra_seccomp: Option<&'a LinuxSeccomp>,
+    /// Runs in the init after every filter is loaded, right before execve (the sandbox's
+    /// Landlock ruleset).
+    pub before_exec: Option<&'a BeforeExec>,
 }
+
+/// A last step before execve, run in the container's process.
+pub type BeforeExec = dyn Fn() -> Result<()> + Sync;
 
 pub struct Created {
     pub pid: i32,
@@ -206,10 +214,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let linux = spec.linux().clone().unwrap_or_default();
     let hs = cgroups::hierarchies()?;
     let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
-    let filter = match linux.seccomp() {
-        Some(sc) => Some(seccomp::compile(sc)?),
-        None => None,
-    };
+    let profiles: Vec<&LinuxSeccomp> = linux
+        .seccomp()
+        .as_ref()
+        .into_iter()
+        .chain(opts.extra_seccomp)
+        .collect();
+    let filters = seccomp::compile_chain(&profiles)?;
     let cgroups = CgroupSet::create(&cg_path, &hs)?;
     (opts.on_cgroups)(&cgroups);
     crate::fault::point("create:after-cgroups");
@@ -276,7 +287,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             cgroups: &cgroups,
             console: opts.console,
             two_stage,
-            filter: filter.as_ref(),
+            filters: &filters,
             host_pid: std::cell::Cell::new(0),
         };
         let err = match init.run(&child_chan) {
@@ -300,7 +311,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         child,
         &mut init_pid,
         &cgroups,
-        filter.as_ref(),
+        &filters,
         placed,
     );
     match res {
@@ -341,7 +352,7 @@ fn drive_init(
     child: i32,
     init_pid: &mut Option<i32>,
     cgroups: &CgroupSet,
-    filter: Option<&seccomp::Filter>,
+    filters: &[seccomp::Filter],
     placed: Placed,
 ) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
@@ -372,9 +383,9 @@ fn drive_init(
             None => (None, None),
         };
         match msg {
-            Some(Message::NotifyFd) => {
+            Some(Message::NotifyFd(i)) => {
                 let pid = init_pid.ok_or_else(|| Error::Child("init PID unknown".into()))?;
-                let (Some(fd), Some(f)) = (fd, filter) else {
+                let (Some(fd), Some(f)) = (fd, filters.get(i)) else {
                     return Err(Error::Child("NotifyFd without an fd or a filter".into()));
                 };
                 seccomp::send_to_listener(f, &fd, &(opts.hook_state)(pid, "creating"), pid)?;
@@ -446,7 +457,7 @@ struct Init<'a> {
     cgroups: &'a CgroupSet,
     console: Option<RawFd>,
     two_stage: bool,
-    filter: Option<&'a seccomp::Filter>,
+    filters: &'a [seccomp::Filter],
     /// The init's PID in the runtime's pid namespace, learnt from HooksDone.
     host_pid: std::cell::Cell<i32>,
 }
@@ -571,14 +582,12 @@ impl Init<'_> {
                 &self.opts.extra_env,
                 self.console,
                 true,
-                self.filter,
+                self.filters,
                 keep,
+                &|i, fd| chan.send_with_fd(&Message::NotifyFd(i), fd.as_raw_fd()),
             )?),
             None => None,
         };
-        if let Some(fd) = ready.as_ref().and_then(|r| r.notify_fd.as_ref()) {
-            chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
-        }
         let listener = process::move_fd_above(self.opts.start_listener, keep)?;
         let chan_fd = process::move_fd_above(chan.raw(), keep)?;
         // SAFETY: chan_fd is the channel's socket, moved; the old number is closed.
@@ -607,13 +616,18 @@ impl Init<'_> {
                 Error::config("process", "config.json has no process to start"),
             );
         };
-        drop(ready.notify_fd.take());
+        ready.notify_fds.clear();
         if ready.late_filter {
-            // With noNewPrivileges the filter needs no privilege: load it last, so that only
-            // execve runs under it.
-            if let Some(Err(e)) = self.filter.map(|f| f.load()) {
-                fail(&mut conn, e);
+            // With noNewPrivileges the filters need no privilege: load them last, so that
+            // only execve runs under them.
+            for f in self.filters {
+                if let Err(e) = f.load() {
+                    fail(&mut conn, e);
+                }
             }
+        }
+        if let Some(Err(e)) = self.opts.before_exec.map(|f| f()) {
+            fail(&mut conn, e);
         }
         let err = process::exec(&ready.exe, &ready.args, &ready.env);
         fail(&mut conn, err)
@@ -749,10 +763,10 @@ pub struct ReadyProcess {
     pub exe: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<String>,
-    /// The seccomp filter is still to be loaded, right before execve.
+    /// The seccomp filters are still to be loaded, right before execve.
     pub late_filter: bool,
-    /// The filter's notify fd, for `listenerPath`.
-    pub notify_fd: Option<OwnedFd>,
+    /// Notify fds by filter index, for each filter's `listenerPath`.
+    pub notify_fds: Vec<(usize, OwnedFd)>,
 }
 
 /// Everything between "inside the container's namespaces and root" and execve that the init
@@ -763,8 +777,9 @@ pub fn prepare_process(
     extra_env: &[String],
     console: Option<RawFd>,
     set_rlimits: bool,
-    filter: Option<&seccomp::Filter>,
+    filters: &[seccomp::Filter],
     keep_fds: i32,
+    send_notify_fd: &dyn Fn(usize, &OwnedFd) -> Result<()>,
 ) -> Result<ReadyProcess> {
     if process.terminal().unwrap_or(false) {
         let console = console.ok_or_else(|| {
@@ -800,14 +815,21 @@ pub fn prepare_process(
     // Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: load it before the
     // capabilities go (runc's order). A filter with a notify fd is loaded now too, so the
     // fd can reach the runtime before `create` returns.
-    let early = filter.is_some_and(|f| !nnp || f.has_notify);
+    let early = !filters.is_empty() && (!nnp || filters.iter().any(|f| f.has_notify()));
     // Now, before any filter: profiles often lack close_range. Every fd the runtime opens
     // from here on is close-on-exec by construction.
     process::cloexec_from(keep_fds)?;
-    let notify_fd = match filter {
-        Some(f) if early => f.load()?,
-        _ => None,
-    };
+    let mut notify_fds = Vec::new();
+    if early {
+        for (i, f) in filters.iter().enumerate() {
+            if let Some(fd) = f.load()? {
+                // At once: the next syscall may already be one this filter traps, and it
+                // waits until the fd reaches its listener.
+                send_notify_fd(i, &fd)?;
+                notify_fds.push((i, fd));
+            }
+        }
+    }
     let mut caps = CapabilityPlan::new(process.capabilities().as_ref())?;
     caps.limit_to_available();
     caps.apply_bounding()?;
@@ -828,8 +850,8 @@ pub fn prepare_process(
         exe,
         args,
         env,
-        late_filter: filter.is_some() && !early,
-        notify_fd,
+        late_filter: !filters.is_empty() && !early,
+        notify_fds,
     })
 }
 

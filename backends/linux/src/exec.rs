@@ -26,8 +26,11 @@ pub struct ExecOptions<'a> {
     pub preserve_fds: i32,
     pub extra_env: Vec<String>,
     pub cgroups: &'a CgroupSet,
-    /// The container's seccomp profile: exec'd processes are confined like the init.
-    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's seccomp profiles (the bundle's, then the backend's): exec'd processes
+    /// are confined like the init.
+    pub seccomp: Vec<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// Runs in the process right before execve, as for the init.
+    pub before_exec: Option<&'a crate::container::BeforeExec>,
     /// The container's state JSON, for a seccomp `listenerPath`.
     pub state: Vec<u8>,
 }
@@ -65,10 +68,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             .transpose()?,
         None => None,
     };
-    let filter = match opts.seccomp {
-        Some(sc) => Some(seccomp::compile(sc)?),
-        None => None,
-    };
+    let filters = seccomp::compile_chain(&opts.seccomp)?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
     let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
@@ -96,14 +96,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             // SAFETY: chan_fd is the channel socket, owned by this child alone.
             let chan = unsafe { Channel::from_raw(chan_fd) };
             let err = match exec_child(
-                opts,
-                pidfd,
-                flags,
-                &placement,
-                v2_procs,
-                keep,
-                &chan,
-                filter.as_ref(),
+                opts, pidfd, flags, &placement, v2_procs, keep, &chan, &filters,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -117,8 +110,8 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             loop {
                 match parent_chan.recv_with_fd()? {
                     None => return Ok(child.as_raw()),
-                    Some((Message::NotifyFd, Some(fd))) => {
-                        if let Some(f) = &filter {
+                    Some((Message::NotifyFd(i), Some(fd))) => {
+                        if let Some(f) = filters.get(i) {
                             seccomp::send_to_listener(f, &fd, &opts.state, child.as_raw())?;
                         }
                     }
@@ -148,7 +141,7 @@ fn exec_child(
     v2_procs: Option<std::fs::File>,
     keep: i32,
     chan: &Channel,
-    filter: Option<&seccomp::Filter>,
+    filters: &[seccomp::Filter],
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
@@ -171,20 +164,22 @@ fn exec_child(
         &opts.extra_env,
         console_fd,
         true,
-        filter,
+        filters,
         keep,
+        &|i, fd| chan.send_with_fd(&Message::NotifyFd(i), fd.as_raw_fd()),
     )?;
-    if let Some(fd) = ready.notify_fd.take() {
-        chan.send_with_fd(&Message::NotifyFd, fd.as_raw_fd())?;
-    }
+    ready.notify_fds.clear();
     if let Some(fd) = console_fd {
         // SAFETY: the console socket has served its purpose; the fd is ours.
         unsafe { libc::close(fd) };
     }
     if ready.late_filter {
-        if let Some(f) = filter {
+        for f in filters {
             f.load()?;
         }
+    }
+    if let Some(before_exec) = opts.before_exec {
+        before_exec()?;
     }
     Err(process::exec(&ready.exe, &ready.args, &ready.env))
 }

@@ -5,8 +5,8 @@
 //! architecture including x32/i386, and implements every comparison the spec allows
 //! (SCMP_CMP_MASKED_EQ too); seccompiler has no USER_NOTIF action.
 
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -197,7 +197,18 @@ fn add_conditional(
     Ok(())
 }
 
+/// The filters a process gets, loaded in order: the bundle's own profile, then any the backend
+/// adds (the sandbox's). The kernel runs every one on each syscall and the strictest action
+/// wins, so adding a filter can only confine more.
+pub fn compile_chain(profiles: &[&LinuxSeccomp]) -> Result<Vec<Filter>> {
+    profiles.iter().map(|p| compile(p)).collect()
+}
+
 impl Filter {
+    pub fn has_notify(&self) -> bool {
+        self.has_notify
+    }
+
     /// Installs the filter on the calling process; returns the notify fd if there is one.
     pub fn load(&self) -> Result<Option<OwnedFd>> {
         self.ctx
@@ -228,14 +239,31 @@ pub fn process_state(state_json: &[u8], pid: i32, metadata: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Connects to a Unix socket however long its path: one longer than sun_path holds (a state
+/// dir named by a 64-character container ID under a deep root) is reached through its
+/// directory's fd, as /proc/self/fd/N/NAME.
+pub fn connect_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().len() < 100 {
+        return std::os::unix::net::UnixStream::connect(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return std::os::unix::net::UnixStream::connect(path);
+    };
+    let dir = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    std::os::unix::net::UnixStream::connect(short)
+}
+
 /// Hands the notify fd to the agent at `listenerPath`, as the runtime spec describes.
 pub fn send_to_listener(filter: &Filter, fd: &OwnedFd, state_json: &[u8], pid: i32) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let Some(path) = &filter.listener_path else {
         return Ok(());
     };
-    let sock = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| err(format!("listenerPath {}: {e}", path.display())))?;
+    let sock =
+        connect_unix(path).map_err(|e| err(format!("listenerPath {}: {e}", path.display())))?;
     let msg = process_state(state_json, pid, &filter.listener_metadata);
     crate::tty::send_fd(sock.as_raw_fd(), &msg, fd.as_raw_fd())
         .map_err(|e| err(format!("listenerPath {}: {e}", path.display())))

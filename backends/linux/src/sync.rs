@@ -25,8 +25,9 @@ pub enum Message {
     RunHooks,
     /// parent → init: hooks done; carries the init's host PID (it may only know itself as 1).
     HooksDone(i32),
-    /// child → parent, with an fd attached: the seccomp notify fd for `listenerPath`.
-    NotifyFd,
+    /// child → parent, with an fd attached: the notify fd of filter N of the chain, for its
+    /// `listenerPath`.
+    NotifyFd(usize),
     /// init → parent: set up, waiting for `start`.
     Ready,
     /// child → parent: setting up failed.

@@ -1,0 +1,1124 @@
+//! Performing a trapped syscall for the container. The supervisor runs inside the container's
+//! mount namespace and chrooted at its root, so the kernel resolves every path exactly as it
+//! would for the caller: absolute symlinks and `..` stay inside the root. On top of that,
+//! paths are resolved with openat2(RESOLVE_NO_MAGICLINKS), so /proc/<pid>/root and friends
+//! cannot carry a lookup elsewhere.
+//!
+//! Every operation works on what was resolved once: the path is read from the caller's
+//! memory a single time, resolved to an fd, the policy is checked against that fd's real
+//! path, and the operation is done on the fd (or its parent directory's fd and the last
+//! name). A thread that rewrites the path afterwards changes nothing (no TOCTOU).
+//!
+//! The caller's filesystem identity is applied around each operation: fsuid/fsgid, groups,
+//! umask and effective capabilities, so the supervisor's root privileges never lend the
+//! container access it does not have.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::notif::{self, Notif};
+use crate::policy::{Access, Policy};
+
+/// What to answer the caller.
+pub(crate) enum Outcome {
+    Value(i64),
+    Errno(Errno),
+    /// Install the fd in the caller as the result.
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
+    /// Let the kernel run it (execve only).
+    Continue,
+}
+
+impl From<Errno> for Outcome {
+    fn from(e: Errno) -> Self {
+        Outcome::Errno(e)
+    }
+}
+
+pub(crate) struct Emulator {
+    /// The host's /proc, opened before the chroot: the notification PIDs are host PIDs.
+    pub host_proc: OwnedFd,
+    pub policy: Policy,
+    /// Denials already logged (each logged once).
+    logged: HashSet<String>,
+}
+
+type R<T> = std::result::Result<T, Errno>;
+
+/// The caller's identity for filesystem checks, from /proc/<tid>/status.
+struct Creds {
+    uid: u32,
+    fsuid: u32,
+    gid: u32,
+    fsgid: u32,
+    groups: Vec<u32>,
+    cap_eff: u64,
+    umask: u32,
+    /// The caller's PID inside its own pid namespace (for /proc/self).
+    ns_pid: u32,
+    tgid: u32,
+}
+
+impl Emulator {
+    pub fn new(host_proc: OwnedFd, policy: Policy) -> Emulator {
+        Emulator {
+            host_proc,
+            policy,
+            logged: HashSet::new(),
+        }
+    }
+
+    pub fn handle(&mut self, listener: BorrowedFd, n: &Notif) -> Outcome {
+        match self.dispatch(listener, n) {
+            Ok(o) => o,
+            Err(e) => Outcome::Errno(e),
+        }
+    }
+
+    fn dispatch(&mut self, listener: BorrowedFd, n: &Notif) -> R<Outcome> {
+        let tid = n.pid;
+        let a = n.data.args;
+        let nr = n.data.nr as i64;
+        let path = |i: usize| -> R<Vec<u8>> { notif::read_cstr(tid, a[i]) };
+        let creds = self.creds(tid)?;
+        // Arguments are read once, here; then the notification must still be pending, so
+        // that the PID, its fds and its cwd are the caller's and not a reused PID's.
+        let op = match nr {
+            libc::SYS_open => Op::Open {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: a[1] as i32,
+                mode: a[2] as u32,
+                resolve: 0,
+            },
+            libc::SYS_openat => Op::Open {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                flags: a[2] as i32,
+                mode: a[3] as u32,
+                resolve: 0,
+            },
+            libc::SYS_creat => Op::Open {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                mode: a[1] as u32,
+                resolve: 0,
+            },
+            libc::SYS_openat2 => {
+                if (a[3] as usize) < 24 {
+                    return Err(Errno::EINVAL);
+                }
+                let how = notif::read_mem(tid, a[2], 24)?;
+                if how.len() < 24 {
+                    return Err(Errno::EFAULT);
+                }
+                let word = |i: usize| u64::from_ne_bytes(how[i * 8..i * 8 + 8].try_into().unwrap());
+                Op::Open {
+                    dirfd: a[0] as i32,
+                    path: path(1)?,
+                    flags: word(0) as i32,
+                    mode: word(1) as u32,
+                    resolve: word(2),
+                }
+            }
+            libc::SYS_stat | libc::SYS_lstat => Op::Stat {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: if nr == libc::SYS_lstat {
+                    libc::AT_SYMLINK_NOFOLLOW
+                } else {
+                    0
+                },
+                buf: a[1],
+                statx_mask: None,
+            },
+            libc::SYS_newfstatat => Op::Stat {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                flags: a[3] as i32,
+                buf: a[2],
+                statx_mask: None,
+            },
+            libc::SYS_statx => Op::Stat {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                flags: a[2] as i32,
+                buf: a[4],
+                statx_mask: Some(a[3] as u32),
+            },
+            libc::SYS_access => Op::Access {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                mode: a[1] as i32,
+                flags: 0,
+            },
+            libc::SYS_faccessat => Op::Access {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as i32,
+                flags: 0,
+            },
+            libc::SYS_faccessat2 => Op::Access {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as i32,
+                flags: a[3] as i32,
+            },
+            libc::SYS_readlink => Op::Readlink {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                buf: a[1],
+                size: a[2] as usize,
+            },
+            libc::SYS_readlinkat => Op::Readlink {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                buf: a[2],
+                size: a[3] as usize,
+            },
+            libc::SYS_unlink => Op::Unlink {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: 0,
+            },
+            libc::SYS_rmdir => Op::Unlink {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: libc::AT_REMOVEDIR,
+            },
+            libc::SYS_unlinkat => Op::Unlink {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                flags: a[2] as i32,
+            },
+            libc::SYS_mkdir => Op::Mkdir {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                mode: a[1] as u32,
+            },
+            libc::SYS_mkdirat => Op::Mkdir {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as u32,
+            },
+            libc::SYS_rename => Op::Rename {
+                olddir: libc::AT_FDCWD,
+                old: path(0)?,
+                newdir: libc::AT_FDCWD,
+                new: path(1)?,
+                flags: 0,
+            },
+            libc::SYS_renameat => Op::Rename {
+                olddir: a[0] as i32,
+                old: path(1)?,
+                newdir: a[2] as i32,
+                new: path(3)?,
+                flags: 0,
+            },
+            libc::SYS_renameat2 => Op::Rename {
+                olddir: a[0] as i32,
+                old: path(1)?,
+                newdir: a[2] as i32,
+                new: path(3)?,
+                flags: a[4] as u32,
+            },
+            libc::SYS_chmod => Op::Chmod {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                mode: a[1] as u32,
+                flags: 0,
+            },
+            libc::SYS_fchmodat => Op::Chmod {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as u32,
+                flags: 0,
+            },
+            libc::SYS_chown | libc::SYS_lchown => Op::Chown {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                uid: a[1] as u32,
+                gid: a[2] as u32,
+                flags: if nr == libc::SYS_lchown {
+                    libc::AT_SYMLINK_NOFOLLOW
+                } else {
+                    0
+                },
+            },
+            libc::SYS_fchownat => Op::Chown {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                uid: a[2] as u32,
+                gid: a[3] as u32,
+                flags: a[4] as i32,
+            },
+            libc::SYS_link => Op::Link {
+                olddir: libc::AT_FDCWD,
+                old: path(0)?,
+                newdir: libc::AT_FDCWD,
+                new: path(1)?,
+                flags: 0,
+            },
+            libc::SYS_linkat => Op::Link {
+                olddir: a[0] as i32,
+                old: path(1)?,
+                newdir: a[2] as i32,
+                new: path(3)?,
+                flags: a[4] as i32,
+            },
+            libc::SYS_symlink => Op::Symlink {
+                target: path(0)?,
+                newdir: libc::AT_FDCWD,
+                new: path(1)?,
+            },
+            libc::SYS_symlinkat => Op::Symlink {
+                target: path(0)?,
+                newdir: a[1] as i32,
+                new: path(2)?,
+            },
+            libc::SYS_execve => Op::Exec {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                flags: 0,
+            },
+            libc::SYS_execveat => Op::Exec {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                flags: a[4] as i32,
+            },
+            libc::SYS_connect | libc::SYS_bind => {
+                let len = (a[2] as usize).min(128);
+                Op::Socket {
+                    bind: nr == libc::SYS_bind,
+                    fd: a[0] as i32,
+                    addr: notif::read_mem(tid, a[1], len)?,
+                }
+            }
+            _ => return Err(Errno::ENOSYS),
+        };
+        if !notif::still_valid(listener, n.id) {
+            return Err(Errno::ENOENT);
+        }
+        self.perform(tid, &creds, op)
+    }
+
+    fn creds(&self, tid: u32) -> R<Creds> {
+        let text = read_at(&self.host_proc, &format!("{tid}/status"))?;
+        let field = |name: &str| -> Vec<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|w| w.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let hex = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let octal = |name: &str| -> u32 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                .unwrap_or(0o022)
+        };
+        let uid = field("Uid:");
+        let gid = field("Gid:");
+        if uid.len() < 4 || gid.len() < 4 {
+            return Err(Errno::ESRCH);
+        }
+        Ok(Creds {
+            uid: uid[0] as u32,
+            fsuid: uid[3] as u32,
+            gid: gid[0] as u32,
+            fsgid: gid[3] as u32,
+            groups: field("Groups:").into_iter().map(|g| g as u32).collect(),
+            cap_eff: hex("CapEff:"),
+            umask: octal("Umask:"),
+            ns_pid: field("NSpid:").last().copied().unwrap_or(0) as u32,
+            tgid: field("Tgid:").first().copied().unwrap_or(tid as u64) as u32,
+        })
+    }
+
+    fn perform(&mut self, tid: u32, c: &Creds, op: Op) -> R<Outcome> {
+        let _as_caller = Impersonation::begin(c, false)?;
+        match op {
+            Op::Open {
+                dirfd,
+                path,
+                flags,
+                mode,
+                resolve,
+            } => self.open(tid, c, dirfd, &path, flags, mode, resolve),
+            Op::Stat {
+                dirfd,
+                path,
+                flags,
+                buf,
+                statx_mask,
+            } => {
+                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                self.check(&fd, Access::Read, "stat")?;
+                let data = match statx_mask {
+                    None => {
+                        // SAFETY: libc::stat is plain data; fstatat fills it.
+                        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                        // SAFETY: fd is ours, "" with AT_EMPTY_PATH names it; st is ours.
+                        let r = unsafe {
+                            libc::fstatat(
+                                fd.as_raw_fd(),
+                                c"".as_ptr(),
+                                &mut st,
+                                libc::AT_EMPTY_PATH,
+                            )
+                        };
+                        Errno::result(r)?;
+                        // SAFETY: viewing a plain-data struct as its bytes.
+                        unsafe {
+                            std::slice::from_raw_parts(
+                                (&st as *const libc::stat).cast::<u8>(),
+                                std::mem::size_of::<libc::stat>(),
+                            )
+                        }
+                        .to_vec()
+                    }
+                    Some(mask) => {
+                        let mut buf = [0u8; 256];
+                        // SAFETY: statx writes at most 256 bytes (struct statx) into buf.
+                        let r = unsafe {
+                            libc::syscall(
+                                libc::SYS_statx,
+                                fd.as_raw_fd(),
+                                c"".as_ptr(),
+                                libc::AT_EMPTY_PATH,
+                                mask,
+                                buf.as_mut_ptr(),
+                            )
+                        };
+                        Errno::result(r)?;
+                        buf.to_vec()
+                    }
+                };
+                let _privileged = Privileged::begin();
+                notif::write_mem(tid, buf, &data)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Access {
+                dirfd,
+                path,
+                mode,
+                flags,
+            } => {
+                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                let access = if mode & libc::W_OK != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                self.check(&fd, access, "access")?;
+                // Without AT_EACCESS the kernel checks the real ids: switch to those.
+                let _real = if flags & libc::AT_EACCESS == 0 {
+                    Some(Impersonation::begin(c, true)?)
+                } else {
+                    None
+                };
+                let target = proc_fd_path(fd.as_raw_fd());
+                // SAFETY: the path is a valid C string; no pointers are kept.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_faccessat2,
+                        self.host_proc.as_raw_fd(),
+                        target.as_ptr(),
+                        mode,
+                        libc::AT_EACCESS,
+                    )
+                };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Readlink {
+                dirfd,
+                path,
+                buf,
+                size,
+            } => {
+                if size == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                self.check_named(&parent, &last, Access::Read, "readlink")?;
+                let target = nix::fcntl::readlinkat(parent.as_fd(), last.as_c_str())?;
+                let bytes = target.as_bytes();
+                let n = bytes.len().min(size);
+                let _privileged = Privileged::begin();
+                notif::write_mem(tid, buf, &bytes[..n])?;
+                Ok(Outcome::Value(n as i64))
+            }
+            Op::Unlink { dirfd, path, flags } => {
+                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                self.check_named(&parent, &last, Access::Write, "unlink")?;
+                // SAFETY: parent is ours, last a valid C string.
+                let r = unsafe { libc::unlinkat(parent.as_raw_fd(), last.as_ptr(), flags) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Mkdir { dirfd, path, mode } => {
+                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                self.check_named(&parent, &last, Access::Write, "mkdir")?;
+                // SAFETY: as above.
+                let r = unsafe { libc::mkdirat(parent.as_raw_fd(), last.as_ptr(), mode) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Rename {
+                olddir,
+                old,
+                newdir,
+                new,
+                flags,
+            } => {
+                let (op, ol) = self.parent(tid, c, olddir, &old)?;
+                let (np, nl) = self.parent(tid, c, newdir, &new)?;
+                self.check_named(&op, &ol, Access::Write, "rename")?;
+                self.check_named(&np, &nl, Access::Write, "rename")?;
+                // SAFETY: both parents are ours, both names valid C strings.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        op.as_raw_fd(),
+                        ol.as_ptr(),
+                        np.as_raw_fd(),
+                        nl.as_ptr(),
+                        flags,
+                    )
+                };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Chmod {
+                dirfd,
+                path,
+                mode,
+                flags,
+            } => {
+                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                self.check(&fd, Access::Write, "chmod")?;
+                let target = proc_fd_path(fd.as_raw_fd());
+                // SAFETY: the path is a valid C string.
+                let r =
+                    unsafe { libc::fchmodat(self.host_proc.as_raw_fd(), target.as_ptr(), mode, 0) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Chown {
+                dirfd,
+                path,
+                uid,
+                gid,
+                flags,
+            } => {
+                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                self.check(&fd, Access::Write, "chown")?;
+                // SAFETY: fd is ours; "" with AT_EMPTY_PATH names it (O_PATH fds allowed).
+                let r = unsafe {
+                    libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+                };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Link {
+                olddir,
+                old,
+                newdir,
+                new,
+                flags,
+            } => {
+                let follow = if flags & libc::AT_SYMLINK_FOLLOW != 0 {
+                    0
+                } else {
+                    libc::AT_SYMLINK_NOFOLLOW
+                };
+                let src =
+                    self.resolve(tid, c, olddir, &old, follow | (flags & libc::AT_EMPTY_PATH))?;
+                // A hard link makes a second name for the file: it must be writable where it is.
+                self.check(&src, Access::Write, "link")?;
+                let (np, nl) = self.parent(tid, c, newdir, &new)?;
+                self.check_named(&np, &nl, Access::Write, "link")?;
+                let from = proc_fd_path(src.as_raw_fd());
+                // SAFETY: all paths are valid C strings and the fds ours.
+                let r = unsafe {
+                    libc::linkat(
+                        self.host_proc.as_raw_fd(),
+                        from.as_ptr(),
+                        np.as_raw_fd(),
+                        nl.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Symlink {
+                target,
+                newdir,
+                new,
+            } => {
+                let (np, nl) = self.parent(tid, c, newdir, &new)?;
+                self.check_named(&np, &nl, Access::Write, "symlink")?;
+                let target = CString::new(target).map_err(|_| Errno::EINVAL)?;
+                // SAFETY: valid C strings, our fd.
+                let r = unsafe { libc::symlinkat(target.as_ptr(), np.as_raw_fd(), nl.as_ptr()) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Exec { dirfd, path, flags } => {
+                // The kernel must run execve itself (the new image replaces the caller), so
+                // this is the one call checked and then continued: a racing thread could
+                // swap the path after our check. What holds regardless: the Landlock ruleset
+                // the container runs under grants EXECUTE only beneath the policy's exec
+                // paths, so the kernel refuses any swapped-in binary outside them.
+                let fd = self.resolve(tid, c, dirfd, &path, flags & libc::AT_SYMLINK_NOFOLLOW)?;
+                self.check(&fd, Access::Exec, "execve")?;
+                Ok(Outcome::Continue)
+            }
+            Op::Socket { bind, fd, addr } => self.socket(tid, c, bind, fd, &addr),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        tid: u32,
+        c: &Creds,
+        dirfd: i32,
+        path: &[u8],
+        flags: i32,
+        mode: u32,
+        resolve: u64,
+    ) -> R<Outcome> {
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let access = if writes { Access::Write } else { Access::Read };
+        let dir = self.dir_fd(tid, dirfd, path)?;
+        let path = self.proc_self(c, path);
+        let cpath = CString::new(path.clone()).map_err(|_| Errno::EINVAL)?;
+        let probe_flags = libc::O_PATH | (flags & (libc::O_NOFOLLOW | libc::O_DIRECTORY));
+        let existing = openat2(dir.as_raw_fd(), &cpath, probe_flags, 0, resolve);
+        let fd = match existing {
+            Ok(fd) => {
+                if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
+                    return Err(Errno::EEXIST);
+                }
+                self.check(&fd, access, "open")?;
+                if flags & libc::O_PATH != 0 {
+                    // The kernel will not pass an O_PATH file through ADDFD, so this open is
+                    // let through after the check. An O_PATH fd grants no access, only a
+                    // name: every open, exec or metadata call made through it is trapped
+                    // and checked against the real path again.
+                    return Ok(Outcome::Continue);
+                } else {
+                    // Reopen the inode we checked, with the caller's flags (and identity).
+                    let reopen = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)
+                        | libc::O_CLOEXEC;
+                    let target = proc_fd_path(fd.as_raw_fd());
+                    openat_raw(self.host_proc.as_raw_fd(), &target, reopen, 0)?
+                }
+            }
+            Err(Errno::ENOENT) if flags & libc::O_CREAT != 0 => {
+                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                self.check_named(&parent, &last, Access::Write, "open")?;
+                openat_raw(
+                    parent.as_raw_fd(),
+                    &last,
+                    flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    mode,
+                )?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Outcome::Fd { fd, cloexec })
+    }
+
+    fn socket(&mut self, tid: u32, c: &Creds, bind: bool, fd: i32, addr: &[u8]) -> R<Outcome> {
+        let what = if bind { "bind" } else { "connect" };
+        if addr.len() < 2 {
+            return Err(Errno::EINVAL);
+        }
+        let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
+        match family {
+            libc::AF_INET if addr.len() >= 8 => {
+                let ip = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
+                self.check_ip(ip.into(), what)?;
+            }
+            libc::AF_INET6 if addr.len() >= 24 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&addr[8..24]);
+                self.check_ip(std::net::Ipv6Addr::from(b).into(), what)?;
+            }
+            libc::AF_UNIX => {
+                let raw = &addr[2..];
+                let path: Vec<u8> = raw.iter().take_while(|b| **b != 0).copied().collect();
+                if raw.first() == Some(&0) || path.is_empty() {
+                    // Abstract sockets live in the network namespace: network rules apply.
+                    if self.policy.network == crate::policy::Network::None {
+                        self.deny(what, "@abstract", "network = none");
+                        return Err(Errno::EACCES);
+                    }
+                } else {
+                    let (parent, last) = self.parent(tid, c, libc::AT_FDCWD, &path)?;
+                    self.check_named(&parent, &last, Access::Write, what)?;
+                }
+            }
+            _ => {
+                if self.policy.network != crate::policy::Network::Any {
+                    self.deny(
+                        what,
+                        &format!("address family {family}"),
+                        "network is not any",
+                    );
+                    return Err(Errno::EACCES);
+                }
+            }
+        }
+        // Act on the caller's own socket, with the address we checked.
+        let privileged = Privileged::begin();
+        let pidfd = pidfd_open(c.tgid)?;
+        // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
+        let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        let sock = Errno::result(sock)? as RawFd;
+        // SAFETY: pidfd_getfd returned a new fd that we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+        drop(privileged);
+        // Relative Unix socket paths are the caller's cwd's.
+        let cwd = if family == libc::AF_UNIX {
+            let here = nix::fcntl::open(
+                ".",
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            let theirs = self.dir_fd(tid, libc::AT_FDCWD, b"x")?;
+            nix::unistd::fchdir(theirs.as_fd())?;
+            Some(here)
+        } else {
+            None
+        };
+        // SAFETY: addr is the caller's sockaddr bytes, passed with its length.
+        let r = unsafe {
+            let call = if bind { libc::bind } else { libc::connect };
+            call(
+                sock.as_raw_fd(),
+                addr.as_ptr().cast(),
+                addr.len() as libc::socklen_t,
+            )
+        };
+        let result = Errno::result(r);
+        if let Some(here) = cwd {
+            let _ = nix::unistd::fchdir(here.as_fd());
+        }
+        result?;
+        Ok(Outcome::Value(0))
+    }
+
+    fn check_ip(&mut self, ip: std::net::IpAddr, what: &str) -> R<()> {
+        self.policy.check_ip(ip).map_err(|d| {
+            self.deny(what, &ip.to_string(), d.rule);
+            Errno::EACCES
+        })
+    }
+
+    /// The directory a relative path starts from: the caller's cwd or its dirfd, reopened
+    /// from the host's /proc (O_PATH). Absolute paths ignore it, as the kernel does.
+    fn dir_fd(&self, tid: u32, dirfd: i32, path: &[u8]) -> R<OwnedFd> {
+        if path.first() == Some(&b'/') {
+            return openat_raw(
+                libc::AT_FDCWD,
+                c"/",
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            );
+        }
+        let link = if dirfd == libc::AT_FDCWD {
+            format!("{tid}/cwd")
+        } else {
+            format!("{tid}/fd/{dirfd}")
+        };
+        let link = CString::new(link).map_err(|_| Errno::EINVAL)?;
+        // Reaching into the caller's /proc entry is the supervisor's own business (the caller
+        // may be non-dumpable, as an init is before execve): with full privilege.
+        let _privileged = Privileged::begin();
+        openat_raw(
+            self.host_proc.as_raw_fd(),
+            &link,
+            libc::O_PATH | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })
+    }
+
+    /// `/proc/self/...` and `/proc/thread-self/...` name the caller, not the supervisor
+    /// (which has no PID in the container's namespace).
+    fn proc_self(&self, c: &Creds, path: &[u8]) -> Vec<u8> {
+        for prefix in [&b"/proc/self"[..], &b"/proc/thread-self"[..]] {
+            if let Some(rest) = path.strip_prefix(prefix) {
+                if rest.is_empty() || rest[0] == b'/' {
+                    let mut p = format!("/proc/{}", c.ns_pid).into_bytes();
+                    p.extend_from_slice(rest);
+                    return p;
+                }
+            }
+        }
+        path.to_vec()
+    }
+
+    /// Resolves the whole path to an O_PATH fd (following a final symlink unless
+    /// AT_SYMLINK_NOFOLLOW; the dirfd itself for an empty path with AT_EMPTY_PATH).
+    fn resolve(&self, tid: u32, c: &Creds, dirfd: i32, path: &[u8], flags: i32) -> R<OwnedFd> {
+        if path.is_empty() {
+            if flags & libc::AT_EMPTY_PATH == 0 {
+                return Err(Errno::ENOENT);
+            }
+            return self.dir_fd(tid, dirfd, path);
+        }
+        let dir = self.dir_fd(tid, dirfd, path)?;
+        let path = self.proc_self(c, path);
+        let cpath = CString::new(path).map_err(|_| Errno::EINVAL)?;
+        let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+            libc::O_NOFOLLOW
+        } else {
+            0
+        };
+        openat2(dir.as_raw_fd(), &cpath, libc::O_PATH | nofollow, 0, 0)
+    }
+
+    /// The directory holding the path's last name, resolved, and that name.
+    fn parent(&self, tid: u32, c: &Creds, dirfd: i32, path: &[u8]) -> R<(OwnedFd, CString)> {
+        let path = self.proc_self(c, path);
+        let trimmed: &[u8] = {
+            let mut p = &path[..];
+            while p.len() > 1 && p.ends_with(b"/") {
+                p = &p[..p.len() - 1];
+            }
+            p
+        };
+        if trimmed.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let (dir_part, last) = match trimmed.iter().rposition(|b| *b == b'/') {
+            Some(0) => (&b"/"[..], &trimmed[1..]),
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => (&b"."[..], trimmed),
+        };
+        if last.is_empty() || last == b"." || last == b".." {
+            return Err(Errno::EINVAL);
+        }
+        let dir = self.dir_fd(tid, dirfd, dir_part)?;
+        let cdir = CString::new(dir_part.to_vec()).map_err(|_| Errno::EINVAL)?;
+        let parent = openat2(
+            dir.as_raw_fd(),
+            &cdir,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            0,
+        )?;
+        Ok((
+            parent,
+            CString::new(last.to_vec()).map_err(|_| Errno::EINVAL)?,
+        ))
+    }
+
+    fn real_path(&self, fd: &OwnedFd) -> R<PathBuf> {
+        let link = proc_fd_path(fd.as_raw_fd());
+        let p = nix::fcntl::readlinkat(self.host_proc.as_fd(), link.as_c_str())?;
+        Ok(PathBuf::from(p))
+    }
+
+    fn check(&mut self, fd: &OwnedFd, access: Access, syscall: &str) -> R<()> {
+        let path = self.real_path(fd)?;
+        if !path.is_absolute() {
+            // A pipe, socket or anonymous inode reached through an fd the caller holds: not
+            // a place in the filesystem, nothing the path sets speak about.
+            return Ok(());
+        }
+        self.check_path(&path, access, syscall)
+    }
+
+    fn check_named(
+        &mut self,
+        parent: &OwnedFd,
+        name: &CStr,
+        access: Access,
+        syscall: &str,
+    ) -> R<()> {
+        let path = self
+            .real_path(parent)?
+            .join(OsStr::from_bytes(name.to_bytes()));
+        self.check_path(&path, access, syscall)
+    }
+
+    fn check_path(&mut self, path: &Path, access: Access, syscall: &str) -> R<()> {
+        match self.policy.check(path, access) {
+            Ok(()) => Ok(()),
+            Err(d) => {
+                self.deny(
+                    syscall,
+                    &format!("{} ({})", path.display(), access.name()),
+                    d.rule,
+                );
+                Err(Errno::EACCES)
+            }
+        }
+    }
+
+    /// Logs a denial the first time it happens (bounded, so a loop cannot flood the log).
+    fn deny(&mut self, syscall: &str, what: &str, rule: &str) {
+        let key = format!("{syscall} {what}: {rule}");
+        if self.logged.len() < 1024 && self.logged.insert(key.clone()) {
+            tracing::warn!("sandbox denied {key}");
+        }
+    }
+}
+
+enum Op {
+    Open {
+        dirfd: i32,
+        path: Vec<u8>,
+        flags: i32,
+        mode: u32,
+        resolve: u64,
+    },
+    Stat {
+        dirfd: i32,
+        path: Vec<u8>,
+        flags: i32,
+        buf: u64,
+        statx_mask: Option<u32>,
+    },
+    Access {
+        dirfd: i32,
+        path: Vec<u8>,
+        mode: i32,
+        flags: i32,
+    },
+    Readlink {
+        dirfd: i32,
+        path: Vec<u8>,
+        buf: u64,
+        size: usize,
+    },
+    Unlink {
+        dirfd: i32,
+        path: Vec<u8>,
+        flags: i32,
+    },
+    Mkdir {
+        dirfd: i32,
+        path: Vec<u8>,
+        mode: u32,
+    },
+    Rename {
+        olddir: i32,
+        old: Vec<u8>,
+        newdir: i32,
+        new: Vec<u8>,
+        flags: u32,
+    },
+    Chmod {
+        dirfd: i32,
+        path: Vec<u8>,
+        mode: u32,
+        flags: i32,
+    },
+    Chown {
+        dirfd: i32,
+        path: Vec<u8>,
+        uid: u32,
+        gid: u32,
+        flags: i32,
+    },
+    Link {
+        olddir: i32,
+        old: Vec<u8>,
+        newdir: i32,
+        new: Vec<u8>,
+        flags: i32,
+    },
+    Symlink {
+        target: Vec<u8>,
+        newdir: i32,
+        new: Vec<u8>,
+    },
+    Exec {
+        dirfd: i32,
+        path: Vec<u8>,
+        flags: i32,
+    },
+    Socket {
+        bind: bool,
+        fd: i32,
+        addr: Vec<u8>,
+    },
+}
+
+/// `self/fd/N` relative to the host's /proc: reaching an fd's inode again with new flags.
+fn proc_fd_path(fd: RawFd) -> CString {
+    CString::new(format!("self/fd/{fd}")).expect("no NUL in a number")
+}
+
+fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
+    let p = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    let fd = openat_raw(dir.as_raw_fd(), &p, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+    let mut s = String::new();
+    use std::io::Read;
+    std::fs::File::from(fd)
+        .read_to_string(&mut s)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(s)
+}
+
+fn openat_raw(dir: RawFd, path: &CStr, flags: i32, mode: u32) -> R<OwnedFd> {
+    // SAFETY: a valid C string and plain integers; the result is a new fd we own.
+    let fd = unsafe { libc::openat(dir, path.as_ptr(), flags, mode) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: openat returned a new fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// openat2 with RESOLVE_NO_MAGICLINKS always added to what the caller asked.
+fn openat2(dir: RawFd, path: &CStr, flags: i32, mode: u32, resolve: u64) -> R<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: mode as u64,
+        resolve: resolve | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads `how` (ours, its size passed) and the C string.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = Errno::result(fd)? as RawFd;
+    // SAFETY: openat2 returned a new fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_open(pid: u32) -> R<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = Errno::result(fd)? as RawFd;
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The caller's filesystem identity applied to the supervisor for the length of one call.
+struct Impersonation {
+    umask: libc::mode_t,
+}
+
+impl Impersonation {
+    /// `real`: use the real uid/gid (for access(2) without AT_EACCESS) instead of the fs ones.
+    fn begin(c: &Creds, real: bool) -> R<Impersonation> {
+        let (uid, gid) = if real {
+            (c.uid, c.gid)
+        } else {
+            (c.fsuid, c.fsgid)
+        };
+        let groups: Vec<libc::gid_t> = c.groups.clone();
+        // SAFETY: setgroups reads `groups.len()` gids from the vector, which is ours.
+        Errno::result(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+        // SAFETY: plain integer arguments. setfs* return the previous value; failure shows
+        // only by a second call, done below.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        // SAFETY: as above; reading back the value just set.
+        if unsafe { libc::setfsuid(uid) } as u32 != uid {
+            return Err(Errno::EPERM);
+        }
+        set_effective_caps(c.cap_eff)?;
+        // SAFETY: umask cannot fail.
+        let umask = unsafe { libc::umask(c.umask as libc::mode_t) };
+        Ok(Impersonation { umask })
+    }
+}
+
+impl Drop for Impersonation {
+    fn drop(&mut self) {
+        // Back to the supervisor's own identity: all permitted capabilities effective, root.
+        let _ = set_effective_caps(u64::MAX);
+        // SAFETY: plain integer arguments / an empty list.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
+            libc::setgroups(0, std::ptr::null());
+            libc::umask(self.umask);
+        }
+    }
+}
+
+/// The supervisor's own identity for a moment, inside an impersonation; restored on drop.
+struct Privileged {
+    fsuid: u32,
+    fsgid: u32,
+    effective: Option<caps::CapsHashSet>,
+}
+
+impl Privileged {
+    fn begin() -> Privileged {
+        let effective = caps::read(None, caps::CapSet::Effective).ok();
+        let _ = set_effective_caps(u64::MAX);
+        // SAFETY: plain integer arguments; each returns the previous value.
+        let (fsuid, fsgid) = unsafe { (libc::setfsuid(0) as u32, libc::setfsgid(0) as u32) };
+        Privileged {
+            fsuid,
+            fsgid,
+            effective,
+        }
+    }
+}
+
+impl Drop for Privileged {
+    fn drop(&mut self) {
+        // SAFETY: plain integer arguments.
+        unsafe {
+            libc::setfsgid(self.fsgid);
+            libc::setfsuid(self.fsuid);
+        }
+        if let Some(e) = &self.effective {
+            let _ = caps::set(None, caps::CapSet::Effective, e);
+        }
+    }
+}
+
+/// Effective capabilities := `mask` ∩ permitted.
+fn set_effective_caps(mask: u64) -> R<()> {
+    let permitted = caps::read(None, caps::CapSet::Permitted).map_err(|_| Errno::EPERM)?;
+    let effective: caps::CapsHashSet = permitted
+        .into_iter()
+        .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
+        .collect();
+    caps::set(None, caps::CapSet::Effective, &effective).map_err(|_| Errno::EPERM)
+}

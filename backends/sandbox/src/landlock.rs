@@ -1,0 +1,41 @@
+//! The second wall: the policy's path sets as a Landlock ruleset on the container's processes,
+//! so that what the supervisor does not see (execve's final binary, truncate, calls on fds)
+//! is still held to the policy by the kernel.
+
+use landlock::{
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI,
+};
+
+use crate::policy::Policy;
+use crate::{Error, Result};
+
+/// Restricts the calling process (and what it executes) to the policy. Paths the rootfs does
+/// not have are skipped. Kernels without Landlock leave the seccomp wall alone, with a
+/// warning.
+pub fn restrict(policy: &Policy) -> Result<()> {
+    let abi = ABI::V3;
+    let all = AccessFs::from_all(abi);
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let err = |e: landlock::RulesetError| Error::Setup(format!("landlock: {e}"));
+    let mut rules = Ruleset::default()
+        .handle_access(all)
+        .map_err(err)?
+        .create()
+        .map_err(err)?;
+    let sets = [
+        (&policy.read_only, read),
+        (&policy.exec, read | AccessFs::Execute),
+        (&policy.read_write, all & !AccessFs::Execute),
+    ];
+    for (paths, access) in sets {
+        for p in paths {
+            let Ok(fd) = PathFd::new(p) else { continue };
+            rules = rules.add_rule(PathBeneath::new(fd, access)).map_err(err)?;
+        }
+    }
+    let status = rules.restrict_self().map_err(err)?;
+    if status.ruleset == landlock::RulesetStatus::NotEnforced {
+        tracing::warn!("landlock is not supported by this kernel: only the seccomp wall applies");
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The sandbox backend's own parts. The container is built by strata-linux exactly as for
+//! the native backend; this crate adds:
+//! - [`policy`]: what the container may read, write, execute and connect to, as data;
+//! - [`profile`]: a deny-by-default seccomp profile whose file and socket syscalls return
+//!   SECCOMP_RET_USER_NOTIF, loaded after the bundle's own profile (the kernel applies the
+//!   strictest action of all filters);
+//! - [`supervisor`]: the process that receives those notifications and performs each call
+//!   itself, inside the container's root and with the caller's credentials;
+//! - [`landlock`]: the same policy enforced again by the kernel, for what is not trapped.
+
+pub mod landlock;
+pub mod policy;
+pub mod profile;
+pub mod supervisor;
+
+mod emulate;
+mod notif;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sandbox policy {path}: {msg}")]
+    Policy { path: String, msg: String },
+    #[error("sandbox: {0}")]
+    Setup(String),
+    #[error("sandbox: {what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Ctx<T> for std::result::Result<T, nix::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Sys {
+            what: what(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! The seccomp user-notification ioctls (seccomp_unotify(2)) on a listener fd, and reading
+//! and writing the caller's memory.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
+
+pub type Notif = libc::seccomp_notif;
+
+/// Receives the next notification. EINTR and ENOENT (the caller died before we looked) are
+/// returned for the loop to skip.
+pub fn recv(fd: BorrowedFd) -> nix::Result<Notif> {
+    // SAFETY: seccomp_notif is plain data; all-zero is the state the kernel requires on input.
+    let mut n: Notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one seccomp_notif into `n`, which is that size and ours.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) };
+    nix::errno::Errno::result(r)?;
+    Ok(n)
+}
+
+/// Whether the notification is still pending: the caller has not died (so its PID and
+/// memory are still the ones the notification was about).
+pub fn still_valid(fd: BorrowedFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: the ioctl reads one u64 from the pointer, which is ours.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
+}
+
+/// Completes the call with a result (`error` 0) or an errno (positive).
+pub fn respond(fd: BorrowedFd, id: u64, val: i64, errno: i32) -> nix::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp, which is ours and initialised.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// Lets the kernel run the call as the caller made it. Only for execve, whose target the
+/// supervisor cannot run for the caller; see emulate::exec for what still holds.
+pub fn continue_call(fd: BorrowedFd, id: u64) -> nix::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: as in `respond`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// Installs `src` in the caller as the syscall's result, atomically (ADDFD_FLAG_SEND).
+pub fn send_fd(fd: BorrowedFd, id: u64, src: RawFd, cloexec: bool) -> nix::Result<()> {
+    let mut add = libc::seccomp_notif_addfd {
+        id,
+        flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+        srcfd: src as u32,
+        newfd: 0,
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_addfd, which is ours and initialised.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &mut add) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// Reads `len` bytes at `addr` in process `pid`.
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = process_vm_readv(
+        Pid::from_raw(pid as i32),
+        &mut [IoSliceMut::new(&mut buf)],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len,
+        }],
+    )?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Reads a NUL-terminated string (a path) of at most PATH_MAX bytes. Reads page by page so a
+/// string that ends just before an unmapped page is still read.
+pub fn read_cstr(pid: u32, addr: u64) -> nix::Result<Vec<u8>> {
+    if addr == 0 {
+        return Err(nix::Error::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let to_page_end = 4096 - (at as usize % 4096);
+        let chunk = read_mem(pid, at, to_page_end)?;
+        if chunk.is_empty() {
+            return Err(nix::Error::EFAULT);
+        }
+        if let Some(end) = chunk.iter().position(|b| *b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        at += chunk.len() as u64;
+    }
+    Err(nix::Error::ENAMETOOLONG)
+}
+
+/// Writes `data` at `addr` in process `pid` (a stat buffer, a readlink result).
+pub fn write_mem(pid: u32, addr: u64, data: &[u8]) -> nix::Result<()> {
+    let n = process_vm_writev(
+        Pid::from_raw(pid as i32),
+        &[std::io::IoSlice::new(data)],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len: data.len(),
+        }],
+    )?;
+    if n == data.len() {
+        Ok(())
+    } else {
+        Err(nix::Error::EFAULT)
+    }
+}

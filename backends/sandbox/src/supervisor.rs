@@ -1,0 +1,225 @@
+//! The supervisor: one process per sandboxed container, forked by the runtime at `create`
+//! and living until the container's init is gone. It receives the seccomp notify fd of the
+//! init and of every exec'd process on a Unix socket in the container's state directory (the
+//! profile's `listenerPath`), joins the container's mount namespace and root, and performs
+//! each trapped call (see `emulate`).
+//!
+//! Fail closed: if the supervisor dies, the kernel fails every trapped call with ENOSYS, so
+//! nothing runs unsupervised; and a supervisor that panics kills the container first.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use crate::emulate::{Emulator, Outcome};
+use crate::notif;
+use crate::policy::Policy;
+use crate::{Ctx, Error, Result};
+
+/// Forks the supervisor serving `listener`; returns its PID. `close` are runtime fds the
+/// supervisor must not keep (the state lock above all: holding it would block every later
+/// command on the container).
+pub fn spawn(listener: UnixListener, policy: Policy, close: &[RawFd]) -> Result<i32> {
+    // SAFETY: the runtime is single-threaded here; the child only calls async-signal-safe
+    // functions until it has set itself up, then runs its own loop and exits.
+    match unsafe { nix::unistd::fork() }.ctx(|| "forking the supervisor".into())? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+        nix::unistd::ForkResult::Child => {
+            for fd in close {
+                // SAFETY: fds the runtime named as its own.
+                unsafe { libc::close(*fd) };
+            }
+            let code = match serve(listener, policy) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("sandbox supervisor: {e}");
+                    1
+                }
+            };
+            // SAFETY: ends the child without the runtime's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
+    let _ = nix::unistd::setsid();
+    // Not the runtime's stdio: whoever reads the runtime's output (a shim) must see EOF when
+    // the runtime exits, not when the container does.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the stdio numbers.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("sandbox supervisor panicked: {info}; killing the container");
+        let pid = INIT_PID.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) with integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }));
+    let host_proc = nix::fcntl::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| "opening /proc".into())?;
+    let mut emulator: Option<Emulator> = None;
+    let mut policy = Some(policy);
+    // Notify fds; the first is the init's, whose hang-up means the container is gone.
+    let mut listeners: Vec<OwnedFd> = Vec::new();
+    loop {
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            listeners
+                .iter()
+                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx(|| "poll".into()),
+        }
+        let ready: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if ready[0].contains(PollFlags::POLLIN) {
+            match accept_notify_fd(&listener) {
+                Ok((pid, fd)) => {
+                    if emulator.is_none() {
+                        enter_container(pid)?;
+                        INIT_PID.store(pid, Ordering::SeqCst);
+                        let p = policy.take().unwrap_or_else(Policy::builtin);
+                        let proc_dup = host_proc
+                            .try_clone()
+                            .map_err(|e| Error::Setup(e.to_string()))?;
+                        emulator = Some(Emulator::new(proc_dup, p));
+                    }
+                    listeners.push(fd);
+                }
+                Err(e) => tracing::warn!("sandbox supervisor: a listener connection failed: {e}"),
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, flags) in ready.iter().enumerate().skip(1) {
+            let fd = listeners[i - 1].as_fd();
+            if flags.contains(PollFlags::POLLIN) {
+                if let Some(em) = emulator.as_mut() {
+                    serve_one(em, fd);
+                }
+            } else if flags
+                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            {
+                gone.push(i - 1);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            listeners.remove(i);
+            if i == 0 {
+                // The init's filter has no process left: the container is gone.
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn serve_one(em: &mut Emulator, fd: BorrowedFd) {
+    let n = match notif::recv(fd) {
+        Ok(n) => n,
+        // The caller died or a signal interrupted it: nothing to answer.
+        Err(_) => return,
+    };
+    let outcome = em.handle(fd, &n);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let what = match &outcome {
+            Outcome::Value(v) => format!("= {v}"),
+            Outcome::Errno(e) => format!("= {e}"),
+            Outcome::Fd { fd, .. } => format!("= fd {}", fd.as_raw_fd()),
+            Outcome::Continue => "continued".into(),
+        };
+        tracing::debug!("sandbox: pid {} syscall {} {what}", n.pid, n.data.nr);
+    }
+    let result = match outcome {
+        Outcome::Value(v) => notif::respond(fd, n.id, v, 0),
+        Outcome::Errno(e) => notif::respond(fd, n.id, -1, e as i32),
+        Outcome::Fd { fd: src, cloexec } => notif::send_fd(fd, n.id, src.as_raw_fd(), cloexec),
+        Outcome::Continue => notif::continue_call(fd, n.id),
+    };
+    if let Err(e) = result {
+        if e != Errno::ENOENT {
+            tracing::debug!("sandbox supervisor: answering syscall {}: {e}", n.data.nr);
+            // Never leave a caller waiting: if the answer could not be given, fail the call.
+            let _ = notif::respond(fd, n.id, -1, e as i32);
+        }
+    }
+}
+
+/// One connection to the listener: the runtime's container state JSON and a notify fd.
+fn accept_notify_fd(listener: &UnixListener) -> Result<(i32, OwnedFd)> {
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| Error::Setup(format!("accept: {e}")))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ctx(|| "receiving a notify fd".into())?;
+    let mut fd = None;
+    for c in msg.cmsgs().map_err(|e| Error::Setup(e.to_string()))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&f) = fds.first() {
+                // SAFETY: SCM_RIGHTS gave us this fd; nothing else owns it.
+                fd = Some(unsafe { OwnedFd::from_raw_fd(f) });
+            }
+        }
+    }
+    let len = msg.bytes;
+    let fd = fd.ok_or_else(|| Error::Setup("a listener message without an fd".into()))?;
+    let state: serde_json::Value = serde_json::from_slice(&buf[..len])
+        .map_err(|e| Error::Setup(format!("listener message: {e}")))?;
+    let pid = state["pid"]
+        .as_i64()
+        .ok_or_else(|| Error::Setup("listener message without a pid".into()))?;
+    Ok((pid as i32, fd))
+}
+
+/// Into the container's mount namespace, chrooted at its root: from here every path the
+/// supervisor resolves is the container's.
+fn enter_container(pid: i32) -> Result<()> {
+    let open = |p: String| {
+        nix::fcntl::open(
+            p.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(|| p.clone())
+    };
+    let root = open(format!("/proc/{pid}/root"))?;
+    let mnt = open(format!("/proc/{pid}/ns/mnt"))?;
+    nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS)
+        .ctx(|| "joining the container's mount namespace".into())?;
+    nix::unistd::fchdir(root.as_fd()).ctx(|| "entering the container's root".into())?;
+    nix::unistd::chroot(".").ctx(|| "chroot into the container's root".into())?;
+    nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! The sandbox backend's escape suite. Each attempt is refused under `--backend sandbox`, and
+//! where it makes sense also shown to work under native, so that a test that stopped testing
+//! anything would fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::json;
+use strata_integration::*;
+
+/// Runs `script` in a fresh busybox container on `backend`; returns its stdout.
+fn run_on(backend: &str, script: &str, edit: impl FnOnce(&mut Bundle)) -> String {
+    run_with(backend, script, &[], edit)
+}
+
+fn run_with(
+    backend: &str,
+    script: &str,
+    global: &[&str],
+    edit: impl FnOnce(&mut Bundle),
+) -> String {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    edit(&mut b);
+    let id = container(&mut b, backend);
+    let mut args = vec!["--backend", backend];
+    args.extend_from_slice(global);
+    args.extend(["run", "-b", b.path().to_str().unwrap(), &id]);
+    let out = rt.run(&args);
+    assert!(
+        out.status.code().is_some(),
+        "{backend}: strata died: {out:?}"
+    );
+    assert!(rt.container_dirs().is_empty(), "{backend}: state left");
+    assert_eq!(cgroup_left(&id), None, "{backend}: cgroup left");
+    stdout(&out)
+}
+
+/// The escape program (tests/programs/escape.c), built static once.
+fn escape_binary() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/escape.c");
+            let out = std::env::temp_dir().join(format!("strata-escape-{}", std::process::id()));
+            let st = Command::new("gcc")
+                .args(["-static", "-O2", "-pthread", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status();
+            match st {
+                Ok(s) if s.success() => Some(out),
+                _ => {
+                    assert!(
+                        std::env::var_os("STRATA_REQUIRE_CLIENTS").is_none(),
+                        "gcc with static libc (gcc, libc6-dev) is needed for the escape suite"
+                    );
+                    eprintln!("SKIPPED: gcc -static is not available");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn with_escape(b: &mut Bundle) {
+    let bin = escape_binary().expect("escape binary");
+    std::fs::copy(bin, b.rootfs().join("bin/escape")).unwrap();
+}
+
+#[test]
+fn sandboxed_container_runs_ordinary_work_under_its_filter() {
+    require_root!();
+    let out = run_on(
+        "sandbox",
+        "grep Seccomp: /proc/self/status; echo ok > /tmp/x && cat /tmp/x; ls /bin | grep -c busybox; \
+         mkdir /tmp/d && mv /tmp/x /tmp/d/y && ls /tmp/d; rm -r /tmp/d && echo removed; \
+         cd /etc && cat ./passwd | head -1",
+        |_| {},
+    );
+    assert_eq!(
+        out,
+        "Seccomp:\t2\nok\n1\ny\nremoved\nroot:x:0:0:root:/root:/bin/sh\n"
+    );
+}
+
+#[test]
+fn writing_a_read_only_path_is_refused() {
+    require_root!();
+    let script = "echo x > /etc/written 2>/dev/null && echo WROTE || echo REFUSED; \
+                  mkdir /etc/newdir 2>/dev/null && echo MADE || echo REFUSED; \
+                  rm /etc/passwd 2>/dev/null && echo REMOVED || echo REFUSED; \
+                  chmod 777 /etc/group 2>/dev/null && echo CHMODDED || echo REFUSED";
+    assert_eq!(
+        run_on("native", script, |_| {}),
+        "WROTE\nMADE\nREMOVED\nCHMODDED\n"
+    );
+    assert_eq!(
+        run_on("sandbox", script, |_| {}),
+        "REFUSED\nREFUSED\nREFUSED\nREFUSED\n"
+    );
+}
+
+#[test]
+fn exec_outside_the_exec_set_is_refused() {
+    require_root!();
+    // busybox picks its applet from argv[0]: named `true`, the copy runs as true.
+    let script = "cp /bin/busybox /tmp/true && /tmp/true 2>/dev/null && echo RAN || echo REFUSED";
+    assert_eq!(run_on("native", script, |_| {}), "RAN\n");
+    assert_eq!(run_on("sandbox", script, |_| {}), "REFUSED\n");
+}
+
+#[test]
+fn hard_links_to_files_outside_are_refused() {
+    require_root!();
+    let script = "ln /etc/passwd /tmp/pw 2>/dev/null && echo LINKED || echo REFUSED";
+    assert_eq!(run_on("native", script, |_| {}), "LINKED\n");
+    assert_eq!(run_on("sandbox", script, |_| {}), "REFUSED\n");
+}
+
+#[test]
+fn proc_root_magic_links_are_refused() {
+    require_root!();
+    let script = "cat /proc/self/root/etc/passwd >/dev/null 2>&1 && echo READ || echo REFUSED; \
+                  cat /proc/1/root/etc/passwd >/dev/null 2>&1 && echo READ || echo REFUSED";
+    assert_eq!(run_on("native", script, |_| {}), "READ\nREAD\n");
+    assert_eq!(run_on("sandbox", script, |_| {}), "REFUSED\nREFUSED\n");
+}
+
+#[test]
+fn symlinks_and_dotdot_stay_inside_the_root() {
+    require_root!();
+    let marker = TempDir::new("host-marker");
+    let secret = marker.path().join("secret");
+    std::fs::write(&secret, "host-secret\n").unwrap();
+    let dotdot = format!("../../../../../../..{}", secret.display());
+    let script = format!("cat /hostlink 2>/dev/null; cat {dotdot} 2>/dev/null; echo done");
+    let out = run_on("sandbox", &script, |b| {
+        std::os::unix::fs::symlink(&secret, b.rootfs().join("hostlink")).unwrap();
+    });
+    assert_eq!(out, "done\n");
+}
+
+#[test]
+fn forbidden_syscalls_fail_even_with_the_capability() {
+    require_root!();
+    let script =
+        "mkdir -p /mnt; mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED || echo REFUSED; \
+                  unshare -m true 2>/dev/null && echo UNSHARED || echo REFUSED";
+    let add_admin = |b: &mut Bundle| {
+        b.edit(|c| {
+            for set in ["bounding", "effective", "permitted"] {
+                c["process"]["capabilities"][set]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_SYS_ADMIN"));
+            }
+        });
+    };
+    assert_eq!(run_on("native", script, add_admin), "MOUNTED\nUNSHARED\n");
+    assert_eq!(run_on("sandbox", script, add_admin), "REFUSED\nREFUSED\n");
+}
+
+#[test]
+fn network_policy_refuses_connect_and_bind() {
+    require_root!();
+    let cfg = TempDir::new("sandbox-policy");
+    let policy = cfg.path().join("no-network.toml");
+    std::fs::write(
+        &policy,
+        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
+    )
+    .unwrap();
+    let node = cfg.path().join("config.toml");
+    std::fs::write(
+        &node,
+        format!("[sandbox]\npolicy = \"{}\"\n", policy.display()),
+    )
+    .unwrap();
+    // The host's network namespace (a new one's loopback is down), on a port of our own.
+    let port = 20000 + std::process::id() % 20000;
+    let script = format!(
+        "(nc -l -p {port} >/dev/null 2>&1 &) ; sleep 0.3; \
+         echo hi | nc -w 1 127.0.0.1 {port} 2>/dev/null && echo CONNECTED || echo REFUSED"
+    );
+    let host_net = |b: &mut Bundle| {
+        b.edit(|c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "network")
+        });
+    };
+    let config = node.to_str().unwrap();
+    assert_eq!(
+        run_with("native", &script, &["--config", config], host_net),
+        "CONNECTED\n"
+    );
+    assert_eq!(
+        run_with("sandbox", &script, &["--config", config], host_net),
+        "REFUSED\n"
+    );
+}
+
+#[test]
+fn racing_threads_cannot_swap_a_checked_path() {
+    require_root!();
+    if escape_binary().is_none() {
+        return;
+    }
+    for mode in ["race-path", "race-link"] {
+        let victim = if mode == "race-path" {
+            "etc/raced"
+        } else {
+            "etc/linked"
+        };
+        // Under native the race lands (or the program writes it directly): the test can fail.
+        let rt = Runtime::new();
+        for backend in ["native", "sandbox"] {
+            let mut b = Bundle::new(&["escape", mode, "3000"]);
+            with_escape(&mut b);
+            let id = container(&mut b, backend);
+            let out = rt.ok(&[
+                "--backend",
+                backend,
+                "run",
+                "-b",
+                b.path().to_str().unwrap(),
+                &id,
+            ]);
+            assert!(out.starts_with("opened "), "{out}");
+            let landed = b.rootfs().join(victim).exists();
+            match backend {
+                "native" => assert!(landed, "{mode}: native never wrote {victim}: {out}"),
+                _ => assert!(
+                    !landed,
+                    "{mode}: the sandbox let a swapped path through: {out}"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_dirfd_does_not_carry_writes_outside_the_write_set() {
+    require_root!();
+    if escape_binary().is_none() {
+        return;
+    }
+    assert_eq!(run_on("native", "escape dirfd", with_escape), "created\n");
+    assert_eq!(run_on("sandbox", "escape dirfd", with_escape), "refused\n");
+}
+
+#[test]
+fn exec_and_delete_keep_the_supervisor_contract() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "sbx-life");
+    rt.ok(&[
+        "--backend",
+        "sandbox",
+        "run",
+        "-d",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let st = rt.state(&id);
+    assert_eq!(st["annotations"]["dev.strata.backend"], "sandbox");
+    // exec'd processes are supervised too.
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; echo x > /etc/e || echo refused",
+    ]);
+    assert_eq!(out, "Seccomp:\t2\nrefused\n");
+    let sup = std::fs::read_to_string(rt.root.path().join(&id).join("supervisor.pid")).unwrap();
+    let sup_pid: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(Path::new(&format!("/proc/{sup_pid}")).exists());
+    rt.ok(&["delete", "--force", &id]);
+    eventually("the supervisor is gone after delete", || {
+        !Path::new(&format!("/proc/{sup_pid}/status")).exists()
+            || std::fs::read_to_string(format!("/proc/{sup_pid}/status"))
+                .unwrap_or_default()
+                .contains("State:\tZ")
+    });
+    assert!(rt.container_dirs().is_empty());
+    assert_eq!(cgroup_left(&id), None);
+}
+
+#[test]
+fn policy_is_chosen_by_annotation_within_the_node_config() {
+    require_root!();
+    let cfg = TempDir::new("sandbox-policies");
+    let strict = cfg.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        "read_only = [\"/\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
+    )
+    .unwrap();
+    let node = cfg.path().join("config.toml");
+    std::fs::write(
+        &node,
+        format!("[sandbox.policies]\nstrict = \"{}\"\n", strict.display()),
+    )
+    .unwrap();
+    let config = node.to_str().unwrap();
+    let script = "echo x > /tmp/t 2>/dev/null && echo WROTE || echo REFUSED";
+    let annotate = |name: &'static str| {
+        move |b: &mut Bundle| {
+            b.edit(|c| c["annotations"] = json!({"dev.strata.sandbox.policy": name}));
+        }
+    };
+    // The built-in policy lets /tmp be written; the node's "strict" one does not.
+    assert_eq!(
+        run_with(
+            "sandbox",
+            script,
+            &["--config", config],
+            annotate("builtin")
+        ),
+        "WROTE\n"
+    );
+    assert_eq!(
+        run_with("sandbox", script, &["--config", config], annotate("strict")),
+        "REFUSED\n"
+    );
+    // A name the node does not list: refused before anything exists, naming the choices.
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    annotate("lax")(&mut b);
+    let id = container(&mut b, "badpolicy");
+    let err = rt.fails(&[
+        "--config",
+        config,
+        "--backend",
+        "sandbox",
+        "create",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        err.contains("dev.strata.sandbox.policy") && err.contains("builtin, strict"),
+        "{err}"
+    );
+    assert!(rt.container_dirs().is_empty());
+    assert_eq!(cgroup_left(&id), None);
+}
