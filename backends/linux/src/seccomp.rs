@@ -84,6 +84,9 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
         ScmpFilterContext::new(default).map_err(|e| err(format!("defaultAction: {e}")))?;
     // The kernel, not libseccomp, sets no_new_privs where the spec asks for it.
     ctx.set_ctl_nnp(false).map_err(err)?;
+    // A binary tree of syscall numbers instead of a linear chain: long allowlists (the
+    // sandbox's has ~250 entries) cost a few comparisons per syscall, not hundreds.
+    ctx.set_ctl_optimize(2).map_err(err)?;
     for a in s.architectures().iter().flatten() {
         let a = arch(*a);
         // An architecture the filter already has (native) is not an error.
