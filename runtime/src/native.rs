@@ -202,7 +202,7 @@ impl Backend for Native {
     }
 }
 
-fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
+pub fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
     unsafe {

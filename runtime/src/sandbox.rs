@@ -2,7 +2,7 @@
 //! (after the bundle's own), noNewPrivileges, a Landlock ruleset before execve, and a
 //! supervisor process that lives as long as the container.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -72,23 +72,10 @@ fn kill_supervisor(state_dir: &Path) {
     if let Some((pid, start)) = supervisor_pid(state_dir) {
         if let Ok(fd) = strata_linux::hooks::pidfd_open(pid) {
             if state::process_alive(pid, start) {
-                signal_pidfd(&fd, Signal::SIGKILL);
+                native::pidfd_send_signal(&fd, Signal::SIGKILL);
             }
         }
     }
-}
-
-fn signal_pidfd(fd: &OwnedFd, sig: Signal) {
-    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as i32,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
 }
 
 fn profile_for(state_dir: &Path) -> oci_spec::runtime::LinuxSeccomp {
