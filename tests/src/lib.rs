@@ -172,6 +172,8 @@ impl Bundle {
 /// A private state root; containers left in it are force-deleted on drop.
 pub struct Runtime {
     pub root: TempDir,
+    /// Global flags given to every command (e.g. `--backend sandbox`).
+    pub global: Vec<String>,
 }
 
 impl Default for Runtime {
@@ -184,12 +186,21 @@ impl Runtime {
     pub fn new() -> Runtime {
         Runtime {
             root: TempDir::new("root"),
+            global: Vec::new(),
+        }
+    }
+
+    /// A runtime whose every command gets `global` flags too.
+    pub fn with_global(global: &[&str]) -> Runtime {
+        Runtime {
+            root: TempDir::new("root"),
+            global: global.iter().map(|s| s.to_string()).collect(),
         }
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(strata_bin());
-        c.arg("--root").arg(self.root.path());
+        c.arg("--root").arg(self.root.path()).args(&self.global);
         c.stdin(Stdio::null());
         c
     }

@@ -76,7 +76,19 @@ fn assert_nothing_left(
 #[test]
 fn killed_at_every_step_leaves_a_truthful_state_and_nothing_after_delete() {
     require_root!();
-    let rt = Runtime::new();
+    fault_matrix("native");
+}
+
+/// The same faults under the sandbox backend, where create also leaves a supervisor that a
+/// killed runtime must not orphan.
+#[test]
+fn the_sandbox_backend_survives_the_same_faults() {
+    require_root!();
+    fault_matrix("sandbox");
+}
+
+fn fault_matrix(backend: &str) {
+    let rt = Runtime::with_global(&["--backend", backend]);
     let mounts = mount_count();
     let cases = [
         Case {
