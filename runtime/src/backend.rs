@@ -114,19 +114,21 @@ impl NodeConfig {
         }
         // Paths in the node config are used from wherever strata is called: only absolute
         // ones mean the same thing every time.
+        let fixed = [
+            ("vm.kernel", &self.vm.kernel),
+            ("sandbox.policy", &self.sandbox.policy),
+        ];
         let named = self
             .sandbox
             .policies
             .iter()
-            .map(|(k, v)| (format!("sandbox.policies.{k}"), Some(v.clone())));
-        for (key, path) in [
-            ("vm.kernel".to_string(), self.vm.kernel.clone()),
-            ("sandbox.policy".to_string(), self.sandbox.policy.clone()),
-        ]
-        .into_iter()
-        .chain(named)
-        {
-            if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
+            .map(|(k, p)| (format!("sandbox.policies.{k}"), p));
+        let all = fixed
+            .into_iter()
+            .filter_map(|(k, p)| p.as_ref().map(|p| (k.to_string(), p)))
+            .chain(named);
+        for (key, p) in all {
+            if !p.is_absolute() {
                 bail!("{key} must be an absolute path, not {}", p.display());
             }
         }

@@ -82,6 +82,33 @@ fn profile_for(state_dir: &Path) -> oci_spec::runtime::LinuxSeccomp {
     strata_sandbox::profile::profile(&state_dir.join(SOCKET))
 }
 
+/// The supervisor's PID (with its start time, against PID reuse) and the chosen policy, in
+/// the state dir: delete finds the one, exec reuses the other.
+fn record_supervisor(state_dir: &Path, pid: i32, start: u64, policy: &Policy) -> Result<()> {
+    std::fs::write(state_dir.join(PID_FILE), format!("{pid} {start}\n"))
+        .context("recording the supervisor")?;
+    let json = serde_json::to_vec(policy).context("recording the sandbox policy")?;
+    std::fs::write(state_dir.join(POLICY_FILE), json).context("recording the sandbox policy")
+}
+
+/// The native container with the sandbox's additions.
+fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
+    let mut spec = req.spec.clone();
+    // Landlock and an unprivileged filter load need it; setuid binaries gain nothing in a
+    // sandbox anyway.
+    if let Some(mut p) = spec.process().clone() {
+        p.set_no_new_privileges(Some(true));
+        spec.set_process(Some(p));
+    }
+    let profile = profile_for(req.state_dir);
+    let landlock = landlock_step(policy);
+    let extras = Extras {
+        seccomp: Some(&profile),
+        before_exec: Some(&landlock),
+    };
+    native::create_with(req, &spec, extras)
+}
+
 impl Backend for Sandbox {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         let policy = choose_policy(req.spec, req.node)?;
@@ -95,7 +122,10 @@ impl Backend for Sandbox {
                     .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
             });
         if uses_userns {
-            bail!("the sandbox backend does not support user namespaces yet; use native");
+            bail!(
+                "linux.namespaces: the sandbox backend does not support a user namespace yet; \
+                 drop it or use the native backend"
+            );
         }
         // The supervisor listens before the container exists: the init hands it the notify fd
         // during create.
@@ -104,33 +134,15 @@ impl Backend for Sandbox {
             .with_context(|| format!("binding {}", socket_path.display()))?;
         let pid = strata_sandbox::supervisor::spawn(listener, policy.clone(), &req.close_in_child)?;
         let start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
-        std::fs::write(req.state_dir.join(PID_FILE), format!("{pid} {start}\n"))
-            .context("recording the supervisor")?;
-        std::fs::write(
-            req.state_dir.join(POLICY_FILE),
-            serde_json::to_vec(&policy).context("recording the sandbox policy")?,
-        )
-        .context("recording the sandbox policy")?;
-        let mut spec = req.spec.clone();
-        // Landlock and an unprivileged filter load need it; setuid binaries gain nothing in
-        // a sandbox anyway.
-        if let Some(mut p) = spec.process().clone() {
-            p.set_no_new_privileges(Some(true));
-            spec.set_process(Some(p));
+        let result = record_supervisor(req.state_dir, pid, start, &policy)
+            .and_then(|()| create_confined(req, policy));
+        if result.is_err() {
+            // Whatever failed, the supervisor must not outlive the container it was for.
+            // SAFETY: kill(2) on the child we just forked, whose PID cannot have been reused
+            // (it is our child until we exit).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let profile = profile_for(req.state_dir);
-        let landlock = landlock_step(policy);
-        let extras = Extras {
-            seccomp: Some(&profile),
-            before_exec: Some(&landlock),
-        };
-        match native::create_with(req, &spec, extras) {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                kill_supervisor(req.state_dir);
-                Err(e)
-            }
-        }
+        result
     }
 
     fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {

@@ -208,15 +208,7 @@ pub fn busybox_oci_archive(dir: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let layer = work.join("layer.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("--numeric-owner")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&layer)
-            .arg("."),
-    );
+    tar_dir(&rootfs, &layer);
     let layer_digest = sha256_file(&layer);
     let layer_size = std::fs::metadata(&layer).unwrap().len();
     std::fs::rename(&layer, blobs.join(&layer_digest)).unwrap();
@@ -267,14 +259,7 @@ pub fn busybox_oci_archive(dir: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     )
     .unwrap();
     let archive = dir.join("image.oci.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(&archive)
-            .arg("."),
-    );
+    tar_dir(&layout, &archive);
     std::fs::remove_dir_all(&work).unwrap();
     archive
 }
@@ -284,17 +269,22 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     let rootfs = dir.join("tar-rootfs");
     make_rootfs(&rootfs);
     let tar = dir.join("rootfs.tar");
+    tar_dir(&rootfs, &tar);
+    std::fs::remove_dir_all(&rootfs).unwrap();
+    tar
+}
+
+/// `dir`'s contents as a tar at `out`, numeric owners (as an image layer holds them).
+fn tar_dir(dir: &Path, out: &Path) {
     run_ok(
         Command::new("tar")
             .arg("--numeric-owner")
             .arg("-C")
-            .arg(&rootfs)
+            .arg(dir)
             .arg("-cf")
-            .arg(&tar)
+            .arg(out)
             .arg("."),
     );
-    std::fs::remove_dir_all(&rootfs).unwrap();
-    tar
 }
 
 fn put_blob(blobs: &Path, value: &serde_json::Value) -> (String, usize) {

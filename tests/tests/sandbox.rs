@@ -407,3 +407,35 @@ fn a_killed_supervisor_fails_closed_and_delete_cleans_up() {
         processes_of(&id, &b.rootfs()).is_empty()
     });
 }
+
+#[test]
+fn a_user_namespace_is_refused_clearly() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    });
+    let id = container(&mut b, "sbx-userns");
+    let err = rt.fails(&[
+        "--backend",
+        "sandbox",
+        "create",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        err.contains("linux.namespaces") && err.contains("user namespace"),
+        "{err}"
+    );
+    assert!(rt.container_dirs().is_empty());
+    assert_eq!(cgroup_left(&id), None);
+    // Nothing of a supervisor either.
+    assert!(processes_of(&id, &b.rootfs()).is_empty());
+}
