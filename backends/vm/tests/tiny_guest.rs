@@ -1,0 +1,182 @@
+//! The tiny test guest booted end to end through `strata-vmm` under /dev/kvm: PVH entry, serial
+//! output, the virtio-mmio windows of a vsock and a virtio-fs device, i8042 reset, exit status,
+//! with the VMM's seccomp filters on.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strata_vm::devices::fs::VIRTIO_ID_FS;
+use strata_vm::devices::vsock::VIRTIO_ID_VSOCK;
+use strata_vm::layout::virtio_slot;
+use strata_vm::tiny_guest;
+
+/// True when /dev/kvm can run a VM. Without it the test says so loudly and skips, unless
+/// STRATA_REQUIRE_KVM=1 (CI), where a missing KVM is a failure.
+pub fn kvm_usable() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("STRATA_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("STRATA_REQUIRE_KVM=1 but /dev/kvm cannot be opened");
+        }
+        eprintln!("\n*** SKIPPED: /dev/kvm cannot be opened; the VMM boot tests did not run ***\n");
+    }
+    ok
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("strata-vm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vmm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata-vmm"))
+}
+
+fn write_guest(dir: &Path, devices: usize) -> PathBuf {
+    let bases: Vec<u64> = (0..devices).map(|i| virtio_slot(i).0).collect();
+    let path = dir.join("tiny.elf");
+    std::fs::write(&path, tiny_guest::elf(&bases)).unwrap();
+    path
+}
+
+#[test]
+fn tiny_guest_boots_reads_devices_and_resets() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("boot");
+    let share = dir.0.join("share");
+    std::fs::create_dir(&share).unwrap();
+    let kernel = write_guest(&dir.0, 2);
+    let serial = dir.0.join("serial.log");
+    let uds = dir.0.join("vsock.sock");
+    let out = vmm()
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--serial")
+        .arg(&serial)
+        .arg("--vsock")
+        .arg(format!("3:{}", uds.display()))
+        .arg("--fs")
+        .arg(format!("rootfs={}", share.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "strata-vmm failed: {:?} {stderr}",
+        out.status
+    );
+    let console = std::fs::read(&serial).unwrap();
+    assert_eq!(
+        console,
+        tiny_guest::expected_output(&[VIRTIO_ID_VSOCK, VIRTIO_ID_FS]),
+        "serial output: {}",
+        String::from_utf8_lossy(&console)
+    );
+    assert!(
+        !uds.exists(),
+        "the vsock socket is removed when the VMM exits"
+    );
+}
+
+#[test]
+fn a_device_window_nobody_declared_reads_as_all_ones() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("nodev");
+    // Built for one device window, run with none: the guest reads unbacked MMIO.
+    let kernel = write_guest(&dir.0, 1);
+    let serial = dir.0.join("serial.log");
+    let out = vmm()
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--serial")
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = std::fs::read(&serial).unwrap();
+    let mut expected = tiny_guest::MARKER.to_vec();
+    expected.extend_from_slice(&[
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff_u8.wrapping_add(b'0'),
+        0xff,
+        b'\n',
+    ]);
+    assert_eq!(console, expected);
+}
+
+#[test]
+fn bad_input_is_one_line_and_nonzero() {
+    let dir = TempDir::new("bad");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--kernel".into(),
+                dir.0.join("missing").display().to_string(),
+            ],
+            "cannot open the guest kernel",
+        ),
+        (
+            vec!["--kernel".into(), "/etc/hostname".into()],
+            "cannot load the guest kernel",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                "/etc/hostname".into(),
+                "--memory-mib".into(),
+                "1".into(),
+            ],
+            "guest memory must be",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                "/etc/hostname".into(),
+                "--vsock".into(),
+                "x".into(),
+            ],
+            "--vsock expects CID:PATH",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                "/etc/hostname".into(),
+                "--fs".into(),
+                "nodir".into(),
+            ],
+            "--fs expects TAG=DIR",
+        ),
+    ];
+    for (args, wanted) in cases {
+        let out = vmm().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    }
+}
