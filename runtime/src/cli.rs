@@ -119,6 +119,9 @@ pub enum Command {
     },
     /// Print the OCI features this runtime supports, as JSON.
     Features,
+    /// Report what this host can run: cgroups, seccomp, Landlock, KVM and the vm backend's
+    /// helpers, one sentence each.
+    Check,
 }
 
 #[derive(Args, Debug)]

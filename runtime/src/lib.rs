@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod cgroup_cmds;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod default_spec;

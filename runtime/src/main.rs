@@ -4,7 +4,7 @@ use clap::Parser as _;
 
 use strata::cli::{Cli, Command};
 use strata::commands::{self, Globals};
-use strata::{cgroup_cmds, logging};
+use strata::{backend, cgroup_cmds, logging};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -61,6 +61,8 @@ fn main() {
         Command::Update(a) => cgroup_cmds::update(&g, a),
         Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
         Command::Features => commands::features(),
+        Command::Check => backend::NodeConfig::load(g.config, g.config_explicit)
+            .and_then(|n| strata::check::run(&n)),
     };
     match result {
         Ok(code) => std::process::exit(code),
