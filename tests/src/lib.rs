@@ -37,6 +37,29 @@ pub fn strata_bin() -> PathBuf {
     target.join("debug").join("strata")
 }
 
+/// The guest agent binary, built (once per test process) from this workspace; for the loopback
+/// tests, where it runs as a host process.
+pub fn agent_bin() -> PathBuf {
+    static AGENT: Once = Once::new();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    AGENT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "strata-agent"])
+            .current_dir(&ws)
+            .status()
+            .expect("running cargo build for strata-agent");
+        assert!(st.success(), "building strata-agent failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ws.join("target"));
+    target.join("debug").join("strata-agent")
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::resources::Controllers;
 use super::CgroupSet;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     pub cpu: Cpu,
     pub memory: Memory,
@@ -18,13 +19,15 @@ pub struct Stats {
     pub hugetlb: BTreeMap<String, Hugetlb>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Cpu {
     pub usage: CpuUsage,
     pub throttling: Throttling,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CpuUsage {
     /// Nanoseconds.
     pub total: u64,
@@ -33,7 +36,8 @@ pub struct CpuUsage {
     pub user: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Throttling {
     pub periods: u64,
     #[serde(rename = "throttledPeriods")]
@@ -42,7 +46,8 @@ pub struct Throttling {
     pub throttled_time: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemoryEntry {
     pub limit: u64,
     pub usage: u64,
@@ -50,7 +55,8 @@ pub struct MemoryEntry {
     pub failcnt: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Memory {
     pub cache: u64,
     pub usage: MemoryEntry,
@@ -59,13 +65,15 @@ pub struct Memory {
     pub raw: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Pids {
     pub current: u64,
     pub limit: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BlkioEntry {
     pub major: u64,
     pub minor: u64,
@@ -73,7 +81,8 @@ pub struct BlkioEntry {
     pub value: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Blkio {
     #[serde(rename = "ioServiceBytesRecursive")]
     pub io_service_bytes_recursive: Vec<BlkioEntry>,
@@ -81,7 +90,8 @@ pub struct Blkio {
     pub io_serviced_recursive: Vec<BlkioEntry>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Hugetlb {
     pub usage: u64,
     pub max: u64,

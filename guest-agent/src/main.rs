@@ -1,0 +1,138 @@
+//! strata-agent: PID 1 of the vm backend's guest.
+//!
+//! It mounts the pseudo filesystems and the virtio-fs rootfs, listens on vsock port 1024, tells
+//! the host it is up (a connection to host port 1025), and runs containers with the strata
+//! runtime itself — the same binary, called as `strata` (multi-call: `/bin/strata` is a link to
+//! `/init`), so the workload sees exactly the native backend's OCI semantics (namespaces,
+//! cgroups, seccomp), inside the guest. It relays each stdio stream on a connection of its own,
+//! reaps every process of the guest, and powers the guest off on `Shutdown`.
+//!
+//! Off a VM (the loopback tests) the same agent runs as an ordinary host process:
+//! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR`.
+
+mod reaper;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// Where the agent listens or reports.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Vsock { cid: u32, port: u32 },
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Endpoint,
+    pub ready: Option<Endpoint>,
+    /// The strata runtime binary.
+    pub runtime: PathBuf,
+    /// Bundles, copied files, console sockets, logs and the runtime's state live under here.
+    pub work: PathBuf,
+    /// The container rootfs (the virtio-fs mount in a guest).
+    pub rootfs: PathBuf,
+    /// Running as the guest's init: set up the system, power off on shutdown.
+    pub pid1: bool,
+}
+
+fn parse_endpoint(s: &str, what: &str) -> Result<Endpoint> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return Ok(Endpoint::Unix(PathBuf::from(path)));
+    }
+    if let Some(rest) = s.strip_prefix("vsock:") {
+        let parts: Vec<&str> = rest.split(':').collect();
+        let parse = |p: &str| {
+            p.parse::<u32>()
+                .with_context(|| format!("{what}: bad number {p:?}"))
+        };
+        return match parts.as_slice() {
+            [port] => Ok(Endpoint::Vsock {
+                cid: libc::VMADDR_CID_ANY,
+                port: parse(port)?,
+            }),
+            [cid, port] => Ok(Endpoint::Vsock {
+                cid: parse(cid)?,
+                port: parse(port)?,
+            }),
+            _ => bail!("{what}: expected vsock:[CID:]PORT, got {s:?}"),
+        };
+    }
+    bail!("{what}: expected unix:PATH or vsock:[CID:]PORT, got {s:?}")
+}
+
+fn config() -> Result<Config> {
+    let pid1 = std::process::id() == 1;
+    let mut cfg = Config {
+        listen: Endpoint::Vsock {
+            cid: libc::VMADDR_CID_ANY,
+            port: strata::vm::protocol::AGENT_PORT,
+        },
+        ready: Some(Endpoint::Vsock {
+            cid: libc::VMADDR_CID_HOST,
+            port: strata::vm::protocol::READY_PORT,
+        }),
+        runtime: PathBuf::from("/bin/strata"),
+        work: PathBuf::from("/run/strata"),
+        rootfs: PathBuf::from("/run/strata/rootfs"),
+        pid1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => cfg.listen = parse_endpoint(&value()?, "--listen")?,
+            "--ready" => cfg.ready = Some(parse_endpoint(&value()?, "--ready")?),
+            "--runtime" => cfg.runtime = PathBuf::from(value()?),
+            "--work" => cfg.work = PathBuf::from(value()?),
+            "--rootfs" => cfg.rootfs = PathBuf::from(value()?),
+            // The kernel passes unknown command-line words to init; ignore them there.
+            _ if pid1 => {}
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(cfg)
+}
+
+fn main() {
+    // Multi-call: as `strata` this binary is the runtime.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "strata")
+    {
+        strata::entry::main_entry();
+    }
+    let cfg = match config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata-agent: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cfg.clone()) {
+        eprintln!("strata-agent: {e:#}");
+        if cfg.pid1 {
+            // PID 1 must not exit: power off so the host sees the VM end.
+            server::power_off();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(cfg: Config) -> Result<()> {
+    // SIGCHLD is taken by the reaper thread only; block it before any thread exists.
+    reaper::block_sigchld()?;
+    if cfg.pid1 {
+        server::setup_guest(&cfg).context("setting up the guest")?;
+    } else {
+        // Container inits are our grandchildren (the runtime's intermediate exits): adopt them.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    std::fs::create_dir_all(cfg.work.join("state"))?;
+    let reaper = reaper::Reaper::start()?;
+    server::serve(cfg, reaper)
+}

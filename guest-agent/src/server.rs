@@ -1,0 +1,722 @@
+//! The agent's requests, served one connection per thread.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
+use strata::vm::protocol::{
+    read_frame, write_frame, FrameError, GuestFile, Request, Response, Stream,
+};
+
+use crate::reaper::Reaper;
+use crate::{Config, Endpoint};
+
+/// How long one runtime command (create, start, exec, ...) may take.
+const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bind sources the host sent as files carry this prefix in the spec.
+pub const FILE_PREFIX: &str = "@strata-file/";
+
+type Key = (String, Option<String>);
+
+/// A new process's stdio: the fds the runtime passes on, the console socket it sends a
+/// terminal to, and the agent's ends of the pipes.
+type ProcStdio = (
+    Option<[OwnedFd; 3]>,
+    Option<(PathBuf, UnixListener)>,
+    [Option<OwnedFd>; 3],
+);
+
+/// A container init or exec'd process and the agent's ends of its stdio.
+struct Proc {
+    pid: i32,
+    since: Instant,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    tty: Option<OwnedFd>,
+    /// A second handle on the pty master, for resizes after the stream took the first.
+    tty_ctl: Option<OwnedFd>,
+}
+
+struct Agent {
+    cfg: Config,
+    reaper: Reaper,
+    procs: Mutex<HashMap<Key, Proc>>,
+}
+
+fn error(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
+pub fn serve(cfg: Config, reaper: Reaper) -> Result<()> {
+    for dir in ["state", "bundles", "files", "console", "logs", "exec"] {
+        std::fs::create_dir_all(cfg.work.join(dir))?;
+    }
+    let listener = listen(&cfg.listen)?;
+    if let Some(ready) = &cfg.ready {
+        announce(ready)?;
+    }
+    let agent = Arc::new(Agent {
+        cfg,
+        reaper,
+        procs: Mutex::new(HashMap::new()),
+    });
+    loop {
+        let conn = match listener.accept() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("accepting a connection"),
+        };
+        let agent = agent.clone();
+        std::thread::spawn(move || agent.connection(conn));
+    }
+}
+
+enum Listener {
+    Unix(UnixListener),
+    Vsock(OwnedFd),
+}
+
+impl Listener {
+    fn accept(&self) -> std::io::Result<UnixStream> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| s),
+            Listener::Vsock(fd) => {
+                let conn = socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
+                // SAFETY: accept4 returned a new socket fd that nothing else owns.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+                // A vsock stream is driven with the same read/write/shutdown calls as a Unix
+                // stream; UnixStream is only the owner and the Read/Write impls here.
+                Ok(UnixStream::from(fd))
+            }
+        }
+    }
+}
+
+fn listen(at: &Endpoint) -> Result<Listener> {
+    match at {
+        Endpoint::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            Ok(Listener::Unix(UnixListener::bind(path).with_context(
+                || format!("listening on {}", path.display()),
+            )?))
+        }
+        Endpoint::Vsock { cid, port } => {
+            let fd = socket::socket(
+                AddressFamily::Vsock,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .context("vsock socket (is virtio-vsock in the guest kernel?)")?;
+            socket::bind(fd.as_raw_fd(), &VsockAddr::new(*cid, *port))
+                .with_context(|| format!("binding vsock port {port}"))?;
+            socket::listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
+                .context("vsock listen")?;
+            Ok(Listener::Vsock(fd))
+        }
+    }
+}
+
+fn connect(to: &Endpoint) -> Result<UnixStream> {
+    match to {
+        Endpoint::Unix(path) => {
+            UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))
+        }
+        Endpoint::Vsock { cid, port } => {
+            let fd = socket::socket(
+                AddressFamily::Vsock,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            socket::connect(fd.as_raw_fd(), &VsockAddr::new(*cid, *port))
+                .with_context(|| format!("connecting to host vsock port {port}"))?;
+            Ok(UnixStream::from(fd))
+        }
+    }
+}
+
+/// Tells the host the agent is listening.
+fn announce(to: &Endpoint) -> Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match connect(to) {
+            Ok(mut s) => {
+                write_frame(&mut s, &Response::Ok).context("sending ready")?;
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no ready endpoint")))
+        .context("telling the host the agent is up")
+}
+
+impl Agent {
+    fn connection(self: Arc<Self>, mut conn: UnixStream) {
+        loop {
+            let req: Request = match read_frame(&mut conn) {
+                Ok(r) => r,
+                Err(FrameError::Closed) => return,
+                Err(e) => {
+                    // A bad frame gets a reason, then the connection ends: the stream can no
+                    // longer be trusted to be in step.
+                    let _ = write_frame(&mut conn, &error(format!("bad request: {e}")));
+                    return;
+                }
+            };
+            match req {
+                Request::Attach {
+                    id,
+                    exec_id,
+                    stream,
+                } => {
+                    return self.attach(conn, (id, exec_id), stream);
+                }
+                Request::Shutdown => {
+                    let _ = write_frame(&mut conn, &Response::Ok);
+                    drop(conn);
+                    self.shutdown();
+                }
+                other => {
+                    let reply = self.handle(other);
+                    if write_frame(&mut conn, &reply).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Create { id, spec, files } => self.create(&id, spec, &files),
+            Request::Start { id } => self.runtime(&["start", &id], None).map(|_| Response::Ok),
+            Request::Exec {
+                id,
+                exec_id,
+                process,
+            } => self.exec(&id, &exec_id, process),
+            Request::Signal {
+                id,
+                exec_id,
+                signal,
+                all,
+            } => self.signal((id, exec_id), signal, all),
+            Request::Wait { id, exec_id } => self.wait(&(id, exec_id)),
+            Request::ResizeTty {
+                id,
+                exec_id,
+                rows,
+                cols,
+            } => self.resize(&(id, exec_id), rows, cols),
+            Request::Stats { id } => self.stats(&id),
+            Request::Update { id, resources } => self.update(&id, resources),
+            Request::Attach { .. } | Request::Shutdown => {
+                Err(anyhow::anyhow!("not a control request"))
+            }
+        };
+        result.unwrap_or_else(|e| error(format!("{e:#}")))
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Proc>> {
+        self.procs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs the strata runtime with `args`; its error message (from its JSON log) on failure.
+    fn runtime(&self, args: &[&str], stdio: Option<[OwnedFd; 3]>) -> Result<Vec<u8>> {
+        let log = self
+            .cfg
+            .work
+            .join("logs")
+            .join(format!("{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = Command::new(&self.cfg.runtime);
+        cmd.arg("--root").arg(self.cfg.work.join("state"));
+        cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
+        cmd.args(args);
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        match stdio {
+            Some([i, o, e]) => {
+                cmd.stdin(Stdio::from(i))
+                    .stdout(Stdio::from(o))
+                    .stderr(Stdio::from(e));
+                drop(out_w);
+            }
+            None => {
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::from(out_w))
+                    .stderr(Stdio::null());
+            }
+        }
+        let since = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("running {}", self.cfg.runtime.display()))?;
+        let pid = child.id() as i32;
+        // The reaper collects the status; the Child handle must not wait.
+        drop(child);
+        drop(cmd);
+        let mut output = Vec::new();
+        let _ = File::from(out_r).read_to_end(&mut output);
+        let status = match self.reaper.wait(pid, since, Some(RUNTIME_TIMEOUT)) {
+            Some(s) => s,
+            None => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                bail!(
+                    "strata {} did not finish within {} s",
+                    args[0],
+                    RUNTIME_TIMEOUT.as_secs()
+                );
+            }
+        };
+        if status != 0 {
+            let message = std::fs::read_to_string(&log)
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .rfind(|v| v["level"] == "error")
+                        .and_then(|v| v["msg"].as_str().map(str::to_string))
+                })
+                .unwrap_or_else(|| format!("strata {} exited with status {status}", args[0]));
+            let _ = std::fs::remove_file(&log);
+            bail!("{message}");
+        }
+        let _ = std::fs::remove_file(&log);
+        Ok(output)
+    }
+
+    /// Pipes for a process's stdio, or a console socket when it has a terminal. Returns the
+    /// child's three fds, the extra runtime arguments, and our ends.
+    fn stdio_for(&self, tty: bool, name: &str) -> Result<ProcStdio> {
+        if tty {
+            let path = self.cfg.work.join("console").join(format!("{name}.sock"));
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).context("console socket")?;
+            let null = || File::open("/dev/null").map(OwnedFd::from);
+            return Ok((
+                Some([null()?, null()?, null()?]),
+                Some((path, listener)),
+                [None, None, None],
+            ));
+        }
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let (in_r, in_w) = nix::unistd::pipe2(cloexec)?;
+        let (out_r, out_w) = nix::unistd::pipe2(cloexec)?;
+        let (err_r, err_w) = nix::unistd::pipe2(cloexec)?;
+        Ok((
+            Some([in_r, out_w, err_w]),
+            None,
+            [Some(in_w), Some(out_r), Some(err_r)],
+        ))
+    }
+
+    fn receive_console(
+        console: Option<(PathBuf, UnixListener)>,
+    ) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+        let Some((path, listener)) = console else {
+            return Ok((None, None));
+        };
+        // The runtime sent the master before it exited; the connection is queued.
+        listener.set_nonblocking(true)?;
+        let (conn, _) = listener
+            .accept()
+            .context("the runtime did not send the terminal")?;
+        let master = strata_linux_recv_fd(&conn)?;
+        let _ = std::fs::remove_file(path);
+        let ctl = master.try_clone()?;
+        Ok((Some(master), Some(ctl)))
+    }
+
+    fn create(
+        &self,
+        id: &str,
+        mut spec: serde_json::Value,
+        files: &[GuestFile],
+    ) -> Result<Response> {
+        strata::state::validate_id(id)?;
+        if self.procs().contains_key(&(id.to_string(), None)) {
+            bail!("container {id:?} already exists in the guest");
+        }
+        let bundle = self.cfg.work.join("bundles").join(id);
+        let file_dir = self.cfg.work.join("files").join(id);
+        std::fs::create_dir_all(&bundle)?;
+        std::fs::create_dir_all(&file_dir)?;
+        for f in files {
+            if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+                bail!("bad file name {:?} from the host", f.name);
+            }
+            let path = file_dir.join(&f.name);
+            std::fs::write(&path, &f.content)?;
+            std::fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(f.mode & 0o7777),
+            )?;
+        }
+        rewrite_spec(&mut spec, &self.cfg.rootfs, &file_dir);
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec)?,
+        )?;
+        let tty = spec["process"]["terminal"].as_bool().unwrap_or(false);
+        let (child, console, ours) = self.stdio_for(tty, id)?;
+        let pid_file = bundle.join("init.pid");
+        let bundle_s = bundle.to_string_lossy().to_string();
+        let pid_s = pid_file.to_string_lossy().to_string();
+        let mut args = vec!["create", "--bundle", &bundle_s, "--pid-file", &pid_s];
+        if self.cfg.pid1 {
+            // The guest's root is the initramfs, which pivot_root cannot leave; the VM is the
+            // isolation boundary that matters here.
+            args.push("--no-pivot");
+        }
+        let console_s = console
+            .as_ref()
+            .map(|(p, _)| p.to_string_lossy().to_string());
+        if let Some(c) = &console_s {
+            args.extend(["--console-socket", c]);
+        }
+        args.push(id);
+        let since = Instant::now();
+        self.runtime(&args, child)?;
+        let (tty, tty_ctl) = Self::receive_console(console)?;
+        let pid: i32 = std::fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .context("the runtime's pid file")?;
+        let [stdin, stdout, stderr] = ours;
+        self.procs().insert(
+            (id.to_string(), None),
+            Proc {
+                pid,
+                since,
+                stdin,
+                stdout,
+                stderr,
+                tty,
+                tty_ctl,
+            },
+        );
+        Ok(Response::Created { pid })
+    }
+
+    fn exec(&self, id: &str, exec_id: &str, process: serde_json::Value) -> Result<Response> {
+        strata::state::validate_id(exec_id).context("exec id")?;
+        let key = (id.to_string(), Some(exec_id.to_string()));
+        if self.procs().contains_key(&key) {
+            bail!("exec {exec_id:?} already exists in container {id:?}");
+        }
+        let file = self
+            .cfg
+            .work
+            .join("exec")
+            .join(format!("{id}-{exec_id}.json"));
+        std::fs::write(&file, serde_json::to_vec(&process)?)?;
+        let pid_file = self
+            .cfg
+            .work
+            .join("exec")
+            .join(format!("{id}-{exec_id}.pid"));
+        let tty = process["terminal"].as_bool().unwrap_or(false);
+        let (child, console, ours) = self.stdio_for(tty, &format!("{id}-{exec_id}"))?;
+        let file_s = file.to_string_lossy().to_string();
+        let pid_s = pid_file.to_string_lossy().to_string();
+        let console_s = console
+            .as_ref()
+            .map(|(p, _)| p.to_string_lossy().to_string());
+        let mut args = vec![
+            "exec",
+            "--process",
+            &file_s,
+            "--pid-file",
+            &pid_s,
+            "--detach",
+        ];
+        if let Some(c) = &console_s {
+            args.extend(["--console-socket", c]);
+        }
+        args.push(id);
+        let since = Instant::now();
+        self.runtime(&args, child)?;
+        let (tty, tty_ctl) = Self::receive_console(console)?;
+        let pid: i32 = std::fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .context("the runtime's pid file")?;
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&pid_file);
+        let [stdin, stdout, stderr] = ours;
+        self.procs().insert(
+            key,
+            Proc {
+                pid,
+                since,
+                stdin,
+                stdout,
+                stderr,
+                tty,
+                tty_ctl,
+            },
+        );
+        Ok(Response::Created { pid })
+    }
+
+    fn lookup(&self, key: &Key) -> Result<(i32, Instant)> {
+        self.procs()
+            .get(key)
+            .map(|p| (p.pid, p.since))
+            .ok_or_else(|| match &key.1 {
+                None => anyhow::anyhow!("container {:?} does not exist in the guest", key.0),
+                Some(e) => anyhow::anyhow!("exec {e:?} does not exist in container {:?}", key.0),
+            })
+    }
+
+    fn signal(&self, key: Key, signal: i32, all: bool) -> Result<Response> {
+        let sig = nix::sys::signal::Signal::try_from(signal).context("signal number")?;
+        if all && key.1.is_none() {
+            self.runtime(&["kill", "--all", &key.0, &signal.to_string()], None)?;
+            return Ok(Response::Ok);
+        }
+        let (pid, since) = self.lookup(&key)?;
+        if self.reaper.exited(pid, since).is_some() {
+            bail!("container not running");
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .with_context(|| format!("signalling pid {pid}"))?;
+        Ok(Response::Ok)
+    }
+
+    fn wait(&self, key: &Key) -> Result<Response> {
+        let (pid, since) = self.lookup(key)?;
+        match self.reaper.wait(pid, since, None) {
+            Some(status) => Ok(Response::Exited { status }),
+            None => bail!("lost track of pid {pid}"),
+        }
+    }
+
+    fn resize(&self, key: &Key, rows: u16, cols: u16) -> Result<Response> {
+        let procs = self.procs();
+        let fd = procs
+            .get(key)
+            .and_then(|p| p.tty_ctl.as_ref())
+            .context("the process has no terminal")?;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from a live local.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("resizing the terminal");
+        }
+        Ok(Response::Ok)
+    }
+
+    fn stats(&self, id: &str) -> Result<Response> {
+        let out = self.runtime(&["events", "--stats", id], None)?;
+        let event: serde_json::Value =
+            serde_json::from_slice(&out).context("stats from the runtime")?;
+        Ok(Response::Stats {
+            stats: event["data"].clone(),
+        })
+    }
+
+    fn update(&self, id: &str, resources: serde_json::Value) -> Result<Response> {
+        let file = self.cfg.work.join("exec").join(format!("{id}-update.json"));
+        std::fs::write(&file, serde_json::to_vec(&resources)?)?;
+        let file_s = file.to_string_lossy().to_string();
+        let result = self.runtime(&["update", "--resources", &file_s, id], None);
+        let _ = std::fs::remove_file(&file);
+        result.map(|_| Response::Ok)
+    }
+
+    fn attach(&self, mut conn: UnixStream, key: Key, stream: Stream) {
+        let fd = {
+            let mut procs = self.procs();
+            procs.get_mut(&key).and_then(|p| match stream {
+                Stream::Stdin => p.stdin.take(),
+                Stream::Stdout => p.stdout.take(),
+                Stream::Stderr => p.stderr.take(),
+                Stream::Tty => p.tty.take(),
+            })
+        };
+        let Some(fd) = fd else {
+            let _ = write_frame(
+                &mut conn,
+                &error(format!(
+                    "no {stream:?} stream to attach for {key:?} (unknown, or attached already)"
+                )),
+            );
+            return;
+        };
+        if write_frame(&mut conn, &Response::Ok).is_err() {
+            return;
+        }
+        let file = File::from(fd);
+        match stream {
+            Stream::Stdout | Stream::Stderr => {
+                copy_until_eof(file, &mut conn);
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Stdin => {
+                let mut file = file;
+                let _ = std::io::copy(&mut conn, &mut file);
+            }
+            Stream::Tty => {
+                let (Ok(reader), Ok(mut to_host)) = (file.try_clone(), conn.try_clone()) else {
+                    return;
+                };
+                let out = std::thread::spawn(move || {
+                    copy_until_eof(reader, &mut to_host);
+                    let _ = to_host.shutdown(std::net::Shutdown::Write);
+                });
+                let mut master = file;
+                let _ = std::io::copy(&mut conn, &mut master);
+                let _ = out.join();
+            }
+        }
+    }
+
+    fn shutdown(&self) -> ! {
+        if self.cfg.pid1 {
+            power_off();
+        }
+        std::process::exit(0);
+    }
+}
+
+/// Copies until end of file; a pty master reports the end of its last writer as EIO.
+fn copy_until_eof(mut from: File, to: &mut UnixStream) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn strata_linux_recv_fd(conn: &UnixStream) -> Result<OwnedFd> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(strata_linux::tty::recv_fd(conn.as_raw_fd())?)
+}
+
+/// Points the spec at the guest's view: the shared rootfs, the copied bind sources, and a
+/// cgroup path of the guest's own.
+pub fn rewrite_spec(spec: &mut serde_json::Value, rootfs: &Path, files: &Path) {
+    spec["root"]["path"] = serde_json::Value::String(rootfs.to_string_lossy().to_string());
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for m in mounts {
+            if let Some(name) = m["source"]
+                .as_str()
+                .and_then(|s| s.strip_prefix(FILE_PREFIX))
+            {
+                m["source"] =
+                    serde_json::Value::String(files.join(name).to_string_lossy().to_string());
+            }
+        }
+    }
+}
+
+/// Mounts what a container host needs, and the rootfs the host shares over virtio-fs.
+pub fn setup_guest(cfg: &Config) -> Result<()> {
+    let none: Option<&str> = None;
+    let m =
+        |src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>| -> Result<()> {
+            std::fs::create_dir_all(target)?;
+            mount(Some(src), target, Some(fstype), flags, data)
+                .with_context(|| format!("mounting {fstype} on {target}"))
+        };
+    let hard = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    m("proc", "/proc", "proc", hard, none)?;
+    m("sysfs", "/sys", "sysfs", hard, none)?;
+    m(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    m(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0620,ptmxmode=0666"),
+    )?;
+    m(
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    m(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    m(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    m("cgroup2", "/sys/fs/cgroup", "cgroup2", hard, none)?;
+    // Controllers for the containers' cgroups; those the kernel lacks are simply absent.
+    for c in ["cpu", "cpuset", "memory", "pids", "io"] {
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", format!("+{c}"));
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let tag = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("strata.rootfs="))
+        .context("no strata.rootfs=<tag> on the kernel command line")?;
+    std::fs::create_dir_all(&cfg.rootfs)?;
+    mount(
+        Some(tag),
+        &cfg.rootfs,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        none,
+    )
+    .with_context(|| format!("mounting the virtio-fs rootfs {tag:?}"))?;
+    Ok(())
+}
+
+/// Ends the guest: the VMM (or QEMU with -no-reboot) exits when the guest resets.
+pub fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; reboot does not return on success.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    std::process::exit(1);
+}

@@ -1,0 +1,82 @@
+//! The command-line entry point, shared by the `strata` binary and the guest agent's
+//! multi-call binary.
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::commands::{self, Globals};
+use crate::{backend, cgroup_cmds, logging};
+
+/// The `strata` command line: parses the process's arguments, runs the subcommand and exits
+/// with its code. The static guest agent calls this when invoked as `strata` (multi-call).
+pub fn main_entry() -> ! {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, as every other error: clap's first line names what was wrong; the
+            // usage text after it is what --help is for.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("strata: {msg} (see strata --help)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("strata: cannot open --log file: {e}");
+    }
+    // args_os: an argument that is not UTF-8 (a bundle path, say) must not panic here.
+    let config_explicit = std::env::args_os().any(|a| {
+        let a = a.as_encoded_bytes();
+        a == b"--config" || a.starts_with(b"--config=")
+    });
+    let g = Globals::from_cli(&cli, config_explicit);
+    let result = match &cli.command {
+        Command::Create(a) => commands::create(&g, &a.id, &a.common),
+        Command::Start { id } => commands::start(&g, id),
+        Command::State { id } => commands::state(&g, id),
+        Command::Kill { id, signal, all } => commands::kill(&g, id, signal.as_deref(), *all),
+        Command::Delete { id, force } => commands::delete(&g, id, *force),
+        Command::Run(a) => commands::run(&g, &a.id, &a.common, a.detach, a.keep),
+        Command::Exec(a) => commands::exec(&g, a),
+        Command::List { format, quiet } => commands::list(&g, *format, *quiet),
+        Command::Pause { id } => cgroup_cmds::pause(&g, id, true),
+        Command::Resume { id } => cgroup_cmds::pause(&g, id, false),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => cgroup_cmds::ps(&g, id, *format, ps_args),
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => cgroup_cmds::events(&g, id, *stats, interval),
+        Command::Update(a) => cgroup_cmds::update(&g, a),
+        Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
+        Command::Features => commands::features(),
+        Command::Check => backend::NodeConfig::load(g.config, g.config_explicit)
+            .and_then(|n| crate::check::run(&n)),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: the context chain joined by ": ".
+            let msg = format!("{e:#}").replace('\n', " ");
+            if cli.log.is_some() {
+                tracing::error!("{msg}");
+            }
+            eprintln!("strata: {msg}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The host ↔ guest agent protocol: length-prefixed JSON frames (a big-endian u32 length, then a
+//! JSON object `{"version": N, "body": ...}`), one request and one response at a time per
+//! connection.
+//!
+//! Connections: the agent connects once to the host's [`READY_PORT`] when it is up and says
+//! [`Response::Ok`]; the host then connects to the agent's [`AGENT_PORT`] for every control
+//! conversation, and once per stdio stream ([`Request::Attach`]), after which that connection
+//! carries raw bytes only, so output is never interleaved with or blocked by control traffic.
+
+use std::io::{Read, Write};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Bumped on any incompatible change; both sides refuse frames of another version.
+pub const VERSION: u32 = 1;
+/// The agent listens here (vsock port, or the name of the loopback socket).
+pub const AGENT_PORT: u32 = 1024;
+/// The host listens here for the agent's "I am up".
+pub const READY_PORT: u32 = 1025;
+/// Largest frame accepted: a spec with its small files fits many times over.
+pub const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// Both directions of a terminal.
+    Tty,
+}
+
+/// A small host file a bind mount of the bundle refers to, carried into the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestFile {
+    /// Where the agent writes it (a path under its files directory).
+    pub name: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Create the container from `spec` (config.json rewritten for the guest: the agent sets
+    /// `root.path` to the shared rootfs, and bind sources named in `files` to its copies).
+    Create {
+        id: String,
+        spec: serde_json::Value,
+        files: Vec<GuestFile>,
+    },
+    Start {
+        id: String,
+    },
+    /// Run `process` (an OCI process object) in the container.
+    Exec {
+        id: String,
+        exec_id: String,
+        process: serde_json::Value,
+    },
+    Signal {
+        id: String,
+        exec_id: Option<String>,
+        signal: i32,
+        all: bool,
+    },
+    /// Replies when the process has exited (no timeout).
+    Wait {
+        id: String,
+        exec_id: Option<String>,
+    },
+    ResizeTty {
+        id: String,
+        exec_id: Option<String>,
+        rows: u16,
+        cols: u16,
+    },
+    /// The container's cgroup statistics inside the guest.
+    Stats {
+        id: String,
+    },
+    /// New resource limits (an OCI `linux.resources` object), applied inside the guest.
+    Update {
+        id: String,
+        resources: serde_json::Value,
+    },
+    /// Turns this connection into the raw byte stream of one stdio stream.
+    Attach {
+        id: String,
+        exec_id: Option<String>,
+        stream: Stream,
+    },
+    /// Stop everything and power the guest off.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    /// The container's (or exec's) PID inside the guest.
+    Created {
+        pid: i32,
+    },
+    /// Exit status: the code, or 128+N for a signal.
+    Exited {
+        status: i32,
+    },
+    Stats {
+        stats: serde_json::Value,
+    },
+    /// The request failed; `message` is shown to the user as is.
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Frame<T> {
+    version: u32,
+    body: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("protocol version {got}, expected {VERSION}: the agent and strata do not match")]
+    Version { got: u32 },
+}
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, body: &T) -> Result<(), FrameError> {
+    let json = serde_json::to_vec(&Frame {
+        version: VERSION,
+        body,
+    })
+    .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if json.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(json.len()));
+    }
+    let mut buf = Vec::with_capacity(4 + json.len());
+    buf.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&json);
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    // The version is checked before the body so that a newer peer gets a clear error rather
+    // than a parse failure on a field it added.
+    let frame: Frame<serde_json::Value> =
+        serde_json::from_slice(&buf).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if frame.version != VERSION {
+        return Err(FrameError::Version { got: frame.version });
+    }
+    serde_json::from_value(frame.body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let reqs = vec![
+            Request::Create {
+                id: "c1".into(),
+                spec: serde_json::json!({"ociVersion": "1.2.0"}),
+                files: vec![GuestFile {
+                    name: "0".into(),
+                    mode: 0o644,
+                    content: b"127.0.0.1 localhost\n".to_vec(),
+                }],
+            },
+            Request::Signal {
+                id: "c1".into(),
+                exec_id: Some("e1".into()),
+                signal: 9,
+                all: false,
+            },
+            Request::Attach {
+                id: "c1".into(),
+                exec_id: None,
+                stream: Stream::Tty,
+            },
+            Request::Shutdown,
+        ];
+        let mut buf = Vec::new();
+        for r in &reqs {
+            write_frame(&mut buf, r).unwrap();
+        }
+        let mut cursor = std::io::Cursor::new(buf);
+        for r in &reqs {
+            let got: Request = read_frame(&mut cursor).unwrap();
+            assert_eq!(&got, r);
+        }
+        assert!(matches!(
+            read_frame::<_, Request>(&mut cursor),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_reason() {
+        let frame = |json: &str| {
+            let mut b = (json.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(json.as_bytes());
+            std::io::Cursor::new(b)
+        };
+        let err =
+            read_frame::<_, Request>(&mut frame(r#"{"version":2,"body":{"type":"shutdown"}}"#))
+                .unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        let err = read_frame::<_, Request>(&mut frame(r#"{"version":1,"body":{"type":"reboot"}}"#))
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+        let err = read_frame::<_, Request>(&mut frame("not json")).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+        let mut huge = std::io::Cursor::new(((MAX_FRAME + 1) as u32).to_be_bytes().to_vec());
+        assert!(matches!(
+            read_frame::<_, Request>(&mut huge),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+}
