@@ -22,8 +22,7 @@ use crate::{Config, Endpoint};
 
 /// How long one runtime command (create, start, exec, ...) may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bind sources the host sent as files carry this prefix in the spec.
-pub const FILE_PREFIX: &str = "@strata-file/";
+use strata::vm::plan::FILE_PREFIX;
 
 type Key = (String, Option<String>);
 
@@ -246,6 +245,9 @@ impl Agent {
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new(&self.cfg.runtime);
         cmd.arg("--root").arg(self.cfg.work.join("state"));
+        // Inside the guest the container runs natively, whatever its annotations asked of the
+        // host (dev.strata.backend=vm would otherwise recurse).
+        cmd.arg("--backend").arg("native");
         cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
         cmd.args(args);
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -488,7 +490,9 @@ impl Agent {
     }
 
     fn signal(&self, key: Key, signal: i32, all: bool) -> Result<Response> {
-        let sig = nix::sys::signal::Signal::try_from(signal).context("signal number")?;
+        if signal != 0 {
+            nix::sys::signal::Signal::try_from(signal).context("signal number")?;
+        }
         if all && key.1.is_none() {
             self.runtime(&["kill", "--all", &key.0, &signal.to_string()], None)?;
             return Ok(Response::Ok);
@@ -497,8 +501,12 @@ impl Agent {
         if self.reaper.exited(pid, since).is_some() {
             bail!("container not running");
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
-            .with_context(|| format!("signalling pid {pid}"))?;
+        // Signal 0 only asks whether the process exists, as kill(2) does.
+        // SAFETY: kill takes plain integers.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("signalling pid {pid}"));
+        }
         Ok(Response::Ok)
     }
 
@@ -575,10 +583,7 @@ impl Agent {
                 copy_until_eof(file, &mut conn);
                 let _ = conn.shutdown(std::net::Shutdown::Write);
             }
-            Stream::Stdin => {
-                let mut file = file;
-                let _ = std::io::copy(&mut conn, &mut file);
-            }
+            Stream::Stdin => copy_to_file(&mut conn, file),
             Stream::Tty => {
                 let (Ok(reader), Ok(mut to_host)) = (file.try_clone(), conn.try_clone()) else {
                     return;
@@ -587,8 +592,7 @@ impl Agent {
                     copy_until_eof(reader, &mut to_host);
                     let _ = to_host.shutdown(std::net::Shutdown::Write);
                 });
-                let mut master = file;
-                let _ = std::io::copy(&mut conn, &mut master);
+                copy_to_file(&mut conn, file);
                 let _ = out.join();
             }
         }
@@ -604,6 +608,26 @@ impl Agent {
 
 /// Copies until end of file; a pty master reports the end of its last writer as EIO.
 fn copy_until_eof(mut from: File, to: &mut UnixStream) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Copies until the host closes its side, with plain reads and writes. Not std::io::copy:
+/// for a socket into a pipe it uses splice(2), which sleeps in the socket read while holding the
+/// pipe's lock, so the container could not even exit (its pipe release waits for that lock, in
+/// D state) until the host sent more input.
+fn copy_to_file(from: &mut UnixStream, mut to: File) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf) {

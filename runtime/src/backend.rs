@@ -66,6 +66,11 @@ pub struct NodeConfig {
 pub struct VmConfig {
     /// The guest kernel (an uncompressed ELF vmlinux).
     pub kernel: Option<PathBuf>,
+    /// The static guest agent (absent: `~/.cache/strata/guest/strata-agent`, where
+    /// guest-agent/build puts it).
+    pub agent: Option<PathBuf>,
+    /// Hypervisor driver: auto (ours where KVM boots Linux, else QEMU), strata or qemu.
+    pub driver: Option<String>,
     pub memory_mib: Option<u32>,
     pub vcpus: Option<u8>,
 }
@@ -116,6 +121,7 @@ impl NodeConfig {
         // ones mean the same thing every time.
         let fixed = [
             ("vm.kernel", &self.vm.kernel),
+            ("vm.agent", &self.vm.agent),
             ("sandbox.policy", &self.sandbox.policy),
         ];
         let named = self
@@ -130,6 +136,11 @@ impl NodeConfig {
         for (key, p) in all {
             if !p.is_absolute() {
                 bail!("{key} must be an absolute path, not {}", p.display());
+            }
+        }
+        if let Some(d) = &self.vm.driver {
+            if !matches!(d.as_str(), "auto" | "strata" | "qemu") {
+                bail!("vm.driver: unknown driver {d:?} (expected auto, strata or qemu)");
             }
         }
         if self.vm.memory_mib == Some(0) {
@@ -249,10 +260,7 @@ pub fn backend(kind: Kind) -> Result<Box<dyn Backend>> {
     match kind {
         Kind::Native => Ok(Box::new(Native)),
         Kind::Sandbox => Ok(Box::new(crate::sandbox::Sandbox)),
-        Kind::Vm => bail!(
-            "the {} backend is not available in this build of strata yet; use native or sandbox",
-            kind.name()
-        ),
+        Kind::Vm => Ok(Box::new(crate::vm::Vm)),
     }
 }
 

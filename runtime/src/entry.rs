@@ -10,6 +10,10 @@ use crate::{backend, cgroup_cmds, logging};
 /// The `strata` command line: parses the process's arguments, runs the subcommand and exits
 /// with its code. The static guest agent calls this when invoked as `strata` (multi-call).
 pub fn main_entry() -> ! {
+    // A closed pipe on stdout (`strata events | head`) ends us quietly, as it does any Unix
+    // tool, instead of a panic in println.
+    // SAFETY: setting a signal's disposition to the default has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

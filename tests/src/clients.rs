@@ -54,16 +54,21 @@ pub struct LoggedRuntime {
 
 impl LoggedRuntime {
     pub fn new(name: &str) -> LoggedRuntime {
-        LoggedRuntime::build(name, false)
+        LoggedRuntime::build(name, false, None)
+    }
+
+    /// Every call also gets `--config <node config>` (the vm backend finds its kernel there).
+    pub fn with_config(name: &str, config: &Path) -> LoggedRuntime {
+        LoggedRuntime::build(name, false, Some(config))
     }
 
     /// For clients that call the runtime without `--root` (podman as root does): the wrapper
     /// adds a private one, so the test's containers stay out of the host's /run/strata.
     pub fn with_private_root(name: &str) -> LoggedRuntime {
-        LoggedRuntime::build(name, true)
+        LoggedRuntime::build(name, true, None)
     }
 
-    fn build(name: &str, private_root: bool) -> LoggedRuntime {
+    fn build(name: &str, private_root: bool, config: Option<&Path>) -> LoggedRuntime {
         let dir = TempDir::new(&format!("{name}-runtime"));
         let path = dir.path().join("strata");
         let log = dir.path().join("invocations.log");
@@ -74,6 +79,10 @@ impl LoggedRuntime {
             )
         } else {
             String::new()
+        };
+        let root_args = match config {
+            Some(c) => format!("{root_args}extra+=(--config '{}')\n", c.display()),
+            None => root_args,
         };
         // exec -a keeps the name the client called, so links named strata-sandbox or
         // strata-vm pick their backend as the installed links do.

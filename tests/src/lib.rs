@@ -60,6 +60,73 @@ pub fn agent_bin() -> PathBuf {
     target.join("debug").join("strata-agent")
 }
 
+/// A node config for the vm backend: the guest kernel from kernel-config/build and the static
+/// agent from guest-agent/build (both cached; CI builds them before the tests), written into
+/// `dir`. None (said loudly) where this machine cannot build them, unless STRATA_REQUIRE_KVM=1
+/// (CI), where that is a failure.
+pub fn vm_node_config(dir: &Path) -> Option<PathBuf> {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let required = std::env::var("STRATA_REQUIRE_KVM").as_deref() == Ok("1");
+    let skip = |why: &str| {
+        if required {
+            panic!("STRATA_REQUIRE_KVM=1 but {why}");
+        }
+        eprintln!("\n*** SKIPPED: {why}; the vm backend tests did not run ***\n");
+        None
+    };
+    for tool in ["qemu-system-x86_64"] {
+        if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(tool).is_file())
+        {
+            return skip(&format!(
+                "{tool} is not installed (scripts/install-deps --vm)"
+            ));
+        }
+    }
+    let built = |script: &str| -> Result<PathBuf, String> {
+        let out = Command::new("bash")
+            .arg(ws.join(script))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let kernel = match built("kernel-config/build") {
+        Ok(k) => k,
+        Err(e) => {
+            return skip(&format!(
+                "the guest kernel cannot be built here: {}",
+                e.trim()
+            ))
+        }
+    };
+    let agent = match built("guest-agent/build") {
+        Ok(a) => a,
+        Err(e) => {
+            return skip(&format!(
+                "the guest agent cannot be built here: {}",
+                e.trim()
+            ))
+        }
+    };
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[vm]\nkernel = \"{}\"\nagent = \"{}\"\n",
+            kernel.display(),
+            agent.display()
+        ),
+    )
+    .unwrap();
+    Some(path)
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

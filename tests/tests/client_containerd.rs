@@ -205,3 +205,47 @@ fn ctr_task_exec_ps_kill_delete() {
     }
     c.runtime.report("ctr task exec/ps/pause/kill/delete");
 }
+
+#[test]
+fn ctr_run_on_the_vm_backend_by_annotation() {
+    let Some(mut c) = Ctr::start() else { return };
+    let cfg_dir = strata_integration::TempDir::new("ctr-vm");
+    let Some(config) = strata_integration::vm_node_config(cfg_dir.path()) else {
+        return;
+    };
+    c.runtime = LoggedRuntime::with_config("ctr-vm", &config);
+    let id = unique("crvm");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--annotation".into(),
+        "dev.strata.backend=vm".into(),
+    ];
+    args.extend(c.run_args(&id));
+    args.extend(
+        [IMAGE, &id, "sh", "-c", "uname -r; exit 5"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.run(&argv);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{out:?}\n{}",
+        c.containerd.log_text()
+    );
+    let release = stdout(&out).trim().to_string();
+    let host = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        release.starts_with("6.1.") && release != host,
+        "ran in the guest kernel: {release:?}"
+    );
+    c.runtime.assert_used("create");
+    c.runtime.assert_used("delete");
+    c.runtime.report("ctr run (vm)");
+}

@@ -144,6 +144,20 @@ fn lifecycle_with_stdio_streams_and_exit_code() {
 }
 
 #[test]
+fn a_process_exits_while_its_stdin_is_still_open() {
+    require_root!();
+    let bundle = Bundle::new(&["true"]);
+    let mut agent = Agent::start(&bundle);
+    agent.create("c6", &spec_for(&bundle, &["sh", "-c", "echo bye; exit 2"]));
+    // The host never closes stdin (a shim's FIFO): the process must still be able to end.
+    let _stdin = agent.attach("c6", None, Stream::Stdin);
+    let stdout = agent.attach("c6", None, Stream::Stdout);
+    assert_eq!(agent.call(Request::Start { id: "c6".into() }), Response::Ok);
+    assert_eq!(read_all(stdout), "bye\n");
+    assert_eq!(agent.wait("c6", None), 2);
+}
+
+#[test]
 fn exec_signal_and_kill() {
     require_root!();
     let bundle = Bundle::new(&["true"]);

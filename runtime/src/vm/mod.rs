@@ -1,4 +1,284 @@
-//! The vm backend: each container in a microVM of its own, with the guest agent running it.
+//! The vm backend: each container in a microVM of its own, run inside by the guest agent.
+//!
+//! `create` plans the guest (refusing what a VM cannot honour), builds or reuses the initramfs,
+//! creates the container's host cgroup and forks the monitor ([`monitor`]), which launches the
+//! VM through a [`driver`] and reports once the container exists in the guest. The monitor is
+//! the container's PID; `start` goes through the same start socket as on native; `kill`,
+//! `update` and `stats` go to the agent; `pause`, `resume`, `ps` and OOM events act on the host
+//! cgroup that holds the VM; `delete` kills everything in that cgroup and removes the VM's
+//! run directory.
 
 pub mod client;
+pub mod driver;
+pub mod initramfs;
+pub mod monitor;
+pub mod plan;
 pub mod protocol;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+use strata_linux::cgroups::stats::Stats;
+use strata_linux::cgroups::{hierarchies, resolve_path, CgroupSet};
+
+use crate::backend::{Backend, CreateRequest, Created, ExecRequest};
+use crate::native::Native;
+use crate::state::{ContainerDir, Record};
+use client::AgentAddr;
+use protocol::{Request, Response};
+
+/// Written in the container's state dir: what `state` shows and `delete` removes.
+pub const VM_FILE: &str = "vm.json";
+/// Annotation in `state` naming the hypervisor driver.
+pub const DRIVER_ANNOTATION: &str = "dev.strata.vm.driver";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub driver: String,
+    pub run_dir: PathBuf,
+    pub memory_mib: u32,
+    pub vcpus: u8,
+}
+
+impl VmInfo {
+    pub fn read(state_dir: &Path) -> Option<VmInfo> {
+        let text = std::fs::read_to_string(state_dir.join(VM_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// A short per-container directory for the VM's sockets (Unix socket paths are limited to 108
+/// bytes, and container state dirs can be long).
+pub fn run_dir_for(state_dir: &Path) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_dir.hash(&mut h);
+    PathBuf::from("/run/strata-vm").join(format!("{:016x}", h.finish()))
+}
+
+fn agent_of(rec: &Record) -> AgentAddr {
+    let run_dir = VmInfo::read(&rec.state_dir)
+        .map(|i| i.run_dir)
+        .unwrap_or_else(|| run_dir_for(&rec.state_dir));
+    AgentAddr::Vsock {
+        uds: run_dir.join(driver::VSOCK_SOCKET),
+    }
+}
+
+pub struct Vm;
+
+impl Vm {
+    fn kernel(req: &CreateRequest) -> Result<PathBuf> {
+        let kernel = req.node.vm.kernel.clone().context(
+            "vm backend: no guest kernel: build one with kernel-config/build and set [vm] kernel \
+             in the node config",
+        )?;
+        if !kernel.is_file() {
+            bail!(
+                "vm backend: the guest kernel {} does not exist",
+                kernel.display()
+            );
+        }
+        Ok(kernel)
+    }
+}
+
+impl Backend for Vm {
+    fn create(&self, req: &CreateRequest) -> Result<Created> {
+        let plan = plan::plan(req.spec, req.bundle, req.node)?;
+        let kernel = Self::kernel(req)?;
+        let cache = crate::check::cache_dir();
+        let agent = req
+            .node
+            .vm
+            .agent
+            .clone()
+            .unwrap_or_else(|| cache.join("guest").join("strata-agent"));
+        let initrd = initramfs::cached(&agent, &cache)?;
+        let driver = driver::choose(req.node.vm.driver.as_deref())?;
+        let run_dir = run_dir_for(req.state_dir);
+        // A create killed earlier may have left the directory of this very container.
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let info = VmInfo {
+            driver: driver.name().to_string(),
+            run_dir: run_dir.clone(),
+            memory_mib: plan.memory_mib,
+            vcpus: plan.vcpus,
+        };
+        std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?)?;
+        let cleanup = |cgroups: Option<&CgroupSet>| {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            if let Some(c) = cgroups {
+                c.remove();
+            }
+        };
+        let cgroups_path = req
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone());
+        let cgroups = match resolve_path(cgroups_path.as_deref(), req.id)
+            .and_then(|p| CgroupSet::create(&p, &hierarchies()?))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup(None);
+                return Err(e).context("vm backend: the container's host cgroup");
+            }
+        };
+        (req.on_cgroups)(&cgroups);
+        let rootfs = plan.rootfs.clone();
+        let setup = monitor::MonitorSetup {
+            id: req.id.to_string(),
+            plan,
+            driver,
+            kernel,
+            initrd,
+            run_dir: run_dir.clone(),
+            start_listener: req.start_listener,
+            console: req.console,
+            cgroups: cgroups.clone(),
+        };
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // SAFETY: the runtime is single-threaded here; the child only runs the monitor and
+        // exits without returning into the caller's code.
+        match unsafe { fork() }.context("forking the VM monitor")? {
+            ForkResult::Child => {
+                drop(report_r);
+                for fd in &req.close_in_child {
+                    // SAFETY: closing inherited fds the child must not hold (the state lock).
+                    unsafe { libc::close(*fd) };
+                }
+                let code = monitor::monitor(setup, report_w);
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => {
+                drop(report_w);
+                drop(setup);
+                if let Err(e) = monitor::read_report(report_r) {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    cleanup(Some(&cgroups));
+                    return Err(e);
+                }
+                Ok(Created {
+                    pid: child.as_raw(),
+                    rootfs,
+                    cgroups,
+                })
+            }
+        }
+    }
+
+    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
+        Native.start(dir, rec)
+    }
+
+    fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
+        let req = Request::Signal {
+            id: rec.id.clone(),
+            exec_id: None,
+            signal: sig as i32,
+            all,
+        };
+        match agent_of(rec).call(&req, Some(client::REQUEST_TIMEOUT)) {
+            Ok(Response::Ok) => Ok(()),
+            Ok(Response::Error { message }) => bail!("{message}"),
+            Ok(other) => bail!("unexpected agent reply {other:?}"),
+            // No agent: the VM is gone, and with it the container.
+            Err(_) => bail!("container not running"),
+        }
+    }
+
+    fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
+        let process = serde_json::to_value(req.process)?;
+        let exec_id = format!(
+            "exec-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let setup = monitor::RelaySetup {
+            id: rec.id.clone(),
+            exec_id,
+            process,
+            addr: agent_of(rec),
+            console: req.console,
+            cgroups: rec.cgroups.clone(),
+            monitor_pid: rec.pid,
+        };
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // SAFETY: the runtime is single-threaded here; the child runs the relay and exits.
+        match unsafe { fork() }.context("forking the exec relay")? {
+            ForkResult::Child => {
+                drop(report_r);
+                std::process::exit(monitor::relay(setup, report_w));
+            }
+            ForkResult::Parent { child } => {
+                drop(report_w);
+                if let Err(e) = monitor::read_report(report_r) {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(e);
+                }
+                Ok(child.as_raw())
+            }
+        }
+    }
+
+    fn destroy(&self, rec: &Record) -> Result<()> {
+        // The monitor, the VM and its helpers, and exec relays are all in the host cgroup.
+        Native.destroy(rec)?;
+        let run_dir = VmInfo::read(&rec.state_dir)
+            .map(|i| i.run_dir)
+            .unwrap_or_else(|| run_dir_for(&rec.state_dir));
+        let _ = std::fs::remove_dir_all(run_dir);
+        Ok(())
+    }
+
+    fn pause(&self, rec: &Record) -> Result<()> {
+        Native.pause(rec)
+    }
+
+    fn resume(&self, rec: &Record) -> Result<()> {
+        Native.resume(rec)
+    }
+
+    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
+        agent_of(rec).call_ok(&Request::Update {
+            id: rec.id.clone(),
+            resources: serde_json::to_value(resources)?,
+        })
+    }
+
+    fn stats(&self, rec: &Record) -> Result<Stats> {
+        match agent_of(rec).call(
+            &Request::Stats { id: rec.id.clone() },
+            Some(client::REQUEST_TIMEOUT),
+        )? {
+            Response::Stats { stats } => {
+                serde_json::from_value(stats).context("stats from the guest agent")
+            }
+            Response::Error { message } => bail!("{message}"),
+            other => bail!("unexpected agent reply {other:?}"),
+        }
+    }
+
+    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
+        Native.pids(rec)
+    }
+
+    fn oom_kills(&self, rec: &Record) -> u64 {
+        Native.oom_kills(rec)
+    }
+
+    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>> {
+        Native.oom_notifier(rec)
+    }
+}

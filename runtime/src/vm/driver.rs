@@ -1,0 +1,281 @@
+//! Hypervisor drivers behind one small trait: strata's own VMM (the default where KVM has
+//! hardware virtualization) and QEMU `-M microvm` with vhost-user virtio-fs (`virtiofsd`) and
+//! vsock (`vhost-device-vsock`), which also runs under TCG where KVM cannot boot Linux. Both
+//! expose the guest's vsock as the same hybrid-vsock Unix socket, so the agent client is shared.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::check::{find_program, host_kvm_kind};
+
+/// The guest's vsock context ID (the host is 2).
+pub const GUEST_CID: u32 = 3;
+/// virtio-fs tag of the container rootfs; the agent reads it from `strata.rootfs=`.
+pub const ROOTFS_TAG: &str = "rootfs";
+/// The hybrid-vsock socket, relative to the VM's run directory.
+pub const VSOCK_SOCKET: &str = "v.sock";
+
+pub struct Launch<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub memory_mib: u32,
+    pub vcpus: u8,
+    pub rootfs: &'a Path,
+    /// Sockets and the console log live here (a short path: socket names are limited).
+    pub run_dir: &'a Path,
+}
+
+pub trait Hypervisor {
+    fn name(&self) -> &'static str;
+    /// Starts the VM (and its helper daemons); every child dies with the calling process.
+    fn launch(&self, l: &Launch) -> Result<Vec<Child>>;
+}
+
+/// Picks the driver: the node config's `vm.driver`, else ours where KVM boots Linux, else QEMU.
+pub fn choose(configured: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+    match configured.unwrap_or("auto") {
+        "strata" => Ok(Box::new(StrataVmm)),
+        "qemu" => Ok(Box::new(Qemu {
+            kvm: host_kvm_kind().boots_linux(),
+        })),
+        "auto" => {
+            if host_kvm_kind().boots_linux() {
+                Ok(Box::new(StrataVmm))
+            } else {
+                Ok(Box::new(Qemu { kvm: false }))
+            }
+        }
+        other => {
+            bail!("node config vm.driver: unknown driver {other:?} (expected auto, strata or qemu)")
+        }
+    }
+}
+
+fn program(name: &str) -> Result<PathBuf> {
+    // Next to this binary first (a build tree), then PATH and strata's tool cache.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)));
+    beside
+        .filter(|p| p.is_file())
+        .or_else(|| find_program(name))
+        .with_context(|| {
+            format!("vm backend: {name} not found (scripts/install-deps --vm installs it)")
+        })
+}
+
+/// Children of the VM die with the process that launched them (the container's monitor), and
+/// start with the signal mask and SIGPIPE disposition a fresh process has, not the monitor's.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs between fork and exec and only calls prctl, sigemptyset,
+    // sigprocmask and signal, which are async-signal-safe; the set is a local.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            Ok(())
+        })
+    }
+}
+
+/// The kernel command line both drivers share.
+fn guest_cmdline() -> String {
+    format!("strata.rootfs={ROOTFS_TAG} quiet")
+}
+
+pub struct StrataVmm;
+
+impl Hypervisor for StrataVmm {
+    fn name(&self) -> &'static str {
+        "strata"
+    }
+
+    fn launch(&self, l: &Launch) -> Result<Vec<Child>> {
+        if l.vcpus > 1 {
+            tracing::warn!(
+                "strata-vmm boots one vCPU; the guest gets 1 instead of {}",
+                l.vcpus
+            );
+        }
+        let mut cmd = Command::new(program("strata-vmm")?);
+        cmd.arg("--kernel").arg(l.kernel);
+        cmd.arg("--initrd").arg(l.initrd);
+        cmd.arg("--memory-mib").arg(l.memory_mib.to_string());
+        cmd.arg("--vsock").arg(format!(
+            "{GUEST_CID}:{}",
+            l.run_dir.join(VSOCK_SOCKET).display()
+        ));
+        cmd.arg("--fs")
+            .arg(format!("{ROOTFS_TAG}={}", l.rootfs.display()));
+        cmd.arg("--serial").arg(l.run_dir.join("console.log"));
+        cmd.arg("--cmdline").arg(guest_cmdline());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = die_with_parent(&mut cmd)
+            .spawn()
+            .context("starting strata-vmm")?;
+        Ok(vec![child])
+    }
+}
+
+pub struct Qemu {
+    /// Use KVM (it can boot Linux here) rather than TCG.
+    pub kvm: bool,
+}
+
+/// The host's TSC frequency in kHz. Under TCG the guest's TSC calibration against the PIT fails
+/// at random (and always under load) and the guest hangs; telling it the frequency avoids it.
+fn tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+fn wait_for_socket(path: &Path, daemon: &mut Child, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if let Some(status) = daemon.try_wait()? {
+            bail!("vm backend: {name} exited ({status}) before it was ready");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "vm backend: {name} did not create {} within 10 s",
+                path.display()
+            );
+        }
+        // The daemon offers no readiness signal but the socket itself; it appears within
+        // about a millisecond.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+impl Hypervisor for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn launch(&self, l: &Launch) -> Result<Vec<Child>> {
+        let mut children = Vec::new();
+        // virtiofsd serves the rootfs on a socket we bind ourselves (--fd), so it is ready the
+        // moment it exists.
+        let fs_sock = l.run_dir.join("fs.sock");
+        let listener = UnixListener::bind(&fs_sock).context("binding the virtio-fs socket")?;
+        let fs_fd: OwnedFd = listener.into();
+        let mut fs = Command::new(program("virtiofsd")?);
+        fs.arg(format!("--fd={}", 3))
+            .arg("--shared-dir")
+            .arg(l.rootfs)
+            .args(["--cache=auto", "--log-level=error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(
+                l.run_dir.join("virtiofsd.log"),
+            )?));
+        let raw = fs_fd.as_raw_fd();
+        // SAFETY: between fork and exec: dup2 and fcntl on fds this process owns, both
+        // async-signal-safe.
+        unsafe {
+            fs.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        children.push(
+            die_with_parent(&mut fs)
+                .spawn()
+                .context("starting virtiofsd")?,
+        );
+        drop(fs_fd);
+
+        let vhost_sock = l.run_dir.join("vsock-vhost.sock");
+        let mut vs = Command::new(program("vhost-device-vsock")?);
+        vs.arg("--vm").arg(format!(
+            "guest-cid={GUEST_CID},socket={},uds-path={}",
+            vhost_sock.display(),
+            l.run_dir.join(VSOCK_SOCKET).display()
+        ));
+        vs.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(
+                l.run_dir.join("vhost-device-vsock.log"),
+            )?));
+        let mut vsock = die_with_parent(&mut vs)
+            .spawn()
+            .context("starting vhost-device-vsock")?;
+        let ready = wait_for_socket(&vhost_sock, &mut vsock, "vhost-device-vsock");
+        children.push(vsock);
+        ready?;
+
+        let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 {}", guest_cmdline());
+        if !self.kvm {
+            if let Some(khz) = tsc_khz() {
+                cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+            }
+        }
+        let mem = format!("{}M", l.memory_mib);
+        let mut q = Command::new(program("qemu-system-x86_64")?);
+        // acpi=off: our guest kernel has no ACPI, and with it off QEMU lists the virtio-mmio devices
+        // on the kernel command line and writes an MP table for the vCPUs.
+        q.args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off,acpi=off,memory-backend=mem",
+        ]);
+        q.args(["-accel", if self.kvm { "kvm" } else { "tcg" }]);
+        if self.kvm {
+            q.args(["-cpu", "host"]);
+        }
+        q.args(["-m", &mem, "-smp", &l.vcpus.to_string()]);
+        // vhost-user devices need guest memory the daemons can map.
+        q.args([
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+        ]);
+        q.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        q.arg("-kernel").arg(l.kernel);
+        q.arg("-initrd").arg(l.initrd);
+        q.args(["-append", &cmdline]);
+        q.arg("-chardev")
+            .arg(format!("socket,id=fs0,path={}", fs_sock.display()));
+        q.args([
+            "-device",
+            &format!("vhost-user-fs-device,chardev=fs0,tag={ROOTFS_TAG}"),
+        ]);
+        q.arg("-chardev")
+            .arg(format!("socket,id=vs0,path={}", vhost_sock.display()));
+        q.args(["-device", "vhost-user-vsock-device,chardev=vs0"]);
+        q.arg("-serial")
+            .arg(format!("file:{}", l.run_dir.join("console.log").display()));
+        q.stdin(Stdio::null()).stdout(Stdio::null());
+        q.stderr(Stdio::from(std::fs::File::create(
+            l.run_dir.join("qemu.log"),
+        )?));
+        children.push(
+            die_with_parent(&mut q)
+                .spawn()
+                .context("starting qemu-system-x86_64")?,
+        );
+        Ok(children)
+    }
+}

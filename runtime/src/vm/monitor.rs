@@ -1,0 +1,506 @@
+//! The host processes of a vm container.
+//!
+//! The **monitor** is the container's PID for its caller (`--pid-file`, the shim, `state`): it
+//! starts the VM, waits for the agent, creates the container in the guest, relays the init's
+//! stdio (or terminal) between the runtime's inherited fds and the agent's streams, turns
+//! `strata start` into the agent's Start, forwards the signals it receives, and exits with the
+//! workload's status (128+N for a signal) after powering the guest off.
+//!
+//! The **exec relay** is the same for one `exec`: the exec's PID for the shim, exiting with the
+//! exec'd process's status.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use strata_linux::cgroups::CgroupSet;
+
+use super::client::{accept_ready, AgentAddr, REQUEST_TIMEOUT};
+use super::driver::{Hypervisor, Launch, VSOCK_SOCKET};
+use super::plan::GuestPlan;
+use super::protocol::{Request, Response, Stream, READY_PORT};
+
+/// How long a guest may take from launch to its agent's "ready" (TCG under load is slow).
+const BOOT_TIMEOUT_MS: u16 = 60_000;
+
+const FORWARDED: [Signal; 9] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+];
+
+fn forwarded_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+pub struct MonitorSetup {
+    pub id: String,
+    pub plan: GuestPlan,
+    pub driver: Box<dyn Hypervisor>,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub run_dir: PathBuf,
+    pub start_listener: RawFd,
+    /// A connection to the caller's console socket, when the process has a terminal.
+    pub console: Option<RawFd>,
+    pub cgroups: CgroupSet,
+}
+
+/// Where a process's stdio goes on the host: our own stdio fds, or a pty whose master went to
+/// the caller's console socket.
+enum HostIo {
+    Stdio,
+    Pty(OwnedFd),
+}
+
+impl HostIo {
+    fn new(console: Option<RawFd>) -> Result<HostIo> {
+        let Some(sock) = console else {
+            return Ok(HostIo::Stdio);
+        };
+        let pty = strata_linux::tty::open_pty(None)?;
+        strata_linux::tty::send_fd(sock, pty.name.as_bytes(), pty.master.as_raw_fd())?;
+        // The guest's pty does the terminal work; ours only carries bytes.
+        if let Ok(mut t) = nix::sys::termios::tcgetattr(pty.slave.as_fd()) {
+            nix::sys::termios::cfmakeraw(&mut t);
+            let _ = nix::sys::termios::tcsetattr(
+                pty.slave.as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &t,
+            );
+        }
+        Ok(HostIo::Pty(pty.slave))
+    }
+}
+
+fn dup_fd(fd: BorrowedFd) -> Result<File> {
+    Ok(File::from(fd.try_clone_to_owned()?))
+}
+
+fn copy(mut from: impl Read, mut to: impl Write) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Connects the process's streams; returns the output relays to wait for at the end.
+fn attach(
+    addr: &AgentAddr,
+    id: &str,
+    exec_id: Option<&str>,
+    io: &HostIo,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut outputs = Vec::new();
+    match io {
+        HostIo::Stdio => {
+            let stdin_conn = addr.attach(id, exec_id, Stream::Stdin)?;
+            let stdout_conn = addr.attach(id, exec_id, Stream::Stdout)?;
+            let stderr_conn = addr.attach(id, exec_id, Stream::Stderr)?;
+            // SAFETY: fd 0 is open for the life of the process (the runtime's stdin).
+            let stdin = dup_fd(unsafe { BorrowedFd::borrow_raw(0) })?;
+            std::thread::spawn(move || {
+                copy(stdin, &stdin_conn);
+                let _ = stdin_conn.shutdown(std::net::Shutdown::Write);
+            });
+            // SAFETY: fds 1 and 2 are open for the life of the process.
+            let (out, err) = unsafe { (BorrowedFd::borrow_raw(1), BorrowedFd::borrow_raw(2)) };
+            let (out, err) = (dup_fd(out)?, dup_fd(err)?);
+            outputs.push(std::thread::spawn(move || copy(stdout_conn, out)));
+            outputs.push(std::thread::spawn(move || copy(stderr_conn, err)));
+        }
+        HostIo::Pty(slave) => {
+            let conn = addr.attach(id, exec_id, Stream::Tty)?;
+            let to_guest = conn.try_clone()?;
+            let from_host = dup_fd(slave.as_fd())?;
+            std::thread::spawn(move || {
+                copy(from_host, &to_guest);
+                let _ = to_guest.shutdown(std::net::Shutdown::Write);
+            });
+            let to_host = dup_fd(slave.as_fd())?;
+            outputs.push(std::thread::spawn(move || copy(conn, to_host)));
+        }
+    }
+    Ok(outputs)
+}
+
+fn winsize(fd: RawFd) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into a live local.
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0)
+        .then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Waits for the guest process's exit status, or for `vm` (a pidfd of the process whose end
+/// means the guest is gone) to end first.
+fn wait_exit(addr: &AgentAddr, id: &str, exec_id: Option<&str>, vm: &OwnedFd) -> Result<i32> {
+    let (tx, rx) = mpsc::channel();
+    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (addr2, id2, exec2) = (addr.clone(), id.to_string(), exec_id.map(str::to_string));
+    std::thread::spawn(move || {
+        let r = addr2.call(
+            &Request::Wait {
+                id: id2,
+                exec_id: exec2,
+            },
+            None,
+        );
+        let _ = tx.send(r);
+        let _ = File::from(wake_w).write_all(b"x");
+    });
+    let mut fds = [
+        PollFd::new(wake_r.as_fd(), PollFlags::POLLIN),
+        PollFd::new(vm.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the guest process"),
+        }
+    }
+    match rx.try_recv() {
+        Ok(Ok(Response::Exited { status })) => Ok(status),
+        Ok(Ok(Response::Error { message })) => bail!("{message}"),
+        Ok(Ok(other)) => bail!("unexpected agent reply {other:?}"),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("the VM stopped before the process exited"),
+    }
+}
+
+fn join_all(outputs: Vec<JoinHandle<()>>, within: Duration) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for h in outputs {
+            let _ = h.join();
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(within);
+}
+
+/// A reader that went away (a closed FIFO of the shim) must cost that stream only, never the
+/// process that reports the workload's exit status.
+fn ignore_sigpipe() {
+    // SAFETY: ignoring a signal has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+fn block_forwarded() -> Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), None)
+        .context("blocking signals")
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Runs in the forked monitor process; returns its exit code. `report` gets "ok" once the
+/// container exists in the guest, or the error that prevented it.
+pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
+    ignore_sigpipe();
+    let mut report = File::from(report);
+    let mut children = Vec::new();
+    let prepared = prepare(&setup, &mut children);
+    let (addr, outputs, vm) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(report, "err {}", format!("{e:#}").replace('\n', " "));
+            for c in &mut children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return 1;
+        }
+    };
+    let _ = writeln!(report, "ok");
+    drop(report);
+    let id = setup.id.clone();
+    let status = match run_started(&setup, &addr, &vm) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata: vm container {id}: {e:#}");
+            255
+        }
+    };
+    join_all(outputs, Duration::from_secs(2));
+    let _ = addr.call(&Request::Shutdown, Some(Duration::from_secs(5)));
+    let mut fds = [PollFd::new(vm.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(5000u16));
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    status
+}
+
+type Prepared = (AgentAddr, Vec<JoinHandle<()>>, OwnedFd);
+
+fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> {
+    nix::unistd::setsid().context("setsid")?;
+    setup.cgroups.add(std::process::id() as i32)?;
+    block_forwarded()?;
+    let ready_path = setup.run_dir.join(format!("{VSOCK_SOCKET}_{READY_PORT}"));
+    let ready = UnixListener::bind(&ready_path).context("binding the agent's ready socket")?;
+    let launch = Launch {
+        kernel: &setup.kernel,
+        initrd: &setup.initrd,
+        memory_mib: setup.plan.memory_mib,
+        vcpus: setup.plan.vcpus,
+        rootfs: &setup.plan.rootfs,
+        run_dir: &setup.run_dir,
+    };
+    children.extend(setup.driver.launch(&launch)?);
+    let vm_pid = children
+        .last()
+        .map(|c| c.id() as i32)
+        .context("no VM process")?;
+    let vm = strata_linux::hooks::pidfd_open(vm_pid)?;
+    // Ready, or the VM's end, whichever comes first.
+    let mut fds = [
+        PollFd::new(ready.as_fd(), PollFlags::POLLIN),
+        PollFd::new(vm.as_fd(), PollFlags::POLLIN),
+    ];
+    let n = poll(&mut fds, PollTimeout::from(BOOT_TIMEOUT_MS)).context("waiting for the guest")?;
+    let vm_ended = fds[1].revents().is_some_and(|r| !r.is_empty());
+    if n == 0 {
+        bail!(
+            "the guest agent did not come up within {} s (console: {})",
+            BOOT_TIMEOUT_MS / 1000,
+            setup.run_dir.join("console.log").display()
+        );
+    }
+    if vm_ended {
+        let why = [
+            last_line(&setup.run_dir.join("qemu.log")),
+            last_line(&setup.run_dir.join("console.log")),
+        ]
+        .into_iter()
+        .find(|l| !l.is_empty())
+        .unwrap_or_else(|| "no output".into());
+        bail!("the VM exited while booting: {why}");
+    }
+    accept_ready(&ready)?;
+    let _ = std::fs::remove_file(&ready_path);
+    let addr = AgentAddr::Vsock {
+        uds: setup.run_dir.join(VSOCK_SOCKET),
+    };
+    let reply = addr.call(
+        &Request::Create {
+            id: setup.id.clone(),
+            spec: setup.plan.spec.clone(),
+            files: setup.plan.files.clone(),
+        },
+        Some(REQUEST_TIMEOUT),
+    )?;
+    match reply {
+        Response::Created { .. } => {}
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected agent reply {other:?}"),
+    }
+    let io = HostIo::new(setup.console)?;
+    let outputs = attach(&addr, &setup.id, None, &io)?;
+    let tty = match &io {
+        HostIo::Pty(slave) => {
+            let _ = strata_linux::tty::make_controlling_tty(slave);
+            Some(slave.as_raw_fd())
+        }
+        HostIo::Stdio => None,
+    };
+    spawn_forwarder(addr.clone(), setup.id.clone(), None, tty);
+    std::mem::forget(io);
+    Ok((addr, outputs, vm))
+}
+
+fn spawn_forwarder(addr: AgentAddr, id: String, exec_id: Option<String>, tty: Option<RawFd>) {
+    let resize = {
+        let (id, exec_id) = (id.clone(), exec_id.clone());
+        move |addr: &AgentAddr| {
+            if let Some((rows, cols)) = tty.and_then(winsize) {
+                let _ = addr.call_ok(&Request::ResizeTty {
+                    id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    rows,
+                    cols,
+                });
+            }
+        }
+    };
+    resize(&addr);
+    std::thread::spawn(move || {
+        let set = forwarded_set();
+        loop {
+            let Ok(sig) = set.wait() else { return };
+            if sig == Signal::SIGWINCH {
+                resize(&addr);
+                continue;
+            }
+            // A process that is gone cannot be signalled; there is nobody to tell.
+            let _ = addr.call_ok(&Request::Signal {
+                id: id.clone(),
+                exec_id: exec_id.clone(),
+                signal: sig as i32,
+                all: false,
+            });
+        }
+    });
+}
+
+/// After the container exists: `start`, then the workload's exit status.
+fn run_started(setup: &MonitorSetup, addr: &AgentAddr, vm: &OwnedFd) -> Result<i32> {
+    // SAFETY: the start listener was inherited from the creating runtime and is ours alone now.
+    let listener = unsafe { UnixListener::from_raw_fd(setup.start_listener) };
+    let mut fds = [
+        PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        PollFd::new(vm.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for start"),
+        }
+    }
+    if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+        bail!("the VM stopped before the container was started");
+    }
+    let (mut conn, _): (UnixStream, _) = listener.accept().context("accepting start")?;
+    let mut byte = [0u8; 1];
+    conn.read_exact(&mut byte).context("reading start")?;
+    if let Err(e) = addr.call_ok(&Request::Start {
+        id: setup.id.clone(),
+    }) {
+        let _ = conn.write_all(format!("{e:#}").as_bytes());
+        return Err(e);
+    }
+    drop(conn);
+    drop(listener);
+    wait_exit(addr, &setup.id, None, vm)
+}
+
+pub struct RelaySetup {
+    pub id: String,
+    pub exec_id: String,
+    pub process: serde_json::Value,
+    pub addr: AgentAddr,
+    pub console: Option<RawFd>,
+    pub cgroups: CgroupSet,
+    /// The container's monitor: its end is the VM's end.
+    pub monitor_pid: i32,
+}
+
+/// Runs in the forked exec relay; returns its exit code.
+pub fn relay(setup: RelaySetup, report: OwnedFd) -> i32 {
+    ignore_sigpipe();
+    let mut report = File::from(report);
+    let prepared = (|| -> Result<(Vec<JoinHandle<()>>, OwnedFd)> {
+        let _ = setup.cgroups.add(std::process::id() as i32);
+        block_forwarded()?;
+        let monitor = strata_linux::hooks::pidfd_open(setup.monitor_pid)
+            .context("the container's VM is gone")?;
+        let reply = setup.addr.call(
+            &Request::Exec {
+                id: setup.id.clone(),
+                exec_id: setup.exec_id.clone(),
+                process: setup.process.clone(),
+            },
+            Some(REQUEST_TIMEOUT),
+        )?;
+        match reply {
+            Response::Created { .. } => {}
+            Response::Error { message } => bail!("{message}"),
+            other => bail!("unexpected agent reply {other:?}"),
+        }
+        let io = HostIo::new(setup.console)?;
+        let outputs = attach(&setup.addr, &setup.id, Some(&setup.exec_id), &io)?;
+        let tty = match &io {
+            HostIo::Pty(slave) => {
+                let _ = nix::unistd::setsid();
+                let _ = strata_linux::tty::make_controlling_tty(slave);
+                Some(slave.as_raw_fd())
+            }
+            HostIo::Stdio => None,
+        };
+        spawn_forwarder(
+            setup.addr.clone(),
+            setup.id.clone(),
+            Some(setup.exec_id.clone()),
+            tty,
+        );
+        std::mem::forget(io);
+        Ok((outputs, monitor))
+    })();
+    let (outputs, monitor) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(report, "err {}", format!("{e:#}").replace('\n', " "));
+            return 1;
+        }
+    };
+    let _ = writeln!(report, "ok");
+    drop(report);
+    let status = match wait_exit(&setup.addr, &setup.id, Some(&setup.exec_id), &monitor) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata: exec in {}: {e:#}", setup.id);
+            255
+        }
+    };
+    join_all(outputs, Duration::from_secs(2));
+    status
+}
+
+/// Reads the child's report: Ok once it says "ok", its error otherwise.
+pub fn read_report(report: OwnedFd) -> Result<()> {
+    let mut text = String::new();
+    let _ = File::from(report).read_to_string(&mut text);
+    let line = text.lines().next().unwrap_or("");
+    if line == "ok" {
+        return Ok(());
+    }
+    match line.strip_prefix("err ") {
+        Some(msg) => bail!("{msg}"),
+        None => bail!("the vm process ended before it was ready"),
+    }
+}

@@ -1,0 +1,317 @@
+//! The vm backend for real: `strata --backend vm` boots the guest kernel with the agent in a VM
+//! (QEMU under TCG on hosts whose KVM cannot boot Linux, such as ours) and runs the busybox
+//! bundle in it — output, exit codes, exec, terminal, kill, delete with nothing left behind —
+//! and refuses what a VM cannot honour without leaving anything either.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use strata_integration::clients::on_pty;
+use strata_integration::*;
+
+struct VmRuntime {
+    rt: Runtime,
+    _dir: TempDir,
+    config: PathBuf,
+}
+
+fn vm_runtime() -> Option<VmRuntime> {
+    if !is_root() {
+        eprintln!("SKIPPED: the vm backend tests need root");
+        return None;
+    }
+    let dir = TempDir::new("vmcfg");
+    let config = vm_node_config(dir.path())?;
+    let rt = Runtime::with_global(&["--config", config.to_str().unwrap(), "--backend", "vm"]);
+    Some(VmRuntime {
+        rt,
+        _dir: dir,
+        config,
+    })
+}
+
+/// The short run directory of a container (sockets, console log) — see strata::vm.
+fn run_dir(rt: &Runtime, id: &str) -> PathBuf {
+    strata::vm::run_dir_for(&rt.root.path().join(id))
+}
+
+fn host_release() -> String {
+    nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Nothing of container `id` remains: state, VM run directory, VM processes, cgroup.
+fn assert_nothing_left(rt: &Runtime, id: &str, run: &Path) {
+    assert!(!rt.root.path().join(id).exists(), "state dir of {id} left");
+    assert!(!run.exists(), "VM run dir {} left", run.display());
+    assert_eq!(cgroup_left(id), None, "cgroup of {id} left");
+    let mentioning: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(run.to_str().unwrap()))
+        .collect();
+    assert!(mentioning.is_empty(), "VM processes left: {mentioning:?}");
+}
+
+#[test]
+fn run_shows_guest_kernel_output_and_exit_code() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sh", "-c", "uname -r; echo to-stderr >&2; exit 7"]);
+    let id = container(&mut b, "vmrun");
+    let run = run_dir(&v.rt, &id);
+    let out = v.rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let release = stdout(&out).trim().to_string();
+    assert!(
+        release.starts_with("6.1."),
+        "guest kernel release: {release:?}"
+    );
+    assert_ne!(
+        release,
+        host_release(),
+        "uname -r shows the host kernel, not the guest's"
+    );
+    assert_eq!(stderr(&out).trim(), "to-stderr");
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+#[test]
+fn detached_lifecycle_exec_kill_delete() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "vmlife");
+    let run = run_dir(&v.rt, &id);
+    let pid_file = b.path().join("init.pid");
+    v.rt.ok(&[
+        "create",
+        "-b",
+        b.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    let state = v.rt.state(&id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["annotations"]["dev.strata.backend"], "vm");
+    assert_eq!(
+        state["annotations"]["dev.strata.vm.driver"], "qemu",
+        "{state}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        state["pid"].as_i64(),
+        Some(pid as i64),
+        "--pid-file names the VM's monitor"
+    );
+    v.rt.ok(&["start", &id]);
+    assert_eq!(v.rt.status(&id), "running");
+
+    let out = v.rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo exec in $(uname -r); cat /proc/1/cmdline; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.starts_with("exec in 6.1."), "{text:?}");
+    assert!(
+        text.contains("sleep\u{0}1000"),
+        "exec sees the container's init: {text:?}"
+    );
+
+    // A detached exec: its PID (the relay) exits with the process.
+    let exec_pid = b.path().join("exec.pid");
+    v.rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+        "sleep",
+        "0.3",
+    ]);
+    let relay: i32 = std::fs::read_to_string(&exec_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(relay > 0);
+    eventually("the detached exec's relay exits", || {
+        !Path::new(&format!("/proc/{relay}")).exists()
+            || std::fs::read_to_string(format!("/proc/{relay}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    });
+
+    // Stats come from the guest's cgroup.
+    let stats: Value = serde_json::from_str(&v.rt.ok(&["events", "--stats", &id])).unwrap();
+    assert!(
+        stats["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+
+    // pause freezes the whole VM (its host cgroup); resume thaws it.
+    v.rt.ok(&["pause", &id]);
+    assert_eq!(v.rt.status(&id), "paused");
+    v.rt.ok(&["resume", &id]);
+    assert_eq!(v.rt.status(&id), "running");
+
+    // SIGKILL of the container ends the VM: the monitor exits and the state says stopped.
+    v.rt.ok(&["kill", &id, "KILL"]);
+    eventually("the container stops", || v.rt.status(&id) == "stopped");
+    let err = v.rt.fails(&["kill", &id, "TERM"]);
+    assert!(err.contains("container not running"), "{err}");
+    v.rt.ok(&["delete", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+#[test]
+fn delete_force_of_a_running_vm_leaves_nothing() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "vmforce");
+    let run = run_dir(&v.rt, &id);
+    v.rt.ok(&["run", "--detach", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(v.rt.status(&id), "running");
+    let err = v.rt.fails(&["delete", &id]);
+    assert!(err.contains("running"), "{err}");
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+#[test]
+fn terminal_through_a_pty() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sh", "-c", "tty; echo on-a-terminal; exit 3"]);
+    b.edit(|c| c["process"]["terminal"] = json!(true));
+    let id = container(&mut b, "vmtty");
+    let run = run_dir(&v.rt, &id);
+    let cmd = format!(
+        "{} --root {} --config {} --backend vm run -b {} {id}",
+        strata_bin().display(),
+        v.rt.root.path().display(),
+        v.config.display(),
+        b.path().display()
+    );
+    let (shown, code) = on_pty(&cmd, Duration::from_secs(120));
+    assert_eq!(code, 3, "{shown}");
+    assert!(
+        shown.contains("/dev/pts/0"),
+        "the guest process has a terminal: {shown:?}"
+    );
+    assert!(shown.contains("on-a-terminal"), "{shown:?}");
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+#[test]
+fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
+    let Some(v) = vm_runtime() else { return };
+    // A host network namespace to join.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "network", "path": "/proc/1/ns/net"}))
+    });
+    let id = container(&mut b, "vmnetns");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("linux.namespaces") && err.contains("/proc/1/ns/net"),
+        "{err}"
+    );
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+
+    // A bind mount of a host directory.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/data", "type": "bind", "source": "/etc", "options": ["rbind"]}),
+        )
+    });
+    let id = container(&mut b, "vmbind");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("/etc") && err.contains("/data"), "{err}");
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+
+    // An annotation value out of range.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["annotations"] = json!({"dev.strata.vm.memory_mib": "12"}));
+    let id = container(&mut b, "vmmem");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("dev.strata.vm.memory_mib"), "{err}");
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+}
+
+#[test]
+fn a_guest_that_cannot_boot_is_an_error_and_leaves_nothing() {
+    let Some(v) = vm_runtime() else { return };
+    let dir = TempDir::new("badkernel");
+    let bogus = dir.path().join("vmlinux");
+    std::fs::write(&bogus, b"not a kernel").unwrap();
+    let config = dir.path().join("node.toml");
+    let text = std::fs::read_to_string(&v.config).unwrap();
+    let kernel_line = text.lines().find(|l| l.starts_with("kernel")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(kernel_line, &format!("kernel = \"{}\"", bogus.display())),
+    )
+    .unwrap();
+    let rt = Runtime::with_global(&["--config", config.to_str().unwrap(), "--backend", "vm"]);
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "vmbadk");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("the VM exited while booting"), "{err}");
+    assert_nothing_left(&rt, &id, &run_dir(&rt, &id));
+
+    // No kernel configured at all.
+    std::fs::write(&config, "[vm]\n").unwrap();
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "vmnok");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("no guest kernel"), "{err}");
+    assert_nothing_left(&rt, &id, &run_dir(&rt, &id));
+
+    // An unknown driver is a node-config error.
+    std::fs::write(&config, "[vm]\ndriver = \"bochs\"\n").unwrap();
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("vm.driver") && err.contains("bochs"), "{err}");
+}
+
+#[test]
+fn check_names_this_hosts_kvm_kind() {
+    let out = std::process::Command::new(strata_bin())
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let kvm = text
+        .lines()
+        .find(|l| l.starts_with("kvm"))
+        .expect("a kvm line");
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        assert!(
+            kvm.contains("kvm_pvm") && kvm.contains("cannot boot"),
+            "{kvm}"
+        );
+    }
+    for item in ["cgroups", "seccomp", "landlock", "guest kernel"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(item)),
+            "{item} missing: {text}"
+        );
+    }
+}
