@@ -4,6 +4,7 @@
 
 mod report;
 mod stats;
+mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,18 @@ struct Args {
     /// Only these runtimes (comma-separated names as printed).
     #[arg(long)]
     only: Option<String>,
+    /// Node config for the vm backend (guest kernel and agent); benches/run writes one.
+    #[arg(long)]
+    vm_config: Option<PathBuf>,
+    /// strata's VMM (release build), for the tiny-guest launch benchmark.
+    #[arg(long, default_value = "target/release/strata-vmm")]
+    vmm: PathBuf,
+    /// Measured iterations of the vm figures.
+    #[arg(long, default_value_t = 10)]
+    vm_iterations: usize,
+    /// Leave the vm backend out.
+    #[arg(long)]
+    no_vm: bool,
 }
 
 /// One runtime under test: how to call it.
@@ -219,6 +232,8 @@ struct Results {
     /// runtime ("host" too) → op → ns
     syscalls: BTreeMap<String, BTreeMap<String, f64>>,
     skipped: BTreeMap<String, String>,
+    vm_tiny_guest: Option<Value>,
+    vm_run: Option<Value>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -401,6 +416,33 @@ fn main() -> Result<()> {
         );
         bar.inc(1);
     }
+    let mut vm_skipped = Vec::new();
+    if !args.no_vm {
+        bar.set_message("vm: tiny guest");
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+        {
+            match vm::tiny_guest(&args.vmm, &bundles.dir.join("vm"), args.iterations) {
+                Ok(v) => res.vm_tiny_guest = Some(v),
+                Err(e) => vm_skipped.push(format!("tiny guest: {e:#}")),
+            }
+        } else {
+            vm_skipped.push("tiny guest: /dev/kvm cannot be opened".into());
+        }
+        bar.set_message("vm: run /bin/true");
+        match &args.vm_config {
+            Some(cfg) => {
+                match vm::vm_run(&strata, cfg, b_true, &state.join("vm"), args.vm_iterations) {
+                    Ok(v) => res.vm_run = Some(v),
+                    Err(e) => vm_skipped.push(format!("vm backend: {e:#}")),
+                }
+            }
+            None => vm_skipped.push("vm backend: no --vm-config (benches/run writes one)".into()),
+        }
+    }
     let host = Command::new(bundles.rootfs.join("bin/sysbench")).output()?;
     res.syscalls
         .insert("host".into(), serde_json::from_slice(&host.stdout)?);
@@ -420,6 +462,7 @@ fn main() -> Result<()> {
         &res.host,
         &stamp,
     );
+    let table = table + &vm::markdown(res.vm_tiny_guest.as_ref(), res.vm_run.as_ref(), &vm_skipped);
     println!("{table}");
     std::fs::write(args.out.join("latest.md"), &table)?;
     std::fs::write(
@@ -504,7 +547,7 @@ fn container_pss_kib(rootfs: &Path, id: &str) -> u64 {
 }
 
 /// Peak RSS of a command, from wait4's rusage.
-fn max_rss_kib(mut cmd: Command) -> Result<u64> {
+pub fn max_rss_kib(mut cmd: Command) -> Result<u64> {
     let child = cmd.spawn()?;
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in.

@@ -1,6 +1,6 @@
 //! Order statistics of a sample.
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub median: f64,
     pub p90: f64,

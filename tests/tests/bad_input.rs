@@ -211,9 +211,10 @@ fn backend_selection_errors() {
         |c| c["annotations"] = json!({"dev.strata.backend": "turbo"}),
         &["dev.strata.backend", "turbo"],
     );
+    // The vm backend on a node whose config names no guest kernel.
     create_fails(
         |c| c["annotations"] = json!({"dev.strata.backend": "vm"}),
-        &["vm backend is not available"],
+        &["vm backend: no guest kernel"],
     );
     let rt = Runtime::new();
     let b = Bundle::new(&["true"]);

@@ -316,12 +316,13 @@ async fn cri_pod_lifecycle_and_backend_choice() {
     .await
     .expect("RemovePodSandbox");
 
-    // Stronger isolation asked for by annotation that this build cannot give: refused with
-    // strata's own message, which reaches the kubelet through the shim.
+    // Stronger isolation asked for by annotation that this node cannot give (no guest kernel
+    // in its node config): refused with strata's own message, which reaches the kubelet
+    // through the shim.
     let vm_pod = k.pod_config("wants-vm", &[("dev.strata.backend", "vm")]);
     let err = k.run_pod(&vm_pod, "strata").await.unwrap_err();
     assert!(
-        err.message().contains("vm backend is not available"),
+        err.message().contains("vm backend: no guest kernel"),
         "{}",
         err.message()
     );
