@@ -68,6 +68,11 @@ impl LoggedRuntime {
         LoggedRuntime::build(name, true, None)
     }
 
+    /// Both: a private `--root` when the client gives none, and `--config <node config>`.
+    pub fn with_private_root_and_config(name: &str, config: &Path) -> LoggedRuntime {
+        LoggedRuntime::build(name, true, Some(config))
+    }
+
     fn build(name: &str, private_root: bool, config: Option<&Path>) -> LoggedRuntime {
         let dir = TempDir::new(&format!("{name}-runtime"));
         let path = dir.path().join("strata");

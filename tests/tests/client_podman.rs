@@ -20,8 +20,11 @@ struct Podman {
 
 impl Podman {
     fn new() -> Podman {
+        Podman::with_runtime(LoggedRuntime::with_private_root("podman"))
+    }
+
+    fn with_runtime(runtime: LoggedRuntime) -> Podman {
         let dir = TempDir::new("podman");
-        let runtime = LoggedRuntime::with_private_root("podman");
         let cgroups = CgroupParent::new("podman");
         // Root here lacks CAP_SYS_RESOURCE: podman's default ulimits must not exceed the hard
         // limits the test itself runs with.
@@ -270,4 +273,51 @@ fn podman_interactive_tty() {
         "podman -it must hand strata a console socket: {created:?}"
     );
     p.runtime.report("podman -it");
+}
+
+#[test]
+fn podman_run_on_the_vm_backend_by_annotation() {
+    require_root!();
+    if !strata_integration::is_root() || !require_client(&["podman", "conmon"]) {
+        return;
+    }
+    let cfg_dir = TempDir::new("podman-vm");
+    let Some(config) = strata_integration::vm_node_config(cfg_dir.path()) else {
+        return;
+    };
+    let p = Podman::with_runtime(LoggedRuntime::with_private_root_and_config(
+        "podman-vm",
+        &config,
+    ));
+    let cg = p.cgroup_parent_flag();
+    let out = p.run(&[
+        "run",
+        "--rm",
+        &cg,
+        "--annotation",
+        "dev.strata.backend=vm",
+        IMAGE,
+        "sh",
+        "-c",
+        "uname -r; cat /etc/hostname; exit 6",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let text = stdout(&out);
+    let release = text.lines().next().unwrap_or_default().to_string();
+    let host = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        release.starts_with("6.1.") && release != host,
+        "ran in the guest kernel: {text:?}"
+    );
+    // podman's /etc/hostname bind mount (a host file) reached the guest.
+    assert!(
+        text.lines().nth(1).is_some_and(|h| !h.trim().is_empty()),
+        "{text:?}"
+    );
+    p.runtime.assert_used("create");
+    p.runtime.report("podman run (vm)");
 }
