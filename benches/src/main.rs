@@ -184,6 +184,19 @@ fn make_bundles(strata: &Path) -> Result<Bundles> {
     if !st.success() {
         bail!("building {} failed", src.display());
     }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("maxrss.c");
+    let st = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(dir.join("maxrss"))
+        .arg(&src)
+        .status()
+        .context("gcc (for the peak RSS helper)")?;
+    if !st.success() {
+        bail!("building {} failed", src.display());
+    }
+    MAXRSS
+        .set(dir.join("maxrss"))
+        .map_err(|_| anyhow::anyhow!("bundles made twice"))?;
     let spec_dir = dir.join("spec");
     std::fs::create_dir_all(&spec_dir)?;
     let st = Command::new(strata)
@@ -546,18 +559,24 @@ fn container_pss_kib(rootfs: &Path, id: &str) -> u64 {
         .sum()
 }
 
-/// Peak RSS of a command, from wait4's rusage.
-pub fn max_rss_kib(mut cmd: Command) -> Result<u64> {
-    let child = cmd.spawn()?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; both pointers are valid for the call.
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context("wait4");
-    }
-    Ok(ru.ru_maxrss as u64)
+/// The peak RSS helper (benches/maxrss.c), built with the bundles.
+static MAXRSS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Peak RSS of a command, measured by a small static helper that forks it (see maxrss.c for
+/// why not from here).
+pub fn max_rss_kib(cmd: Command) -> Result<u64> {
+    let helper = MAXRSS.get().context("the peak RSS helper is not built")?;
+    let out = Command::new(helper)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("peak RSS of {:?}: {text:?}", cmd.get_program()))
 }
 
 /// N containers up, then down: one at a time and two at a time; then a leak check.

@@ -37,27 +37,37 @@ pub fn strata_bin() -> PathBuf {
     target.join("debug").join("strata")
 }
 
-/// The guest agent binary, built (once per test process) from this workspace; for the loopback
-/// tests, where it runs as a host process.
-pub fn agent_bin() -> PathBuf {
-    static AGENT: Once = Once::new();
+/// A binary of this workspace, built (once per test process and package) in the debug profile.
+fn workspace_bin(once: &'static Once, package: &str, bin: &str) -> PathBuf {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf();
-    AGENT.call_once(|| {
+    once.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "strata-agent"])
+            .args(["build", "-q", "-p", package, "--bin", bin])
             .current_dir(&ws)
             .status()
-            .expect("running cargo build for strata-agent");
-        assert!(st.success(), "building strata-agent failed");
+            .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
+        assert!(st.success(), "building {bin} failed");
     });
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| ws.join("target"));
-    target.join("debug").join("strata-agent")
+    target.join("debug").join(bin)
+}
+
+/// The guest agent binary; for the loopback tests, where it runs as a host process.
+pub fn agent_bin() -> PathBuf {
+    static AGENT: Once = Once::new();
+    workspace_bin(&AGENT, "strata-agent", "strata-agent")
+}
+
+/// strata's VMM, built next to the strata binary, where the vm backend's strata driver finds it.
+pub fn vmm_bin() -> PathBuf {
+    static VMM: Once = Once::new();
+    workspace_bin(&VMM, "strata-vm", "strata-vmm")
 }
 
 /// A node config for the vm backend: the guest kernel from kernel-config/build and the static

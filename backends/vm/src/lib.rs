@@ -13,6 +13,7 @@
 pub mod boot;
 pub mod devices;
 pub mod layout;
+pub mod mptable;
 pub mod seccomp;
 pub mod tiny_guest;
 pub mod vm;

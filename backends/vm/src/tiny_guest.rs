@@ -61,7 +61,18 @@ fn code(mmio_bases: &[u64]) -> Vec<u8> {
 
 /// The whole ELF image: header, a PT_LOAD for the code and a PT_NOTE holding the PVH entry.
 pub fn elf(mmio_bases: &[u64]) -> Vec<u8> {
-    let code = code(mmio_bases);
+    image(&code(mmio_bases), true)
+}
+
+/// The same guest without the PVH note, so the VMM takes the 64-bit Linux boot protocol path
+/// (long mode, identity page tables). It reads no device windows: those lie above the 1 GiB
+/// the boot page tables map. Its instructions (port I/O with 8-bit immediates and DX) encode the
+/// same in 64-bit mode.
+pub fn elf_without_pvh_note() -> Vec<u8> {
+    image(&code(&[]), false)
+}
+
+fn image(code: &[u8], pvh_note: bool) -> Vec<u8> {
     let mut f = vec![0u8; CODE_OFFSET];
     // ELF header
     f[0..4].copy_from_slice(b"\x7fELF");
@@ -75,8 +86,8 @@ pub fn elf(mmio_bases: &[u64]) -> Vec<u8> {
     put64(&mut f, 32, 64); // e_phoff
     put16(&mut f, 52, 64); // e_ehsize
     put16(&mut f, 54, 56); // e_phentsize
-    put16(&mut f, 56, 2); // e_phnum
-                          // PT_LOAD: the code at LOAD_ADDR
+    put16(&mut f, 56, if pvh_note { 2 } else { 1 }); // e_phnum
+                                                     // PT_LOAD: the code at LOAD_ADDR
     let ph = 64;
     put32(&mut f, ph, 1);
     put32(&mut f, ph + 4, 5); // R+X
@@ -86,6 +97,10 @@ pub fn elf(mmio_bases: &[u64]) -> Vec<u8> {
     put64(&mut f, ph + 32, code.len() as u64);
     put64(&mut f, ph + 40, code.len() as u64);
     put64(&mut f, ph + 48, 16);
+    if !pvh_note {
+        f.extend_from_slice(code);
+        return f;
+    }
     // PT_NOTE: XEN_ELFNOTE_PHYS32_ENTRY
     let note = 176;
     let ph = 120;
@@ -99,7 +114,7 @@ pub fn elf(mmio_bases: &[u64]) -> Vec<u8> {
     put32(&mut f, note + 8, 18); // type
     f[note + 12..note + 16].copy_from_slice(b"Xen\0");
     put32(&mut f, note + 16, LOAD_ADDR);
-    f.extend_from_slice(&code);
+    f.extend_from_slice(code);
     f
 }
 
@@ -119,11 +134,12 @@ mod tests {
     use crate::boot::{self, EntryMode};
 
     #[test]
-    fn the_loader_finds_the_pvh_entry() {
-        let dir = std::env::temp_dir().join(format!("strata-tiny-{}", std::process::id()));
-        std::fs::write(&dir, elf(&[0xd000_0000])).unwrap();
-        let mode = boot::probe(&dir);
-        std::fs::remove_file(&dir).unwrap();
-        assert_eq!(mode.unwrap(), EntryMode::Pvh);
+    fn the_loader_finds_the_pvh_entry_or_falls_back_to_64_bit() {
+        let path = std::env::temp_dir().join(format!("strata-tiny-{}", std::process::id()));
+        std::fs::write(&path, elf(&[0xd000_0000])).unwrap();
+        assert_eq!(boot::probe(&path).unwrap(), EntryMode::Pvh);
+        std::fs::write(&path, elf_without_pvh_note()).unwrap();
+        assert_eq!(boot::probe(&path).unwrap(), EntryMode::Linux64);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -115,11 +115,9 @@ pub fn validate(config: &VmConfig) -> Result<(), VmError> {
             config.memory_mib
         )));
     }
-    if config.vcpus != 1 {
-        // Secondary vCPUs need an MP table (or ACPI MADT) to be found by the guest; the VMM
-        // writes neither yet, so more vCPUs would only be idle threads.
+    if config.vcpus == 0 || config.vcpus > 254 {
         return Err(VmError::Config(format!(
-            "this VMM boots 1 vCPU (got {}); use the QEMU driver for SMP guests",
+            "vCPUs must be 1 to 254 (the MP table's limit), got {}",
             config.vcpus
         )));
     }
@@ -201,6 +199,9 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
 
     let entry = boot::load(&mem, &config.kernel, config.initrd.as_deref(), &cmdline)?;
     boot::write_gdt(&mem, entry.mode == EntryMode::Linux64)?;
+    // Secondary vCPUs wait in KVM for the guest's INIT/SIPI; the MP table tells the guest
+    // they exist.
+    crate::mptable::write(&mem, config.vcpus).map_err(|e| VmError::Config(e.to_string()))?;
     let cpuid = kvm(
         "report CPUID",
         kvm_sys.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),

@@ -95,6 +95,61 @@ fn tiny_guest_boots_reads_devices_and_resets() {
 }
 
 #[test]
+fn the_64_bit_boot_protocol_path_boots_too() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("linux64");
+    let kernel = dir.0.join("tiny64.elf");
+    std::fs::write(&kernel, tiny_guest::elf_without_pvh_note()).unwrap();
+    let serial = dir.0.join("serial.log");
+    let out = vmm()
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--serial")
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&serial).unwrap(),
+        tiny_guest::expected_output(&[])
+    );
+}
+
+#[test]
+fn several_vcpus_with_an_mp_table() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("smp");
+    let kernel = write_guest(&dir.0, 0);
+    let serial = dir.0.join("serial.log");
+    // The secondary vCPUs wait for a SIPI the tiny guest never sends; the boot vCPU's reset
+    // still ends the VMM.
+    let out = vmm()
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(["--vcpus", "2", "--serial"])
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&serial).unwrap(),
+        tiny_guest::expected_output(&[])
+    );
+}
+
+#[test]
 fn a_device_window_nobody_declared_reads_as_all_ones() {
     if !kvm_usable() {
         return;

@@ -112,6 +112,7 @@ impl Hypervisor for StrataVmm {
         cmd.arg("--kernel").arg(l.kernel);
         cmd.arg("--initrd").arg(l.initrd);
         cmd.arg("--memory-mib").arg(l.memory_mib.to_string());
+        cmd.arg("--vcpus").arg(l.vcpus.to_string());
         cmd.arg("--vsock").arg(format!(
             "{GUEST_CID}:{}",
             l.run_dir.join(VSOCK_SOCKET).display()
@@ -120,9 +121,10 @@ impl Hypervisor for StrataVmm {
             .arg(format!("{ROOTFS_TAG}={}", l.rootfs.display()));
         cmd.arg("--serial").arg(l.run_dir.join("console.log"));
         cmd.arg("--cmdline").arg(guest_cmdline());
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.stderr(Stdio::from(std::fs::File::create(
+            l.run_dir.join("vmm.log"),
+        )?));
         let child = die_with_parent(&mut cmd)
             .spawn()
             .context("starting strata-vmm")?;

@@ -312,13 +312,11 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         );
     }
     if vm_ended {
-        let why = [
-            last_line(&setup.run_dir.join("qemu.log")),
-            last_line(&setup.run_dir.join("console.log")),
-        ]
-        .into_iter()
-        .find(|l| !l.is_empty())
-        .unwrap_or_else(|| "no output".into());
+        let why = ["vmm.log", "qemu.log", "console.log"]
+            .map(|f| last_line(&setup.run_dir.join(f)))
+            .into_iter()
+            .find(|l| !l.is_empty())
+            .unwrap_or_else(|| "no output".into());
         bail!("the VM exited while booting: {why}");
     }
     accept_ready(&ready)?;
