@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use crate::{Config, Endpoint};
 
 /// How long one runtime command (create, start, exec, ...) may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
+use strata::vm::copy_stream;
 use strata::vm::plan::FILE_PREFIX;
 
 type Key = (String, Option<String>);
@@ -388,34 +389,12 @@ impl Agent {
             // isolation boundary that matters here.
             args.push("--no-pivot");
         }
-        let console_s = console
-            .as_ref()
-            .map(|(p, _)| p.to_string_lossy().to_string());
-        if let Some(c) = &console_s {
-            args.extend(["--console-socket", c]);
-        }
-        args.push(id);
-        let since = Instant::now();
-        self.runtime(&args, child)?;
-        let (tty, tty_ctl) = Self::receive_console(console)?;
-        let pid: i32 = std::fs::read_to_string(&pid_file)?
-            .trim()
-            .parse()
-            .context("the runtime's pid file")?;
-        let [stdin, stdout, stderr] = ours;
-        self.procs().insert(
+        self.launch(
             (id.to_string(), None),
-            Proc {
-                pid,
-                since,
-                stdin,
-                stdout,
-                stderr,
-                tty,
-                tty_ctl,
-            },
-        );
-        Ok(Response::Created { pid })
+            args,
+            (child, console, ours),
+            &pid_file,
+        )
     }
 
     fn exec(&self, id: &str, exec_id: &str, process: serde_json::Value) -> Result<Response> {
@@ -439,10 +418,7 @@ impl Agent {
         let (child, console, ours) = self.stdio_for(tty, &format!("{id}-{exec_id}"))?;
         let file_s = file.to_string_lossy().to_string();
         let pid_s = pid_file.to_string_lossy().to_string();
-        let console_s = console
-            .as_ref()
-            .map(|(p, _)| p.to_string_lossy().to_string());
-        let mut args = vec![
+        let args = vec![
             "exec",
             "--process",
             &file_s,
@@ -450,19 +426,37 @@ impl Agent {
             &pid_s,
             "--detach",
         ];
-        if let Some(c) = &console_s {
-            args.extend(["--console-socket", c]);
+        let created = self.launch(key, args, (child, console, ours), &pid_file);
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&pid_file);
+        created
+    }
+
+    /// Runs `strata create` or `strata exec` (`args`, to which the console socket and the
+    /// container ID are added), then records the new process under `key` with our ends of
+    /// its stdio.
+    fn launch(
+        &self,
+        key: Key,
+        args: Vec<&str>,
+        stdio: ProcStdio,
+        pid_file: &Path,
+    ) -> Result<Response> {
+        let (child, console, ours) = stdio;
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some((path, _)) = &console {
+            args.push("--console-socket".into());
+            args.push(path.to_string_lossy().into_owned());
         }
-        args.push(id);
+        args.push(key.0.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let since = Instant::now();
         self.runtime(&args, child)?;
         let (tty, tty_ctl) = Self::receive_console(console)?;
-        let pid: i32 = std::fs::read_to_string(&pid_file)?
+        let pid: i32 = std::fs::read_to_string(pid_file)?
             .trim()
             .parse()
             .context("the runtime's pid file")?;
-        let _ = std::fs::remove_file(&file);
-        let _ = std::fs::remove_file(&pid_file);
         let [stdin, stdout, stderr] = ours;
         self.procs().insert(
             key,
@@ -580,19 +574,19 @@ impl Agent {
         let file = File::from(fd);
         match stream {
             Stream::Stdout | Stream::Stderr => {
-                copy_until_eof(file, &mut conn);
+                copy_stream(file, &conn);
                 let _ = conn.shutdown(std::net::Shutdown::Write);
             }
-            Stream::Stdin => copy_to_file(&mut conn, file),
+            Stream::Stdin => copy_stream(&conn, file),
             Stream::Tty => {
-                let (Ok(reader), Ok(mut to_host)) = (file.try_clone(), conn.try_clone()) else {
+                let (Ok(reader), Ok(to_host)) = (file.try_clone(), conn.try_clone()) else {
                     return;
                 };
                 let out = std::thread::spawn(move || {
-                    copy_until_eof(reader, &mut to_host);
+                    copy_stream(reader, &to_host);
                     let _ = to_host.shutdown(std::net::Shutdown::Write);
                 });
-                copy_to_file(&mut conn, file);
+                copy_stream(&conn, file);
                 let _ = out.join();
             }
         }
@@ -603,43 +597,6 @@ impl Agent {
             power_off();
         }
         std::process::exit(0);
-    }
-}
-
-/// Copies until end of file; a pty master reports the end of its last writer as EIO.
-fn copy_until_eof(mut from: File, to: &mut UnixStream) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-    }
-}
-
-/// Copies until the host closes its side, with plain reads and writes. Not std::io::copy:
-/// for a socket into a pipe it uses splice(2), which sleeps in the socket read while holding the
-/// pipe's lock, so the container could not even exit (its pipe release waits for that lock, in
-/// D state) until the host sent more input.
-fn copy_to_file(from: &mut UnixStream, mut to: File) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
     }
 }
 

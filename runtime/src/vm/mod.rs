@@ -32,6 +32,28 @@ use crate::state::{ContainerDir, Record};
 use client::AgentAddr;
 use protocol::{Request, Response};
 
+/// Copies a stdio stream until its end, with plain reads and writes, on both sides of the VM.
+///
+/// Not std::io::copy: from a socket into a pipe it uses splice(2), which sleeps in the socket
+/// read while holding the pipe's lock, so a container could not even exit (its pipe release
+/// waits for that lock, in D state) until the host sent more input. A pty master reports the
+/// end of its last writer as EIO, which ends the copy like end of file.
+pub fn copy_stream(mut from: impl std::io::Read, mut to: impl std::io::Write) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
 /// Written in the container's state dir: what `state` shows and `delete` removes.
 pub const VM_FILE: &str = "vm.json";
 /// Annotation in `state` naming the hypervisor driver.

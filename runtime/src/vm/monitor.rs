@@ -25,6 +25,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use strata_linux::cgroups::CgroupSet;
 
 use super::client::{accept_ready, AgentAddr, REQUEST_TIMEOUT};
+use super::copy_stream;
 use super::driver::{Hypervisor, Launch, VSOCK_SOCKET};
 use super::plan::GuestPlan;
 use super::protocol::{Request, Response, Stream, READY_PORT};
@@ -32,23 +33,10 @@ use super::protocol::{Request, Response, Stream, READY_PORT};
 /// How long a guest may take from launch to its agent's "ready" (TCG under load is slow).
 const BOOT_TIMEOUT_MS: u16 = 60_000;
 
-const FORWARDED: [Signal; 9] = [
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTERM,
-    Signal::SIGCONT,
-    Signal::SIGWINCH,
-];
-
+/// The signals a foreground runtime forwards (see `crate::foreground`), without SIGCHLD.
 fn forwarded_set() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
-    }
+    let mut set = crate::foreground::handled_signals();
+    set.remove(Signal::SIGCHLD);
     set
 }
 
@@ -96,22 +84,6 @@ fn dup_fd(fd: BorrowedFd) -> Result<File> {
     Ok(File::from(fd.try_clone_to_owned()?))
 }
 
-fn copy(mut from: impl Read, mut to: impl Write) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-    }
-}
-
 /// Connects the process's streams; returns the output relays to wait for at the end.
 fn attach(
     addr: &AgentAddr,
@@ -128,25 +100,25 @@ fn attach(
             // SAFETY: fd 0 is open for the life of the process (the runtime's stdin).
             let stdin = dup_fd(unsafe { BorrowedFd::borrow_raw(0) })?;
             std::thread::spawn(move || {
-                copy(stdin, &stdin_conn);
+                copy_stream(stdin, &stdin_conn);
                 let _ = stdin_conn.shutdown(std::net::Shutdown::Write);
             });
             // SAFETY: fds 1 and 2 are open for the life of the process.
             let (out, err) = unsafe { (BorrowedFd::borrow_raw(1), BorrowedFd::borrow_raw(2)) };
             let (out, err) = (dup_fd(out)?, dup_fd(err)?);
-            outputs.push(std::thread::spawn(move || copy(stdout_conn, out)));
-            outputs.push(std::thread::spawn(move || copy(stderr_conn, err)));
+            outputs.push(std::thread::spawn(move || copy_stream(stdout_conn, out)));
+            outputs.push(std::thread::spawn(move || copy_stream(stderr_conn, err)));
         }
         HostIo::Pty(slave) => {
             let conn = addr.attach(id, exec_id, Stream::Tty)?;
             let to_guest = conn.try_clone()?;
             let from_host = dup_fd(slave.as_fd())?;
             std::thread::spawn(move || {
-                copy(from_host, &to_guest);
+                copy_stream(from_host, &to_guest);
                 let _ = to_guest.shutdown(std::net::Shutdown::Write);
             });
             let to_host = dup_fd(slave.as_fd())?;
-            outputs.push(std::thread::spawn(move || copy(conn, to_host)));
+            outputs.push(std::thread::spawn(move || copy_stream(conn, to_host)));
         }
     }
     Ok(outputs)

@@ -8,6 +8,7 @@
 //!   23.89 ms without either);
 //! - memory: `virtiofsd` runs as two processes (its sandbox) of 3.7 and 3.2 MiB RSS per VM; this
 //!   device adds nothing measurable to the VMM's 2.0 MiB peak (static build).
+//!
 //! The QEMU driver, which cannot host our server, uses `virtiofsd`.
 //!
 //! Containment: the passthrough server resolves every name relative to the directory fd of its
