@@ -58,3 +58,14 @@ pub fn state_file(data: &[u8]) {
         let _ = serde_json::to_vec(&rec.oci_state(Status::Stopped));
     }
 }
+
+/// The agent protocol as either side reads it from a connection: frames until the stream ends
+/// or one is refused (the agent reads requests from the host, the host reads the agent's
+/// replies).
+pub fn agent_frames(data: &[u8]) {
+    use crate::vm::protocol::{read_frame, Request, Response};
+    let mut host_to_agent = std::io::Cursor::new(data);
+    while read_frame::<_, Request>(&mut host_to_agent).is_ok() {}
+    let mut agent_to_host = std::io::Cursor::new(data);
+    while read_frame::<_, Response>(&mut agent_to_host).is_ok() {}
+}

@@ -11,6 +11,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("node_config", strata::fuzzing::node_config),
     ("seccomp_profile", strata::fuzzing::seccomp_profile),
     ("state_file", strata::fuzzing::state_file),
+    ("agent_frames", strata::fuzzing::agent_frames),
 ];
 
 #[test]
