@@ -354,3 +354,23 @@ fn the_strata_vmm_driver_boots_where_kvm_can_and_fails_cleanly_where_it_cannot()
     }
     assert_nothing_left(&rt, &id, &run);
 }
+
+#[test]
+fn exec_with_a_terminal() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "vmexect");
+    let run = run_dir(&v.rt, &id);
+    v.rt.ok(&["run", "--detach", "-b", b.path().to_str().unwrap(), &id]);
+    let cmd = format!(
+        "{} --root {} --config {} exec -t {id} sh -c 'tty; exit 9'",
+        strata_bin().display(),
+        v.rt.root.path().display(),
+        v.config.display(),
+    );
+    let (shown, code) = on_pty(&cmd, Duration::from_secs(120));
+    assert_eq!(code, 9, "{shown}");
+    assert!(shown.contains("/dev/pts/"), "the exec'd process has a terminal: {shown:?}");
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
