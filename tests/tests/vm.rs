@@ -370,7 +370,10 @@ fn exec_with_a_terminal() {
     );
     let (shown, code) = on_pty(&cmd, Duration::from_secs(120));
     assert_eq!(code, 9, "{shown}");
-    assert!(shown.contains("/dev/pts/"), "the exec'd process has a terminal: {shown:?}");
+    assert!(
+        shown.contains("/dev/pts/"),
+        "the exec'd process has a terminal: {shown:?}"
+    );
     v.rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&v.rt, &id, &run);
 }
