@@ -1,6 +1,9 @@
 /* Escape attempts for the sandbox suite (tests/tests/sandbox.rs), built static at test time.
  *   escape race-path N     one thread opens the path in a shared buffer for writing while
  *                          another flips the buffer between /tmp/ok and /etc/raced
+ *                          (the race modes stop early once the forbidden file exists, so a
+ *                          busy machine that schedules the two threads badly only makes the
+ *                          run longer, not the race lost)
  *   escape race-link N     one thread opens /tmp/flip for writing while another flips it
  *                          between a regular file and a symlink to /etc/linked
  *   escape dirfd           openat(open("/etc"), "viadirfd", O_CREAT|O_WRONLY)
@@ -8,6 +11,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +19,11 @@
 
 static char path[64] = "/tmp/ok";
 static volatile int stop;
+static volatile int flipping;
 
 static void *flip_path(void *arg) {
     (void)arg;
+    flipping = 1;
     while (!stop) {
         /* The barriers keep the compiler from dropping the first, overwritten store. */
         memcpy(path, "/etc/raced", 11);
@@ -30,6 +36,7 @@ static void *flip_path(void *arg) {
 
 static void *flip_link(void *arg) {
     (void)arg;
+    flipping = 1;
     while (!stop) {
         unlink("/tmp/flip");
         symlink("/etc/linked", "/tmp/flip");
@@ -44,7 +51,10 @@ int main(int argc, char **argv) {
         int n = atoi(argv[2]);
         int link = strcmp(argv[1], "race-link") == 0;
         pthread_t t;
+        const char *victim = link ? "/etc/linked" : "/etc/raced";
         pthread_create(&t, NULL, link ? flip_link : flip_path, NULL);
+        while (!flipping)
+            sched_yield();
         int opened = 0;
         for (int i = 0; i < n; i++) {
             int fd = link ? open("/tmp/flip", O_WRONLY | O_CREAT, 0644)
@@ -54,6 +64,8 @@ int main(int argc, char **argv) {
                 write(fd, "x", 1);
                 close(fd);
             }
+            if (access(victim, F_OK) == 0)
+                break;
         }
         stop = 1;
         pthread_join(t, NULL);
