@@ -246,6 +246,20 @@ fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
     assert!(err.contains("/etc") && err.contains("/data"), "{err}");
     assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
 
+    // Host fds to pass on.
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "vmfds");
+    let err = v.rt.fails(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(err.contains("--preserve-fds"), "{err}");
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+
     // An annotation value out of range.
     let mut b = Bundle::new(&["true"]);
     b.edit(|c| c["annotations"] = json!({"dev.strata.vm.memory_mib": "12"}));

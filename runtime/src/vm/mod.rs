@@ -111,6 +111,13 @@ impl Vm {
 
 impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
+        if req.preserve_fds > 0 {
+            bail!(
+                "vm backend: --preserve-fds (or LISTEN_FDS) asks to pass {} host fds to the \
+                 container, and fds cannot cross into a VM",
+                req.preserve_fds
+            );
+        }
         let plan = plan::plan(req.spec, req.bundle, req.node)?;
         let kernel = Self::kernel(req)?;
         let cache = crate::check::cache_dir();
