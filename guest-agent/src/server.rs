@@ -104,6 +104,16 @@ impl Listener {
     }
 }
 
+fn vsock_socket() -> Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("vsock socket (is virtio-vsock in the guest kernel?)")
+}
+
 fn listen(at: &Endpoint) -> Result<Listener> {
     match at {
         Endpoint::Unix(path) => {
@@ -113,13 +123,7 @@ fn listen(at: &Endpoint) -> Result<Listener> {
             )?))
         }
         Endpoint::Vsock { cid, port } => {
-            let fd = socket::socket(
-                AddressFamily::Vsock,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .context("vsock socket (is virtio-vsock in the guest kernel?)")?;
+            let fd = vsock_socket()?;
             socket::bind(fd.as_raw_fd(), &VsockAddr::new(*cid, *port))
                 .with_context(|| format!("binding vsock port {port}"))?;
             socket::listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
@@ -135,12 +139,7 @@ fn connect(to: &Endpoint) -> Result<UnixStream> {
             UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))
         }
         Endpoint::Vsock { cid, port } => {
-            let fd = socket::socket(
-                AddressFamily::Vsock,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
+            let fd = vsock_socket()?;
             socket::connect(fd.as_raw_fd(), &VsockAddr::new(*cid, *port))
                 .with_context(|| format!("connecting to host vsock port {port}"))?;
             Ok(UnixStream::from(fd))
@@ -238,11 +237,10 @@ impl Agent {
 
     /// Runs the strata runtime with `args`; its error message (from its JSON log) on failure.
     fn runtime(&self, args: &[&str], stdio: Option<[OwnedFd; 3]>) -> Result<Vec<u8>> {
-        let log = self
-            .cfg
-            .work
-            .join("logs")
-            .join(format!("{}.log", std::process::id()));
+        // One log per call: requests run concurrently, one thread per connection.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.cfg.work.join("logs").join(format!("{call}.log"));
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new(&self.cfg.runtime);
         cmd.arg("--root").arg(self.cfg.work.join("state"));

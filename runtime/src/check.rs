@@ -218,6 +218,15 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How to get a helper program the vm backend needs.
+pub fn install_hint(program: &str) -> &'static str {
+    if program == "strata-vmm" {
+        "backends/vm/build installs it"
+    } else {
+        "scripts/install-deps --vm installs it"
+    }
+}
+
 /// `$STRATA_CACHE`, else `~/.cache/strata`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STRATA_CACHE") {
@@ -267,8 +276,9 @@ fn vm_items(node: &NodeConfig, kind: &KvmKind) -> Vec<Item> {
                 name: "vm helper",
                 level: Level::Missing,
                 sentence: format!(
-                    "{p} is not on PATH nor in {}; scripts/install-deps --vm installs it",
-                    cache_dir().join("tools").display()
+                    "{p} is not on PATH nor in {}; {}",
+                    cache_dir().join("tools").display(),
+                    install_hint(p)
                 ),
             },
         });

@@ -109,8 +109,10 @@ impl Record {
     pub fn oci_state(&self, status: Status) -> OciState {
         let mut annotations = self.spec.annotations().clone().unwrap_or_default();
         annotations.insert(crate::backend::ANNOTATION.to_string(), self.backend.clone());
-        if let Some(vm) = crate::vm::VmInfo::read(&self.state_dir) {
-            annotations.insert(crate::vm::DRIVER_ANNOTATION.to_string(), vm.driver);
+        if self.backend == "vm" {
+            if let Some(vm) = crate::vm::VmInfo::read(&self.state_dir) {
+                annotations.insert(crate::vm::DRIVER_ANNOTATION.to_string(), vm.driver);
+            }
         }
         OciState {
             oci_version: OCI_VERSION.to_string(),

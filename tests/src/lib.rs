@@ -137,6 +137,15 @@ pub fn vm_node_config(dir: &Path) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Whether `release` (a `uname -r` from inside a container) is the vm backend's guest kernel
+/// (built from Debian's linux-source 6.1) and not this host's.
+pub fn is_guest_kernel(release: &str) -> bool {
+    let host = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    release.starts_with("6.1.") && release != host
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

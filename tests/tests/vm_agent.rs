@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -339,5 +338,4 @@ fn a_crashed_agent_is_an_error_not_a_hang() {
         format!("{e:#}").contains("connecting to the agent"),
         "{e:#}"
     );
-    let _ = PathBuf::new();
 }

@@ -395,10 +395,6 @@ fn vcpu_loop(mut vcpu: VcpuFd, shared: &Shared) {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => return shared.finish(VmExit::Error(format!("KVM_RUN failed: {e}"))),
         }
-        // The i8042 reset is delivered on the exit eventfd; stop running this vCPU after it.
-        if lock(&shared.exit_reason).is_some() {
-            return;
-        }
     }
 }
 

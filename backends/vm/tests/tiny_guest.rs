@@ -53,6 +53,27 @@ fn write_guest(dir: &Path, devices: usize) -> PathBuf {
     path
 }
 
+/// Runs `kernel` through strata-vmm with `args` and the serial console to a file; asserts a
+/// clean exit and returns what the guest printed.
+fn boot(dir: &Path, kernel: &Path, args: &[String]) -> Vec<u8> {
+    let serial = dir.join("serial.log");
+    let out = vmm()
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--serial")
+        .arg(&serial)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata-vmm failed: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&serial).unwrap()
+}
+
 #[test]
 fn tiny_guest_boots_reads_devices_and_resets() {
     if !kvm_usable() {
@@ -62,26 +83,17 @@ fn tiny_guest_boots_reads_devices_and_resets() {
     let share = dir.0.join("share");
     std::fs::create_dir(&share).unwrap();
     let kernel = write_guest(&dir.0, 2);
-    let serial = dir.0.join("serial.log");
     let uds = dir.0.join("vsock.sock");
-    let out = vmm()
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--serial")
-        .arg(&serial)
-        .arg("--vsock")
-        .arg(format!("3:{}", uds.display()))
-        .arg("--fs")
-        .arg(format!("rootfs={}", share.display()))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "strata-vmm failed: {:?} {stderr}",
-        out.status
+    let console = boot(
+        &dir.0,
+        &kernel,
+        &[
+            "--vsock".into(),
+            format!("3:{}", uds.display()),
+            "--fs".into(),
+            format!("rootfs={}", share.display()),
+        ],
     );
-    let console = std::fs::read(&serial).unwrap();
     assert_eq!(
         console,
         tiny_guest::expected_output(&[VIRTIO_ID_VSOCK, VIRTIO_ID_FS]),
@@ -102,23 +114,7 @@ fn the_64_bit_boot_protocol_path_boots_too() {
     let dir = TempDir::new("linux64");
     let kernel = dir.0.join("tiny64.elf");
     std::fs::write(&kernel, tiny_guest::elf_without_pvh_note()).unwrap();
-    let serial = dir.0.join("serial.log");
-    let out = vmm()
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--serial")
-        .arg(&serial)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read(&serial).unwrap(),
-        tiny_guest::expected_output(&[])
-    );
+    assert_eq!(boot(&dir.0, &kernel, &[]), tiny_guest::expected_output(&[]));
 }
 
 #[test]
@@ -128,25 +124,10 @@ fn several_vcpus_with_an_mp_table() {
     }
     let dir = TempDir::new("smp");
     let kernel = write_guest(&dir.0, 0);
-    let serial = dir.0.join("serial.log");
     // The secondary vCPUs wait for a SIPI the tiny guest never sends; the boot vCPU's reset
     // still ends the VMM.
-    let out = vmm()
-        .arg("--kernel")
-        .arg(&kernel)
-        .args(["--vcpus", "2", "--serial"])
-        .arg(&serial)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read(&serial).unwrap(),
-        tiny_guest::expected_output(&[])
-    );
+    let console = boot(&dir.0, &kernel, &["--vcpus".into(), "2".into()]);
+    assert_eq!(console, tiny_guest::expected_output(&[]));
 }
 
 #[test]
@@ -157,20 +138,7 @@ fn a_device_window_nobody_declared_reads_as_all_ones() {
     let dir = TempDir::new("nodev");
     // Built for one device window, run with none: the guest reads unbacked MMIO.
     let kernel = write_guest(&dir.0, 1);
-    let serial = dir.0.join("serial.log");
-    let out = vmm()
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--serial")
-        .arg(&serial)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let console = std::fs::read(&serial).unwrap();
+    let console = boot(&dir.0, &kernel, &[]);
     let mut expected = tiny_guest::MARKER.to_vec();
     expected.extend_from_slice(&[
         0xff,

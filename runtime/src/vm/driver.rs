@@ -66,7 +66,10 @@ fn program(name: &str) -> Result<PathBuf> {
         .filter(|p| p.is_file())
         .or_else(|| find_program(name))
         .with_context(|| {
-            format!("vm backend: {name} not found (scripts/install-deps --vm installs it)")
+            format!(
+                "vm backend: {name} not found ({})",
+                crate::check::install_hint(name)
+            )
         })
 }
 

@@ -212,22 +212,14 @@ fn last_line(path: &Path) -> String {
 /// container exists in the guest, or the error that prevented it.
 pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
     ignore_sigpipe();
-    let mut report = File::from(report);
     let mut children = Vec::new();
-    let prepared = prepare(&setup, &mut children);
-    let (addr, outputs, vm) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = writeln!(report, "err {}", format!("{e:#}").replace('\n', " "));
-            for c in &mut children {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            return 1;
+    let Some((addr, attached, vm)) = send_report(report, prepare(&setup, &mut children)) else {
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        return 1;
     };
-    let _ = writeln!(report, "ok");
-    drop(report);
     let id = setup.id.clone();
     let status = match run_started(&setup, &addr, &vm) {
         Ok(s) => s,
@@ -236,7 +228,7 @@ pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
             255
         }
     };
-    join_all(outputs, Duration::from_secs(2));
+    join_all(attached.outputs, Duration::from_secs(2));
     let _ = addr.call(&Request::Shutdown, Some(Duration::from_secs(5)));
     let mut fds = [PollFd::new(vm.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut fds, PollTimeout::from(5000u16));
@@ -247,7 +239,7 @@ pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
     status
 }
 
-type Prepared = (AgentAddr, Vec<JoinHandle<()>>, OwnedFd);
+type Prepared = (AgentAddr, Attached, OwnedFd);
 
 fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> {
     nix::unistd::setsid().context("setsid")?;
@@ -277,10 +269,12 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
     let n = poll(&mut fds, PollTimeout::from(BOOT_TIMEOUT_MS)).context("waiting for the guest")?;
     let vm_ended = fds[1].revents().is_some_and(|r| !r.is_empty());
     if n == 0 {
+        // The run directory goes with the failed create: quote the console, not its path.
+        let console = last_line(&setup.run_dir.join("console.log"));
         bail!(
-            "the guest agent did not come up within {} s (console: {})",
+            "the guest agent did not come up within {} s (last console line: {:?})",
             BOOT_TIMEOUT_MS / 1000,
-            setup.run_dir.join("console.log").display()
+            console
         );
     }
     if vm_ended {
@@ -296,31 +290,76 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
     let addr = AgentAddr::Vsock {
         uds: setup.run_dir.join(VSOCK_SOCKET),
     };
-    let reply = addr.call(
+    expect_created(addr.call(
         &Request::Create {
             id: setup.id.clone(),
             spec: setup.plan.spec.clone(),
             files: setup.plan.files.clone(),
         },
         Some(REQUEST_TIMEOUT),
-    )?;
+    )?)?;
+    let attached = connect_process(&addr, &setup.id, None, setup.console)?;
+    Ok((addr, attached, vm))
+}
+
+fn expect_created(reply: Response) -> Result<()> {
     match reply {
-        Response::Created { .. } => {}
+        Response::Created { .. } => Ok(()),
         Response::Error { message } => bail!("{message}"),
         other => bail!("unexpected agent reply {other:?}"),
     }
-    let io = HostIo::new(setup.console)?;
-    let outputs = attach(&addr, &setup.id, None, &io)?;
+}
+
+/// A guest process's streams as connected on the host, kept for as long as it runs.
+struct Attached {
+    outputs: Vec<JoinHandle<()>>,
+    /// Holds the pty slave open: the relays and resizes use it.
+    _io: HostIo,
+}
+
+/// Connects a created guest process's stdio (or terminal) and starts forwarding signals and
+/// terminal resizes to it.
+fn connect_process(
+    addr: &AgentAddr,
+    id: &str,
+    exec_id: Option<&str>,
+    console: Option<RawFd>,
+) -> Result<Attached> {
+    let io = HostIo::new(console)?;
+    let outputs = attach(addr, id, exec_id, &io)?;
     let tty = match &io {
         HostIo::Pty(slave) => {
+            // SIGWINCH comes to the session whose controlling terminal it is (the monitor is
+            // a session leader already; an exec relay becomes one here).
+            let _ = nix::unistd::setsid();
             let _ = strata_linux::tty::make_controlling_tty(slave);
             Some(slave.as_raw_fd())
         }
         HostIo::Stdio => None,
     };
-    spawn_forwarder(addr.clone(), setup.id.clone(), None, tty);
-    std::mem::forget(io);
-    Ok((addr, outputs, vm))
+    spawn_forwarder(
+        addr.clone(),
+        id.to_string(),
+        exec_id.map(str::to_string),
+        tty,
+    );
+    Ok(Attached { outputs, _io: io })
+}
+
+/// Tells the forking runtime how setup went ("ok" or "err <message>", read by
+/// [`read_report`]); returns what setup produced.
+fn send_report<T>(report: OwnedFd, result: Result<T>) -> Option<T> {
+    let mut report = File::from(report);
+    match result {
+        Ok(v) => {
+            let _ = writeln!(report, "ok");
+            Some(v)
+        }
+        Err(e) => {
+            let _ = writeln!(report, "err {}", format!("{e:#}").replace('\n', " "));
+            None
+        }
+    }
 }
 
 fn spawn_forwarder(addr: AgentAddr, id: String, exec_id: Option<String>, tty: Option<RawFd>) {
@@ -403,53 +442,26 @@ pub struct RelaySetup {
 /// Runs in the forked exec relay; returns its exit code.
 pub fn relay(setup: RelaySetup, report: OwnedFd) -> i32 {
     ignore_sigpipe();
-    let mut report = File::from(report);
-    let prepared = (|| -> Result<(Vec<JoinHandle<()>>, OwnedFd)> {
+    let prepared = (|| -> Result<(Attached, OwnedFd)> {
         let _ = setup.cgroups.add(std::process::id() as i32);
         block_forwarded()?;
         let monitor = strata_linux::hooks::pidfd_open(setup.monitor_pid)
             .context("the container's VM is gone")?;
-        let reply = setup.addr.call(
+        expect_created(setup.addr.call(
             &Request::Exec {
                 id: setup.id.clone(),
                 exec_id: setup.exec_id.clone(),
                 process: setup.process.clone(),
             },
             Some(REQUEST_TIMEOUT),
-        )?;
-        match reply {
-            Response::Created { .. } => {}
-            Response::Error { message } => bail!("{message}"),
-            other => bail!("unexpected agent reply {other:?}"),
-        }
-        let io = HostIo::new(setup.console)?;
-        let outputs = attach(&setup.addr, &setup.id, Some(&setup.exec_id), &io)?;
-        let tty = match &io {
-            HostIo::Pty(slave) => {
-                let _ = nix::unistd::setsid();
-                let _ = strata_linux::tty::make_controlling_tty(slave);
-                Some(slave.as_raw_fd())
-            }
-            HostIo::Stdio => None,
-        };
-        spawn_forwarder(
-            setup.addr.clone(),
-            setup.id.clone(),
-            Some(setup.exec_id.clone()),
-            tty,
-        );
-        std::mem::forget(io);
-        Ok((outputs, monitor))
+        )?)?;
+        let attached =
+            connect_process(&setup.addr, &setup.id, Some(&setup.exec_id), setup.console)?;
+        Ok((attached, monitor))
     })();
-    let (outputs, monitor) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = writeln!(report, "err {}", format!("{e:#}").replace('\n', " "));
-            return 1;
-        }
+    let Some((attached, monitor)) = send_report(report, prepared) else {
+        return 1;
     };
-    let _ = writeln!(report, "ok");
-    drop(report);
     let status = match wait_exit(&setup.addr, &setup.id, Some(&setup.exec_id), &monitor) {
         Ok(s) => s,
         Err(e) => {
@@ -457,7 +469,7 @@ pub fn relay(setup: RelaySetup, report: OwnedFd) -> i32 {
             255
         }
     };
-    join_all(outputs, Duration::from_secs(2));
+    join_all(attached.outputs, Duration::from_secs(2));
     status
 }
 

@@ -17,7 +17,6 @@ const VENDOR_ID: u32 = 0x5354_5241; // "STRA"
 
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const INT_USED_RING: u32 = 1;
-const INT_CONFIG: u32 = 2;
 
 const STATUS_ACKNOWLEDGE: u32 = 1;
 const STATUS_DRIVER: u32 = 2;
@@ -47,10 +46,6 @@ impl Interrupt {
     /// Tells the driver that a used ring has new entries.
     pub fn signal_used_queue(&self) {
         self.raise(INT_USED_RING);
-    }
-
-    pub fn signal_config_change(&self) {
-        self.raise(INT_CONFIG);
     }
 
     fn raise(&self, bit: u32) {
