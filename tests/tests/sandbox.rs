@@ -353,60 +353,70 @@ fn policy_is_chosen_by_annotation_within_the_node_config() {
     assert_eq!(cgroup_left(&id), None);
 }
 
-/// The supervisor killed under a running container: every trapped call then fails (the
-/// kernel answers ENOSYS for a listener that is gone), exec refuses, and delete --force
-/// removes everything.
+/// The supervisor killed under a running container: the container is killed with it (its
+/// state says stopped, nothing of it is left running, background processes included, with
+/// and without a pid namespace of its own), and it is deleted like any stopped container.
 #[test]
-fn a_killed_supervisor_fails_closed_and_delete_cleans_up() {
+fn a_killed_supervisor_kills_the_container() {
     require_root!();
-    let rt = Runtime::new();
-    let out = TempDir::new("sbx-out");
-    let log = out.path().join("log");
-    let mut b = Bundle::new(&[
-        "sh",
-        "-c",
-        "while :; do cat /etc/passwd >/dev/null 2>&1 && echo ok || echo failed; sleep 0.05; done",
-    ]);
-    let id = container(&mut b, "sbx-kill");
-    let status = rt
-        .cmd()
-        .args([
-            "--backend",
-            "sandbox",
-            "run",
-            "-d",
-            "-b",
-            b.path().to_str().unwrap(),
-            &id,
-        ])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .status()
+    for own_pid_ns in [true, false] {
+        let rt = Runtime::new();
+        let out = TempDir::new("sbx-out");
+        let log = out.path().join("log");
+        let mut b = Bundle::new(&[
+            "sh",
+            "-c",
+            "sleep 1000 & while :; do cat /etc/passwd >/dev/null 2>&1 && echo ok || echo failed; \
+             sleep 0.05; done",
+        ]);
+        if !own_pid_ns {
+            b.edit(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "pid")
+            });
+        }
+        let id = container(&mut b, "sbx-kill");
+        let status = rt
+            .cmd()
+            .args([
+                "--backend",
+                "sandbox",
+                "run",
+                "-d",
+                "-b",
+                b.path().to_str().unwrap(),
+                &id,
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        eventually("the container works supervised", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ok")
+        });
+        let sup = std::fs::read_to_string(rt.root.path().join(&id).join("supervisor.pid")).unwrap();
+        let sup_pid: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sup_pid),
+            nix::sys::signal::SIGKILL,
+        )
         .unwrap();
-    assert!(status.success());
-    eventually("the container works supervised", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ok")
-    });
-    let sup = std::fs::read_to_string(rt.root.path().join(&id).join("supervisor.pid")).unwrap();
-    let sup_pid: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sup_pid),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
-    let before = std::fs::read_to_string(&log).unwrap().len();
-    eventually("trapped calls fail once the supervisor is gone", || {
-        std::fs::read_to_string(&log).unwrap_or_default()[before..].contains("failed")
-    });
-    let err = rt.fails(&["exec", &id, "true"]);
-    assert!(err.contains("supervisor is gone"), "{err}");
-    rt.ok(&["delete", "--force", &id]);
-    assert!(rt.container_dirs().is_empty());
-    assert_eq!(cgroup_left(&id), None);
-    eventually("no process of the container is left", || {
-        processes_of(&id, &b.rootfs()).is_empty()
-    });
+        eventually("the container is stopped with its supervisor", || {
+            rt.status(&id) == "stopped"
+        });
+        eventually("no process of the container is left", || {
+            processes_of(&id, &b.rootfs()).is_empty()
+        });
+        let err = rt.fails(&["exec", &id, "true"]);
+        assert!(err.contains("it is stopped"), "{err}");
+        rt.ok(&["delete", &id]);
+        assert!(rt.container_dirs().is_empty());
+        assert_eq!(cgroup_left(&id), None);
+    }
 }
 
 #[test]

@@ -9,10 +9,11 @@
 //! path, and the operation is done on the fd (or its parent directory's fd and the last
 //! name). A thread that rewrites the path afterwards changes nothing (no TOCTOU).
 //!
-//! The caller's filesystem identity is applied around each operation: fsuid/fsgid, groups,
+//! The caller's filesystem identity is applied for each operation: fsuid/fsgid, groups,
 //! umask and effective capabilities, so the supervisor's root privileges never lend the
-//! container access it does not have.
+//! container access it does not have (see `identity`).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use crate::identity::{Creds, CredsCache, Identity, Target};
 use crate::notif::{self, Notif};
 use crate::policy::{Access, Policy};
 
@@ -49,31 +51,41 @@ pub(crate) struct Emulator {
     pub policy: Policy,
     /// Denials already logged (each logged once).
     logged: HashSet<String>,
+    /// The container's root (the supervisor's, after its chroot), where absolute paths start.
+    root: OwnedFd,
+    /// Accesses the policy grants on every path: those need no path to check.
+    everywhere: [bool; 3],
+    cache: CredsCache,
+    ident: RefCell<Identity>,
 }
 
 type R<T> = std::result::Result<T, Errno>;
 
-/// The caller's identity for filesystem checks, from /proc/<tid>/status.
-struct Creds {
-    uid: u32,
-    fsuid: u32,
-    gid: u32,
-    fsgid: u32,
-    groups: Vec<u32>,
-    cap_eff: u64,
-    umask: u32,
-    /// The caller's PID inside its own pid namespace (for /proc/self).
-    ns_pid: u32,
-    tgid: u32,
-}
-
 impl Emulator {
-    pub fn new(host_proc: OwnedFd, policy: Policy) -> Emulator {
-        Emulator {
+    /// Called inside the container's root, with the supervisor's own identity.
+    pub fn new(host_proc: OwnedFd, policy: Policy) -> R<Emulator> {
+        let root = openat_raw(
+            libc::AT_FDCWD,
+            c"/",
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )?;
+        let everywhere = [Access::Read, Access::Write, Access::Exec]
+            .map(|a| policy.check(Path::new("/"), a).is_ok());
+        Ok(Emulator {
             host_proc,
             policy,
             logged: HashSet::new(),
-        }
+            root,
+            everywhere,
+            cache: CredsCache::default(),
+            ident: RefCell::new(Identity::current()?),
+        })
+    }
+
+    /// The supervisor's own step, with its privilege only if the caller's identity is refused.
+    fn privileged<T>(&self, f: impl Fn() -> R<T>) -> R<T> {
+        self.ident.borrow_mut().privileged(f)
     }
 
     pub fn handle(&mut self, listener: BorrowedFd, n: &Notif) -> Outcome {
@@ -87,10 +99,33 @@ impl Emulator {
         let tid = n.pid;
         let a = n.data.args;
         let nr = n.data.nr as i64;
-        let path = |i: usize| -> R<Vec<u8>> { notif::read_cstr(tid, a[i]) };
-        let creds = self.creds(tid)?;
-        // Arguments are read once, here; then the notification must still be pending, so
-        // that the PID, its fds and its cwd are the caller's and not a reused PID's.
+        match nr {
+            libc::SYS_setuid
+            | libc::SYS_setgid
+            | libc::SYS_setreuid
+            | libc::SYS_setregid
+            | libc::SYS_setresuid
+            | libc::SYS_setresgid
+            | libc::SYS_setfsuid
+            | libc::SYS_setfsgid
+            | libc::SYS_setgroups
+            | libc::SYS_capset => {
+                // The thread changes its own identity: read it again at its next call. The
+                // kernel runs the call itself; the arguments mean nothing to the policy.
+                self.cache.forget(tid);
+                return Ok(Outcome::Continue);
+            }
+            libc::SYS_umask => {
+                self.cache.forget_all();
+                return Ok(Outcome::Continue);
+            }
+            _ => {}
+        }
+        let path = |i: usize| -> R<Vec<u8>> { self.privileged(|| notif::read_cstr(tid, a[i])) };
+        let mem = |at: u64, len: usize| -> R<Vec<u8>> {
+            self.privileged(|| notif::read_mem(tid, at, len))
+        };
+        // Arguments are read once, here.
         let op = match nr {
             libc::SYS_open => Op::Open {
                 dirfd: libc::AT_FDCWD,
@@ -117,7 +152,7 @@ impl Emulator {
                 if (a[3] as usize) < 24 {
                     return Err(Errno::EINVAL);
                 }
-                let how = notif::read_mem(tid, a[2], 24)?;
+                let how = mem(a[2], 24)?;
                 if how.len() < 24 {
                     return Err(Errno::EFAULT);
                 }
@@ -300,61 +335,25 @@ impl Emulator {
                 Op::Socket {
                     bind: nr == libc::SYS_bind,
                     fd: a[0] as i32,
-                    addr: notif::read_mem(tid, a[1], len)?,
+                    addr: mem(a[1], len)?,
                 }
             }
             _ => return Err(Errno::ENOSYS),
         };
-        if !notif::still_valid(listener, n.id) {
-            return Err(Errno::ENOENT);
-        }
+        // Then the caller's identity. A cached one is held by a pidfd of the thread: alive
+        // now, it is the thread whose memory was just read (its ID was not reused). A new
+        // one is taken only while the notification is still pending, for the same reason.
+        let creds = match self.cache.get(tid) {
+            Some(c) => c,
+            None => self
+                .cache
+                .load(&self.host_proc, tid, || notif::still_valid(listener, n.id))?,
+        };
         self.perform(tid, &creds, op)
     }
 
-    fn creds(&self, tid: u32) -> R<Creds> {
-        let text = read_at(&self.host_proc, &format!("{tid}/status"))?;
-        let field = |name: &str| -> Vec<u64> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|rest| {
-                    rest.split_whitespace()
-                        .filter_map(|w| w.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let hex = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-                .unwrap_or(0)
-        };
-        let octal = |name: &str| -> u32 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-                .unwrap_or(0o022)
-        };
-        let uid = field("Uid:");
-        let gid = field("Gid:");
-        if uid.len() < 4 || gid.len() < 4 {
-            return Err(Errno::ESRCH);
-        }
-        Ok(Creds {
-            uid: uid[0] as u32,
-            fsuid: uid[3] as u32,
-            gid: gid[0] as u32,
-            fsgid: gid[3] as u32,
-            groups: field("Groups:").into_iter().map(|g| g as u32).collect(),
-            cap_eff: hex("CapEff:"),
-            umask: octal("Umask:"),
-            ns_pid: field("NSpid:").last().copied().unwrap_or(0) as u32,
-            tgid: field("Tgid:").first().copied().unwrap_or(tid as u64) as u32,
-        })
-    }
-
     fn perform(&mut self, tid: u32, c: &Creds, op: Op) -> R<Outcome> {
-        let _as_caller = Impersonation::begin(c, false)?;
+        self.ident.borrow_mut().apply(&Target::of(c, false))?;
         match op {
             Op::Open {
                 dirfd,
@@ -412,8 +411,7 @@ impl Emulator {
                         buf.to_vec()
                     }
                 };
-                let _privileged = Privileged::begin();
-                notif::write_mem(tid, buf, &data)?;
+                self.privileged(|| notif::write_mem(tid, buf, &data))?;
                 Ok(Outcome::Value(0))
             }
             Op::Access {
@@ -430,11 +428,9 @@ impl Emulator {
                 };
                 self.check(&fd, access, "access")?;
                 // Without AT_EACCESS the kernel checks the real ids: switch to those.
-                let _real = if flags & libc::AT_EACCESS == 0 {
-                    Some(Impersonation::begin(c, true)?)
-                } else {
-                    None
-                };
+                if flags & libc::AT_EACCESS == 0 {
+                    self.ident.borrow_mut().apply(&Target::of(c, true))?;
+                }
                 let target = proc_fd_path(fd.as_raw_fd());
                 // SAFETY: the path is a valid C string; no pointers are kept.
                 let r = unsafe {
@@ -463,8 +459,7 @@ impl Emulator {
                 let target = nix::fcntl::readlinkat(parent.as_fd(), last.as_c_str())?;
                 let bytes = target.as_bytes();
                 let n = bytes.len().min(size);
-                let _privileged = Privileged::begin();
-                notif::write_mem(tid, buf, &bytes[..n])?;
+                self.privileged(|| notif::write_mem(tid, buf, &bytes[..n]))?;
                 Ok(Outcome::Value(n as i64))
             }
             Op::Unlink { dirfd, path, flags } => {
@@ -592,6 +587,8 @@ impl Emulator {
                 // paths, so the kernel refuses any swapped-in binary outside them.
                 let fd = self.resolve(tid, c, dirfd, &path, flags & libc::AT_SYMLINK_NOFOLLOW)?;
                 self.check(&fd, Access::Exec, "execve")?;
+                // The new image may run with other capabilities.
+                self.cache.forget_process(c.tgid);
                 Ok(Outcome::Continue)
             }
             Op::Socket { bind, fd, addr } => self.socket(tid, c, bind, fd, &addr),
@@ -694,14 +691,14 @@ impl Emulator {
             }
         }
         // Act on the caller's own socket, with the address we checked.
-        let privileged = Privileged::begin();
         let pidfd = pidfd_open(c.tgid)?;
-        // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
-        let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        let sock = Errno::result(sock)? as RawFd;
-        // SAFETY: pidfd_getfd returned a new fd that we own.
-        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-        drop(privileged);
+        let sock = self.privileged(|| {
+            // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
+            let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            let sock = Errno::result(sock)? as RawFd;
+            // SAFETY: pidfd_getfd returned a new fd that we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(sock) })
+        })?;
         // Relative Unix socket paths are the caller's cwd's.
         let cwd = if family == libc::AF_UNIX {
             let here = nix::fcntl::open(
@@ -741,14 +738,9 @@ impl Emulator {
 
     /// The directory a relative path starts from: the caller's cwd or its dirfd, reopened
     /// from the host's /proc (O_PATH). Absolute paths ignore it, as the kernel does.
-    fn dir_fd(&self, tid: u32, dirfd: i32, path: &[u8]) -> R<OwnedFd> {
+    fn dir_fd(&self, tid: u32, dirfd: i32, path: &[u8]) -> R<Dir> {
         if path.first() == Some(&b'/') {
-            return openat_raw(
-                libc::AT_FDCWD,
-                c"/",
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                0,
-            );
+            return Ok(Dir::Root(self.root.as_raw_fd()));
         }
         let link = if dirfd == libc::AT_FDCWD {
             format!("{tid}/cwd")
@@ -757,14 +749,16 @@ impl Emulator {
         };
         let link = CString::new(link).map_err(|_| Errno::EINVAL)?;
         // Reaching into the caller's /proc entry is the supervisor's own business (the caller
-        // may be non-dumpable, as an init is before execve): with full privilege.
-        let _privileged = Privileged::begin();
-        openat_raw(
-            self.host_proc.as_raw_fd(),
-            &link,
-            libc::O_PATH | libc::O_CLOEXEC,
-            0,
-        )
+        // may be non-dumpable, as an init is before execve): with full privilege if need be.
+        self.privileged(|| {
+            openat_raw(
+                self.host_proc.as_raw_fd(),
+                &link,
+                libc::O_PATH | libc::O_CLOEXEC,
+                0,
+            )
+        })
+        .map(Dir::Own)
         .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })
     }
 
@@ -790,7 +784,7 @@ impl Emulator {
             if flags & libc::AT_EMPTY_PATH == 0 {
                 return Err(Errno::ENOENT);
             }
-            return self.dir_fd(tid, dirfd, path);
+            return self.dir_fd(tid, dirfd, path)?.into_owned();
         }
         let dir = self.dir_fd(tid, dirfd, path)?;
         let path = self.proc_self(c, path);
@@ -846,6 +840,9 @@ impl Emulator {
     }
 
     fn check(&mut self, fd: &OwnedFd, access: Access, syscall: &str) -> R<()> {
+        if self.granted_everywhere(access) {
+            return Ok(());
+        }
         let path = self.real_path(fd)?;
         if !path.is_absolute() {
             // A pipe, socket or anonymous inode reached through an fd the caller holds: not
@@ -862,10 +859,17 @@ impl Emulator {
         access: Access,
         syscall: &str,
     ) -> R<()> {
+        if self.granted_everywhere(access) {
+            return Ok(());
+        }
         let path = self
             .real_path(parent)?
             .join(OsStr::from_bytes(name.to_bytes()));
         self.check_path(&path, access, syscall)
+    }
+
+    fn granted_everywhere(&self, access: Access) -> bool {
+        self.everywhere[access as usize]
     }
 
     fn check_path(&mut self, path: &Path, access: Access, syscall: &str) -> R<()> {
@@ -977,7 +981,7 @@ fn proc_fd_path(fd: RawFd) -> CString {
     CString::new(format!("self/fd/{fd}")).expect("no NUL in a number")
 }
 
-fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
+pub(crate) fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
     let p = CString::new(path).map_err(|_| Errno::EINVAL)?;
     let fd = openat_raw(dir.as_raw_fd(), &p, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
     let mut s = String::new();
@@ -1032,93 +1036,39 @@ fn pidfd_open(pid: u32) -> R<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The caller's filesystem identity applied to the supervisor for the length of one call.
-struct Impersonation {
-    umask: libc::mode_t,
+/// Where a lookup starts: the container's root, kept open by the emulator, or a directory
+/// of the caller's reopened for this call.
+enum Dir {
+    Root(RawFd),
+    Own(OwnedFd),
 }
 
-impl Impersonation {
-    /// `real`: use the real uid/gid (for access(2) without AT_EACCESS) instead of the fs ones.
-    fn begin(c: &Creds, real: bool) -> R<Impersonation> {
-        let (uid, gid) = if real {
-            (c.uid, c.gid)
-        } else {
-            (c.fsuid, c.fsgid)
-        };
-        let groups: Vec<libc::gid_t> = c.groups.clone();
-        // SAFETY: setgroups reads `groups.len()` gids from the vector, which is ours.
-        Errno::result(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
-        // SAFETY: plain integer arguments. setfs* return the previous value; failure shows
-        // only by a second call, done below.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
-        // SAFETY: as above; reading back the value just set.
-        if unsafe { libc::setfsuid(uid) } as u32 != uid {
-            return Err(Errno::EPERM);
-        }
-        set_effective_caps(c.cap_eff)?;
-        // SAFETY: umask cannot fail.
-        let umask = unsafe { libc::umask(c.umask as libc::mode_t) };
-        Ok(Impersonation { umask })
-    }
-}
-
-impl Drop for Impersonation {
-    fn drop(&mut self) {
-        // Back to the supervisor's own identity: all permitted capabilities effective, root.
-        let _ = set_effective_caps(u64::MAX);
-        // SAFETY: plain integer arguments / an empty list.
-        unsafe {
-            libc::setfsuid(0);
-            libc::setfsgid(0);
-            libc::setgroups(0, std::ptr::null());
-            libc::umask(self.umask);
+impl Dir {
+    fn into_owned(self) -> R<OwnedFd> {
+        match self {
+            Dir::Own(fd) => Ok(fd),
+            Dir::Root(fd) => {
+                // SAFETY: the root fd is open as long as the emulator.
+                let root = unsafe { BorrowedFd::borrow_raw(fd) };
+                root.try_clone_to_owned()
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
+            }
         }
     }
 }
 
-/// The supervisor's own identity for a moment, inside an impersonation; restored on drop.
-struct Privileged {
-    fsuid: u32,
-    fsgid: u32,
-    effective: Option<caps::CapsHashSet>,
-}
-
-impl Privileged {
-    fn begin() -> Privileged {
-        let effective = caps::read(None, caps::CapSet::Effective).ok();
-        let _ = set_effective_caps(u64::MAX);
-        // SAFETY: plain integer arguments; each returns the previous value.
-        let (fsuid, fsgid) = unsafe { (libc::setfsuid(0) as u32, libc::setfsgid(0) as u32) };
-        Privileged {
-            fsuid,
-            fsgid,
-            effective,
+impl AsRawFd for Dir {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Dir::Root(fd) => *fd,
+            Dir::Own(fd) => fd.as_raw_fd(),
         }
     }
 }
 
-impl Drop for Privileged {
-    fn drop(&mut self) {
-        // SAFETY: plain integer arguments.
-        unsafe {
-            libc::setfsgid(self.fsgid);
-            libc::setfsuid(self.fsuid);
-        }
-        if let Some(e) = &self.effective {
-            let _ = caps::set(None, caps::CapSet::Effective, e);
-        }
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: either fd stays open as long as the Dir (the root as long as the emulator).
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
     }
-}
-
-/// Effective capabilities := `mask` ∩ permitted.
-fn set_effective_caps(mask: u64) -> R<()> {
-    let permitted = caps::read(None, caps::CapSet::Permitted).map_err(|_| Errno::EPERM)?;
-    let effective: caps::CapsHashSet = permitted
-        .into_iter()
-        .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
-        .collect();
-    caps::set(None, caps::CapSet::Effective, &effective).map_err(|_| Errno::EPERM)
 }

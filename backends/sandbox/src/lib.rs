@@ -14,6 +14,8 @@ pub mod profile;
 pub mod supervisor;
 
 mod emulate;
+mod guard;
+mod identity;
 mod notif;
 
 #[derive(Debug, thiserror::Error)]

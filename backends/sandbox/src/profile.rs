@@ -45,6 +45,23 @@ pub const TRAPPED: &[&str] = &[
     "bind",
 ];
 
+/// Calls that change the caller's own credentials: trapped only so that the supervisor
+/// forgets the identity it cached for the thread, then run by the kernel as made (nothing
+/// in their arguments is a path or an address).
+pub const CREDENTIAL_CHANGES: &[&str] = &[
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "setgroups",
+    "capset",
+    "umask",
+];
+
 /// Refused outright with EPERM: they reach kernel surface a container has no business with,
 /// or would undo the sandbox.
 pub const FORBIDDEN: &[&str] = &[
@@ -194,7 +211,6 @@ pub const ALLOWED: &[&str] = &[
     "fchdir",
     "fchmod",
     "fchown",
-    "umask",
     "gettimeofday",
     "getrlimit",
     "setrlimit",
@@ -206,18 +222,9 @@ pub const ALLOWED: &[&str] = &[
     "getgid",
     "geteuid",
     "getegid",
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
     "getresuid",
     "getresgid",
     "getgroups",
-    "setgroups",
-    "setfsuid",
-    "setfsgid",
     "setpgid",
     "getpgid",
     "getppid",
@@ -225,7 +232,6 @@ pub const ALLOWED: &[&str] = &[
     "setsid",
     "getsid",
     "capget",
-    "capset",
     "rt_sigpending",
     "rt_sigtimedwait",
     "rt_sigqueueinfo",
@@ -360,6 +366,7 @@ pub fn profile(listener: &Path) -> LinuxSeccomp {
         "syscalls": [
             rule(ALLOWED, "SCMP_ACT_ALLOW", None),
             rule(TRAPPED, "SCMP_ACT_NOTIFY", None),
+            rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None),
             rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32)),
         ],
     });
@@ -372,8 +379,11 @@ mod tests {
 
     #[test]
     fn lists_are_disjoint_and_compile() {
-        for t in TRAPPED {
+        for t in TRAPPED.iter().chain(CREDENTIAL_CHANGES) {
             assert!(!ALLOWED.contains(t) && !FORBIDDEN.contains(t), "{t}");
+        }
+        for t in CREDENTIAL_CHANGES {
+            assert!(!TRAPPED.contains(t), "{t}");
         }
         for f in FORBIDDEN {
             assert!(!ALLOWED.contains(f), "{f}");

@@ -5,7 +5,8 @@
 //! each trapped call (see `emulate`).
 //!
 //! Fail closed: if the supervisor dies, the kernel fails every trapped call with ENOSYS, so
-//! nothing runs unsupervised; and a supervisor that panics kills the container first.
+//! nothing runs unsupervised, and the guard (see `guard`) kills the container; a supervisor
+//! that panics kills the container itself first.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -101,14 +102,21 @@ fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
         if ready[0].contains(PollFlags::POLLIN) {
             match accept_notify_fd(&listener) {
                 Ok((pid, fd)) => {
+                    if let Err(e) = notif::set_sync_wakeup(fd.as_fd()) {
+                        tracing::debug!("sandbox supervisor: no synchronous wake-ups: {e}");
+                    }
                     if emulator.is_none() {
+                        crate::guard::spawn(pid)?;
                         enter_container(pid)?;
                         INIT_PID.store(pid, Ordering::SeqCst);
                         let p = policy.take().unwrap_or_else(Policy::builtin);
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
-                        emulator = Some(Emulator::new(proc_dup, p));
+                        emulator = Some(
+                            Emulator::new(proc_dup, p)
+                                .ctx(|| "setting up the supervisor".into())?,
+                        );
                     }
                     listeners.push(fd);
                 }

@@ -1,0 +1,422 @@
+//! Whose identity the supervisor's thread acts with, and what the callers' identities are.
+//!
+//! The supervisor performs each call with the caller's filesystem identity (fsuid/fsgid,
+//! groups, effective capabilities, umask), so its own root privileges never lend the
+//! container access it does not have. Switching identity costs a credential commit per
+//! part, and reading a caller's identity from /proc costs more than the call itself, so:
+//! - the identity applied stays applied after a call ([`Identity::apply`] changes only the
+//!   parts that differ), and the supervisor takes its full privilege back only for its own
+//!   business, and only where the caller's identity does not suffice ([`Identity::privileged`]);
+//! - callers' identities are cached per thread ([`CredsCache`]), each entry held by a pidfd
+//!   of that very thread, so a reused thread ID can never be mistaken for the cached one.
+//!   A thread's credentials change only by its own syscalls, and the profile traps every one
+//!   that can change them (the setuid family, setgroups, capset, umask, execve): those drop
+//!   the entry before the kernel runs them.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+type R<T> = std::result::Result<T, Errno>;
+
+/// A caller's identity for filesystem checks, from /proc/<tid>/status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creds {
+    pub uid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    pub cap_eff: u64,
+    pub umask: u32,
+    /// The caller's PID inside its own pid namespace (for /proc/self).
+    pub ns_pid: u32,
+    pub tgid: u32,
+}
+
+impl Creds {
+    pub fn parse(text: &str, tid: u32) -> R<Creds> {
+        let line = |name: &str| text.lines().find_map(|l| l.strip_prefix(name));
+        let numbers = |name: &str| -> Vec<u64> {
+            line(name)
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|w| w.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let uid = numbers("Uid:");
+        let gid = numbers("Gid:");
+        if uid.len() < 4 || gid.len() < 4 {
+            return Err(Errno::ESRCH);
+        }
+        Ok(Creds {
+            uid: uid[0] as u32,
+            fsuid: uid[3] as u32,
+            gid: gid[0] as u32,
+            fsgid: gid[3] as u32,
+            groups: numbers("Groups:").into_iter().map(|g| g as u32).collect(),
+            cap_eff: line("CapEff:")
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0),
+            umask: line("Umask:")
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                .unwrap_or(0o022),
+            ns_pid: numbers("NSpid:").last().copied().unwrap_or(0) as u32,
+            tgid: numbers("Tgid:").first().copied().unwrap_or(tid as u64) as u32,
+        })
+    }
+}
+
+/// PIDFD_THREAD (Linux 6.9): a pidfd for one thread, not its thread group.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+struct Entry {
+    /// Readable once the thread has exited: from then on its ID may name another thread.
+    pidfd: OwnedFd,
+    creds: Rc<Creds>,
+}
+
+/// Callers' identities by thread ID.
+#[derive(Default)]
+pub(crate) struct CredsCache {
+    entries: HashMap<u32, Entry>,
+    /// Kernels without PIDFD_THREAD: read /proc every time.
+    disabled: bool,
+}
+
+/// Cached threads before exited ones are swept out.
+const SWEEP_AT: usize = 1024;
+
+impl CredsCache {
+    /// The cached identity of `tid`, if that very thread is still alive.
+    pub fn get(&self, tid: u32) -> Option<Rc<Creds>> {
+        let e = self.entries.get(&tid)?;
+        alive(e.pidfd.as_raw_fd()).then(|| e.creds.clone())
+    }
+
+    /// Reads `tid`'s identity through the host's /proc and caches it. `still_caller` must
+    /// say whether the notification is still pending: checked after the pidfd is opened, it
+    /// proves that the pidfd is the caller's thread and not a successor with its ID.
+    pub fn load(
+        &mut self,
+        host_proc: &OwnedFd,
+        tid: u32,
+        still_caller: impl Fn() -> bool,
+    ) -> R<Rc<Creds>> {
+        let pidfd = if self.disabled {
+            None
+        } else {
+            // SAFETY: pidfd_open with integers; a new fd is returned.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+            match Errno::result(fd) {
+                // SAFETY: pidfd_open returned a new fd that we own.
+                Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+                Err(Errno::EINVAL) => {
+                    tracing::debug!("sandbox: no PIDFD_THREAD; caller identities are not cached");
+                    self.disabled = true;
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let text = crate::emulate::read_at(host_proc, &format!("{tid}/status"))?;
+        let creds = Rc::new(Creds::parse(&text, tid)?);
+        if !still_caller() {
+            return Err(Errno::ENOENT);
+        }
+        if let Some(pidfd) = pidfd {
+            if self.entries.len() >= SWEEP_AT {
+                self.entries.retain(|_, e| alive(e.pidfd.as_raw_fd()));
+            }
+            self.entries.insert(
+                tid,
+                Entry {
+                    pidfd,
+                    creds: creds.clone(),
+                },
+            );
+        }
+        Ok(creds)
+    }
+
+    /// The thread is about to change its own credentials.
+    pub fn forget(&mut self, tid: u32) {
+        self.entries.remove(&tid);
+    }
+
+    /// Every thread of the process: an execve replaces them all, and the thread that runs it
+    /// takes the group leader's ID.
+    pub fn forget_process(&mut self, tgid: u32) {
+        self.entries.retain(|_, e| e.creds.tgid != tgid);
+    }
+
+    /// A umask is shared by every thread that shares the fs context, which need not be one
+    /// process: everything is read again.
+    pub fn forget_all(&mut self) {
+        self.entries.clear();
+    }
+}
+
+fn alive(pidfd: RawFd) -> bool {
+    // SAFETY: the fd is an open pidfd the cache owns for the length of this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(pidfd) };
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // Unsure: treat as gone, so the identity is read again.
+        Err(_) => false,
+    }
+}
+
+/// The filesystem identity a thread acts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    /// Effective capabilities (a bit per capability), within the supervisor's permitted set.
+    pub caps: u64,
+    pub umask: u32,
+}
+
+impl Target {
+    /// The caller's filesystem identity, or with `real` its real IDs (access(2) without
+    /// AT_EACCESS checks those).
+    pub fn of(c: &Creds, real: bool) -> Target {
+        let (fsuid, fsgid) = if real {
+            (c.uid, c.gid)
+        } else {
+            (c.fsuid, c.fsgid)
+        };
+        Target {
+            fsuid,
+            fsgid,
+            groups: c.groups.clone(),
+            caps: c.cap_eff,
+            umask: c.umask,
+        }
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+/// The supervisor thread's identity, applied lazily.
+pub(crate) struct Identity {
+    own: Target,
+    permitted: u64,
+    inheritable: u64,
+    applied: Target,
+}
+
+impl Identity {
+    /// The calling thread's identity as it is now (the supervisor's own: root, with its
+    /// permitted capabilities).
+    pub fn current() -> R<Identity> {
+        let mut data = [CapData::default(); 2];
+        let mut header = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        // SAFETY: capget writes two CapData (v3), which `data` holds.
+        Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+        let join = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+        let permitted = join(data[0].permitted, data[1].permitted);
+        // SAFETY: umask cannot fail; set back at once.
+        let umask = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        let own = Target {
+            // SAFETY: the setfs* calls with -1 only report the current value.
+            fsuid: unsafe { libc::setfsuid(u32::MAX) } as u32,
+            // SAFETY: as above.
+            fsgid: unsafe { libc::setfsgid(u32::MAX) } as u32,
+            groups: Vec::new(),
+            caps: join(data[0].effective, data[1].effective),
+            umask,
+        };
+        Ok(Identity {
+            applied: own.clone(),
+            own: Target {
+                caps: permitted,
+                ..own
+            },
+            permitted,
+            inheritable: join(data[0].inheritable, data[1].inheritable),
+        })
+    }
+
+    /// Makes `t` the thread's identity, changing only what differs from the applied one.
+    pub fn apply(&mut self, t: &Target) -> R<()> {
+        let caps = t.caps & self.permitted;
+        if self.applied.groups != t.groups {
+            // The raw syscall, per thread: glibc's setgroups would change every thread.
+            // SAFETY: reads `len` gids from the vector, which is ours.
+            Errno::result(unsafe {
+                libc::syscall(libc::SYS_setgroups, t.groups.len(), t.groups.as_ptr())
+            })?;
+            self.applied.groups = t.groups.clone();
+        }
+        if self.applied.fsgid != t.fsgid {
+            // SAFETY: integer argument; setfsgid reports failure only through a second call.
+            unsafe { libc::setfsgid(t.fsgid) };
+            // SAFETY: as above; -1 changes nothing and reports the value now in effect.
+            if unsafe { libc::setfsgid(u32::MAX) } as u32 != t.fsgid {
+                return Err(Errno::EPERM);
+            }
+            self.applied.fsgid = t.fsgid;
+        }
+        if self.applied.fsuid != t.fsuid {
+            // SAFETY: as for setfsgid.
+            unsafe { libc::setfsuid(t.fsuid) };
+            // SAFETY: as above.
+            if unsafe { libc::setfsuid(u32::MAX) } as u32 != t.fsuid {
+                return Err(Errno::EPERM);
+            }
+            self.applied.fsuid = t.fsuid;
+        }
+        if self.applied.caps != caps {
+            let split = |v: u64| (v as u32, (v >> 32) as u32);
+            let (e0, e1) = split(caps);
+            let (p0, p1) = split(self.permitted);
+            let (i0, i1) = split(self.inheritable);
+            let mut header = CapHeader {
+                version: CAP_V3,
+                pid: 0,
+            };
+            let data = [
+                CapData {
+                    effective: e0,
+                    permitted: p0,
+                    inheritable: i0,
+                },
+                CapData {
+                    effective: e1,
+                    permitted: p1,
+                    inheritable: i1,
+                },
+            ];
+            // SAFETY: capset reads the header and two CapData (v3), all ours.
+            Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
+            self.applied.caps = caps;
+        }
+        if self.applied.umask != t.umask {
+            // SAFETY: umask cannot fail.
+            unsafe { libc::umask(t.umask as libc::mode_t) };
+            self.applied.umask = t.umask;
+        }
+        Ok(())
+    }
+
+    /// Runs the supervisor's own step `f` (reaching into the caller's /proc entry or memory)
+    /// first with the identity applied, and only if that is refused with the supervisor's
+    /// full privilege, which is then given up again.
+    pub fn privileged<T>(&mut self, f: impl Fn() -> R<T>) -> R<T> {
+        match f() {
+            Err(Errno::EPERM | Errno::EACCES) if self.applied != self.own => {
+                let before = self.applied.clone();
+                let own = self.own.clone();
+                self.apply(&own)?;
+                let r = f();
+                self.apply(&before)?;
+                r
+            }
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tsh\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t812\n\
+        Ngid:\t0\nPid:\t815\nPPid:\t1\nUid:\t1000\t1001\t1002\t1003\n\
+        Gid:\t2000\t2001\t2002\t2003\nGroups:\t10 20 \nNSpid:\t815\t4\n\
+        CapEff:\t00000000a80425fb\n";
+
+    #[test]
+    fn parses_the_fields_a_filesystem_check_needs() {
+        let c = Creds::parse(STATUS, 815).unwrap();
+        assert_eq!(
+            c,
+            Creds {
+                uid: 1000,
+                fsuid: 1003,
+                gid: 2000,
+                fsgid: 2003,
+                groups: vec![10, 20],
+                cap_eff: 0xa80425fb,
+                umask: 0o027,
+                ns_pid: 4,
+                tgid: 812,
+            }
+        );
+        assert_eq!(Creds::parse("Name:\tx\n", 1), Err(Errno::ESRCH));
+        let real = Target::of(&c, true);
+        assert_eq!((real.fsuid, real.fsgid), (1000, 2000));
+    }
+
+    #[test]
+    fn a_cached_identity_lives_as_long_as_its_thread() {
+        let proc_dir = nix::fcntl::open(
+            "/proc",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let mut cache = CredsCache::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let loaded = cache.load(&proc_dir, tid, || true).unwrap();
+        if cache.disabled {
+            eprintln!("SKIPPED: this kernel has no PIDFD_THREAD; nothing is cached");
+            done_tx.send(()).unwrap();
+            t.join().unwrap();
+            return;
+        }
+        assert_eq!(cache.get(tid), Some(loaded));
+        // A notification that is no longer pending: nothing cached, the call is dropped.
+        let mut other = CredsCache::default();
+        assert_eq!(other.load(&proc_dir, tid, || false), Err(Errno::ENOENT));
+        assert!(other.get(tid).is_none());
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        // The thread is gone: its ID may be handed out again, the entry is worthless. (join
+        // returns when the thread's TID is cleared, a moment before its exit is complete.)
+        let gone = (0..1000).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            cache.get(tid).is_none()
+        });
+        assert!(gone, "the entry outlived its thread");
+        cache.forget_all();
+        assert!(cache.entries.is_empty());
+    }
+}
