@@ -78,8 +78,8 @@ fn kill_supervisor(state_dir: &Path) {
     }
 }
 
-fn profile_for(state_dir: &Path) -> oci_spec::runtime::LinuxSeccomp {
-    strata_sandbox::profile::profile(&state_dir.join(SOCKET))
+fn profile_for(state_dir: &Path, policy: &Policy) -> oci_spec::runtime::LinuxSeccomp {
+    strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy)
 }
 
 /// The supervisor's PID (with its start time, against PID reuse) and the chosen policy, in
@@ -100,7 +100,7 @@ fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
         p.set_no_new_privileges(Some(true));
         spec.set_process(Some(p));
     }
-    let profile = profile_for(req.state_dir);
+    let profile = profile_for(req.state_dir, &policy);
     let landlock = landlock_step(policy);
     let extras = Extras {
         seccomp: Some(&profile),
@@ -157,11 +157,11 @@ impl Backend for Sandbox {
         if supervisor_pid(&rec.state_dir).is_none_or(|(p, s)| !state::process_alive(p, s)) {
             bail!("the container's sandbox supervisor is gone; refusing to exec unsupervised");
         }
-        let profile = profile_for(&rec.state_dir);
         let recorded = std::fs::read(rec.state_dir.join(POLICY_FILE))
             .context("reading the container's sandbox policy")?;
         let policy: Policy =
             serde_json::from_slice(&recorded).context("reading the container's sandbox policy")?;
+        let profile = profile_for(&rec.state_dir, &policy);
         let landlock = landlock_step(policy);
         let extras = Extras {
             seccomp: Some(&profile),

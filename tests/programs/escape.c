@@ -7,10 +7,23 @@
  *   escape race-link N     one thread opens /tmp/flip for writing while another flips it
  *                          between a regular file and a symlink to /etc/linked
  *   escape dirfd           openat(open("/etc"), "viadirfd", O_CREAT|O_WRONLY)
- * Prints what it managed; exit status 0. */
+ *   escape dirfd-rename    opens /tmp/d, says so by creating /tmp/opened, waits until /etc/d
+ *                          exists (the test moves /tmp/d there from outside), then creates
+ *                          "planted" through the fd it opened before the move
+ *   escape socket FAMILY   socket(FAMILY, SOCK_DGRAM, 0)
+ *   escape sendto IP PORT  one UDP datagram to IP:PORT from an unconnected socket
+ *   escape chmod2 PATH     fchmodat2(AT_FDCWD, PATH, 0777, 0)
+ *   escape touch PATH      utimensat(AT_FDCWD, PATH, NULL, 0)
+ * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +91,40 @@ int main(int argc, char **argv) {
         printf("%s\n", fd >= 0 ? "created" : "refused");
         return 0;
     }
-    fprintf(stderr, "usage: escape race-path|race-link N | dirfd\n");
+    if (argc >= 2 && strcmp(argv[1], "dirfd-rename") == 0) {
+        int dir = open("/tmp/d", O_RDONLY | O_DIRECTORY);
+        if (dir < 0) { printf("no /tmp/d: %s\n", strerror(errno)); return 0; }
+        close(open("/tmp/opened", O_CREAT | O_WRONLY, 0644));
+        for (int i = 0; i < 1000 && access("/etc/d", F_OK) != 0; i++)
+            usleep(10000);
+        int fd = openat(dir, "planted", O_CREAT | O_WRONLY, 0644);
+        printf("%s\n", fd >= 0 ? "created" : "refused");
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "socket") == 0) {
+        int fd = socket(atoi(argv[2]), SOCK_DGRAM, 0);
+        printf("%s\n", fd >= 0 ? "made" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "sendto") == 0) {
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET, argv[2], &to.sin_addr);
+        long n = fd < 0 ? -1 : sendto(fd, "x", 1, 0, (struct sockaddr *)&to, sizeof to);
+        printf("%s\n", n == 1 ? "sent" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "chmod2") == 0) {
+        long r = syscall(452 /* fchmodat2 */, AT_FDCWD, argv[2], 0777, 0);
+        printf("%s\n", r == 0 ? "changed" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "touch") == 0) {
+        int r = utimensat(AT_FDCWD, argv[2], NULL, 0);
+        printf("%s\n", r == 0 ? "changed" : strerror(errno));
+        return 0;
+    }
+    fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
+                    "sendto IP PORT | chmod2 PATH | touch PATH\n");
     return 2;
 }

@@ -211,7 +211,7 @@ const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "tty",
     "readlink", "grep", "wc", "stat", "touch", "mkdir", "umask", "test", "env", "pwd", "kill",
     "head", "ln", "rm", "printf", "dd", "mknod", "sync", "top", "tee", "seq", "mv", "cp", "nc",
-    "unshare",
+    "unshare", "mkfifo", "timeout",
 ];
 
 /// Fills `root` with a busybox userland: the applets the tests use, /etc/passwd and group.

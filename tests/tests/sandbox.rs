@@ -450,3 +450,177 @@ fn a_user_namespace_is_refused_clearly() {
     // Nothing of a supervisor either.
     assert!(processes_of(&id, &b.rootfs()).is_empty());
 }
+
+/// A node config whose default sandbox policy is `policy` (TOML); returns the config path.
+fn node_with_policy(dir: &TempDir, policy: &str) -> String {
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let node = dir.path().join("config.toml");
+    std::fs::write(
+        &node,
+        format!("[sandbox]\npolicy = \"{}\"\n", file.display()),
+    )
+    .unwrap();
+    node.to_str().unwrap().to_string()
+}
+
+/// The host's network namespace: a new one's loopback is down, and only the host's has a
+/// route for a datagram to leave by.
+fn host_net(b: &mut Bundle) {
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network")
+    });
+}
+
+/// The directory behind an fd is checked where it is when the fd is used, not where it was
+/// when opened: moved (from outside) under /etc, it takes no new file under the sandbox.
+#[test]
+fn a_dirfd_opened_before_a_rename_is_checked_where_it_now_is() {
+    require_root!();
+    if escape_binary().is_none() {
+        return;
+    }
+    for (backend, expected) in [("native", "created\n"), ("sandbox", "refused\n")] {
+        let rt = Runtime::new();
+        let mut b = Bundle::new(&["escape", "dirfd-rename"]);
+        with_escape(&mut b);
+        std::fs::create_dir_all(b.rootfs().join("tmp/d")).unwrap();
+        let id = container(&mut b, "sbx-rename");
+        let child = rt
+            .cmd()
+            .args([
+                "--backend",
+                backend,
+                "run",
+                "-b",
+                b.path().to_str().unwrap(),
+                &id,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        eventually("the container has opened /tmp/d", || {
+            b.rootfs().join("tmp/opened").exists()
+        });
+        std::fs::rename(b.rootfs().join("tmp/d"), b.rootfs().join("etc/d")).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{backend}");
+        assert_eq!(
+            b.rootfs().join("etc/d/planted").exists(),
+            backend == "native",
+            "{backend}"
+        );
+    }
+}
+
+/// `connect` in the policy narrows "loopback" to the listed ports: one listener is reached,
+/// the other, on loopback too, is not.
+#[test]
+fn a_loopback_port_the_policy_does_not_list_is_refused() {
+    require_root!();
+    let cfg = TempDir::new("sandbox-ports");
+    let base = 20000 + (std::process::id() % 10000) * 2;
+    let (allowed, other) = (base, base + 1);
+    let config = node_with_policy(
+        &cfg,
+        &format!(
+            "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n\
+             network = \"loopback\"\nconnect = [\"127.0.0.1:{allowed}\"]\n"
+        ),
+    );
+    let script = format!(
+        "(nc -l -p {allowed} >/dev/null 2>&1 &); (nc -l -p {other} >/dev/null 2>&1 &); sleep 0.3; \
+         echo hi | nc -w 1 127.0.0.1 {allowed} 2>/dev/null && echo CONNECTED || echo REFUSED; \
+         echo hi | nc -w 1 127.0.0.1 {other} 2>/dev/null && echo CONNECTED || echo REFUSED"
+    );
+    assert_eq!(
+        run_with("native", &script, &["--config", &config], host_net),
+        "CONNECTED\nCONNECTED\n"
+    );
+    assert_eq!(
+        run_with("sandbox", &script, &["--config", &config], host_net),
+        "CONNECTED\nREFUSED\n"
+    );
+}
+
+/// With network = "none" only Unix sockets can be made (decided in the filter); under
+/// "loopback" a datagram sent with an address is held to the policy like a connect.
+#[test]
+fn socket_families_and_addressed_sends_follow_the_network_policy() {
+    require_root!();
+    if escape_binary().is_none() {
+        return;
+    }
+    let cfg = TempDir::new("sandbox-net");
+    let none = node_with_policy(
+        &cfg,
+        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
+    );
+    let script = format!(
+        "escape socket {}; escape socket {}",
+        libc::AF_UNIX,
+        libc::AF_INET
+    );
+    let with_escape_host_net = |b: &mut Bundle| {
+        with_escape(b);
+        host_net(b);
+    };
+    assert_eq!(
+        run_with(
+            "native",
+            &script,
+            &["--config", &none],
+            with_escape_host_net
+        ),
+        "made\nmade\n"
+    );
+    assert_eq!(
+        run_with(
+            "sandbox",
+            &script,
+            &["--config", &none],
+            with_escape_host_net
+        ),
+        "made\nAddress family not supported by protocol\n"
+    );
+    // TEST-NET-1 (RFC 5737): routed by the host's default route, answered by nobody.
+    let send = "escape sendto 192.0.2.1 9; escape sendto 127.0.0.1 9";
+    assert_eq!(run_on("native", send, with_escape_host_net), "sent\nsent\n");
+    assert_eq!(
+        run_on("sandbox", send, with_escape_host_net),
+        "Permission denied\nsent\n"
+    );
+}
+
+/// fchmodat2 and utimensat change a file as much as chmod does: refused on a read-only
+/// path, allowed on a writable one.
+#[test]
+fn newer_metadata_calls_are_held_to_the_policy() {
+    require_root!();
+    if escape_binary().is_none() {
+        return;
+    }
+    let script = "escape chmod2 /etc/group; escape touch /etc/passwd; \
+                  touch /tmp/t && escape chmod2 /tmp/t && escape touch /tmp/t";
+    assert_eq!(
+        run_on("native", script, with_escape),
+        "changed\nchanged\nchanged\nchanged\n"
+    );
+    assert_eq!(
+        run_on("sandbox", script, with_escape),
+        "Permission denied\nPermission denied\nchanged\nchanged\n"
+    );
+}
+
+/// A FIFO's open waits for the other end, whose open is the container's next trapped call:
+/// the supervisor must not wait with it.
+#[test]
+fn fifos_work_under_the_supervisor() {
+    require_root!();
+    let script = "mkfifo /tmp/f && (echo through-the-fifo > /tmp/f &) ; timeout 10 cat /tmp/f";
+    assert_eq!(run_on("native", script, |_| {}), "through-the-fifo\n");
+    assert_eq!(run_on("sandbox", script, |_| {}), "through-the-fifo\n");
+}

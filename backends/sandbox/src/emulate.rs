@@ -35,8 +35,11 @@ pub(crate) enum Outcome {
         fd: OwnedFd,
         cloexec: bool,
     },
-    /// Let the kernel run it (execve only).
+    /// Let the kernel run it (execve and the credential changes).
     Continue,
+    /// Handed to a worker thread that answers the caller itself: a call that may block
+    /// (a blocking connect, a FIFO's open) must not hold up every other trapped call.
+    Deferred,
 }
 
 impl From<Errno> for Outcome {
@@ -278,6 +281,79 @@ impl Emulator {
                 mode: a[2] as u32,
                 flags: 0,
             },
+            libc::SYS_fchmodat2 => Op::Chmod {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as u32,
+                flags: a[3] as i32,
+            },
+            libc::SYS_mknod => Op::Mknod {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                mode: a[1] as u32,
+                dev: a[2],
+            },
+            libc::SYS_mknodat => Op::Mknod {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                mode: a[2] as u32,
+                dev: a[3],
+            },
+            libc::SYS_utimensat => Op::Utimes {
+                dirfd: a[0] as i32,
+                path: path(1)?,
+                times: if a[2] == 0 {
+                    None
+                } else {
+                    let b = mem(a[2], 32)?;
+                    Some(timespecs(&b, 1)?)
+                },
+                flags: a[3] as i32,
+            },
+            libc::SYS_utimes | libc::SYS_futimesat => {
+                let (dirfd, p, t) = if nr == libc::SYS_utimes {
+                    (libc::AT_FDCWD, 0, a[1])
+                } else {
+                    (a[0] as i32, 1, a[2])
+                };
+                Op::Utimes {
+                    dirfd,
+                    path: path(p)?,
+                    // struct timeval: microseconds where timespec has nanoseconds.
+                    times: if t == 0 {
+                        None
+                    } else {
+                        Some(timespecs(&mem(t, 32)?, 1000)?)
+                    },
+                    flags: 0,
+                }
+            }
+            libc::SYS_utime => Op::Utimes {
+                dirfd: libc::AT_FDCWD,
+                path: path(0)?,
+                // struct utimbuf: two whole seconds.
+                times: if a[1] == 0 {
+                    None
+                } else {
+                    let b = mem(a[1], 16)?;
+                    let secs =
+                        |i: usize| i64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+                    if b.len() < 16 {
+                        return Err(Errno::EFAULT);
+                    }
+                    Some([
+                        libc::timespec {
+                            tv_sec: secs(0),
+                            tv_nsec: 0,
+                        },
+                        libc::timespec {
+                            tv_sec: secs(8),
+                            tv_nsec: 0,
+                        },
+                    ])
+                },
+                flags: 0,
+            },
             libc::SYS_chown | libc::SYS_lchown => Op::Chown {
                 dirfd: libc::AT_FDCWD,
                 path: path(0)?,
@@ -333,9 +409,27 @@ impl Emulator {
             libc::SYS_connect | libc::SYS_bind => {
                 let len = (a[2] as usize).min(128);
                 Op::Socket {
-                    bind: nr == libc::SYS_bind,
+                    kind: if nr == libc::SYS_bind {
+                        SockOp::Bind
+                    } else {
+                        SockOp::Connect
+                    },
                     fd: a[0] as i32,
                     addr: mem(a[1], len)?,
+                }
+            }
+            libc::SYS_sendto => {
+                // Only sendto with a destination is trapped. A datagram is at most 64 KiB; a
+                // stream socket may take less than asked, as send(2) says.
+                let len = (a[2] as usize).min(MAX_SEND);
+                Op::Socket {
+                    kind: SockOp::SendTo {
+                        data: mem(a[1], len)?,
+                        asked: a[2] as usize,
+                        flags: a[3] as i32,
+                    },
+                    fd: a[0] as i32,
+                    addr: mem(a[4], (a[5] as usize).min(128))?,
                 }
             }
             _ => return Err(Errno::ENOSYS),
@@ -349,10 +443,17 @@ impl Emulator {
                 .cache
                 .load(&self.host_proc, tid, || notif::still_valid(listener, n.id))?,
         };
-        self.perform(tid, &creds, op)
+        self.perform(listener, n.id, tid, &creds, op)
     }
 
-    fn perform(&mut self, tid: u32, c: &Creds, op: Op) -> R<Outcome> {
+    fn perform(
+        &mut self,
+        listener: BorrowedFd,
+        id: u64,
+        tid: u32,
+        c: &Creds,
+        op: Op,
+    ) -> R<Outcome> {
         self.ident.borrow_mut().apply(&Target::of(c, false))?;
         match op {
             Op::Open {
@@ -361,7 +462,7 @@ impl Emulator {
                 flags,
                 mode,
                 resolve,
-            } => self.open(tid, c, dirfd, &path, flags, mode, resolve),
+            } => self.open(listener, id, tid, c, dirfd, &path, flags, mode, resolve),
             Op::Stat {
                 dirfd,
                 path,
@@ -518,6 +619,36 @@ impl Emulator {
                 Errno::result(r)?;
                 Ok(Outcome::Value(0))
             }
+            Op::Mknod {
+                dirfd,
+                path,
+                mode,
+                dev,
+            } => {
+                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                self.check_named(&parent, &last, Access::Write, "mknod")?;
+                // SAFETY: parent is ours, last a valid C string. The kernel applies the
+                // caller's umask (applied) and asks for CAP_MKNOD for devices (as the caller).
+                let r = unsafe { libc::mknodat(parent.as_raw_fd(), last.as_ptr(), mode, dev) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
+            Op::Utimes {
+                dirfd,
+                path,
+                times,
+                flags,
+            } => {
+                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                self.check(&fd, Access::Write, "utimensat")?;
+                let target = proc_fd_path(fd.as_raw_fd());
+                let tp = times.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+                // SAFETY: a valid C string, and either null or two timespecs of ours.
+                let r =
+                    unsafe { libc::utimensat(self.host_proc.as_raw_fd(), target.as_ptr(), tp, 0) };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
             Op::Chown {
                 dirfd,
                 path,
@@ -591,13 +722,15 @@ impl Emulator {
                 self.cache.forget_process(c.tgid);
                 Ok(Outcome::Continue)
             }
-            Op::Socket { bind, fd, addr } => self.socket(tid, c, bind, fd, &addr),
+            Op::Socket { kind, fd, addr } => self.socket(tid, c, kind, fd, addr, listener, id),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
+        listener: BorrowedFd,
+        id: u64,
         tid: u32,
         c: &Creds,
         dirfd: i32,
@@ -631,6 +764,19 @@ impl Emulator {
                     let reopen = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)
                         | libc::O_CLOEXEC;
                     let target = proc_fd_path(fd.as_raw_fd());
+                    if flags & libc::O_NONBLOCK == 0 && is_fifo(&fd) {
+                        // A FIFO's open waits for the other end, which may be this
+                        // container's next trapped call: from a thread of its own.
+                        let proc_dir = self.host_proc.try_clone().map_err(|_| Errno::EMFILE)?;
+                        return defer(listener, id, move || {
+                            let _probe = fd;
+                            let opened = openat_raw(proc_dir.as_raw_fd(), &target, reopen, 0)?;
+                            Ok(Outcome::Fd {
+                                fd: opened,
+                                cloexec,
+                            })
+                        });
+                    }
                     openat_raw(self.host_proc.as_raw_fd(), &target, reopen, 0)?
                 }
             }
@@ -649,21 +795,32 @@ impl Emulator {
         Ok(Outcome::Fd { fd, cloexec })
     }
 
-    fn socket(&mut self, tid: u32, c: &Creds, bind: bool, fd: i32, addr: &[u8]) -> R<Outcome> {
-        let what = if bind { "bind" } else { "connect" };
+    #[allow(clippy::too_many_arguments)]
+    fn socket(
+        &mut self,
+        tid: u32,
+        c: &Creds,
+        kind: SockOp,
+        fd: i32,
+        addr: Vec<u8>,
+        listener: BorrowedFd,
+        id: u64,
+    ) -> R<Outcome> {
+        let bind = matches!(kind, SockOp::Bind);
+        let what = match kind {
+            SockOp::Bind => "bind",
+            SockOp::Connect => "connect",
+            SockOp::SendTo { .. } => "sendto",
+        };
+        let addr = &addr[..];
         if addr.len() < 2 {
             return Err(Errno::EINVAL);
         }
         let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
         match family {
-            libc::AF_INET if addr.len() >= 8 => {
-                let ip = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
-                self.check_ip(ip.into(), what)?;
-            }
-            libc::AF_INET6 if addr.len() >= 24 => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&addr[8..24]);
-                self.check_ip(std::net::Ipv6Addr::from(b).into(), what)?;
+            libc::AF_INET | libc::AF_INET6 => {
+                let (ip, port) = ip_endpoint(addr).ok_or(Errno::EINVAL)?;
+                self.check_endpoint(ip, port, bind, what)?;
             }
             libc::AF_UNIX => {
                 let raw = &addr[2..];
@@ -699,6 +856,12 @@ impl Emulator {
             // SAFETY: pidfd_getfd returned a new fd that we own.
             Ok(unsafe { OwnedFd::from_raw_fd(sock) })
         })?;
+        if family != libc::AF_UNIX && !bind && blocks(&sock, &kind) {
+            // A blocking connect or send to a remote host can take as long as the network
+            // does: answered from a thread of its own.
+            let addr = addr.to_vec();
+            return defer(listener, id, move || sock_call(&sock, &kind, &addr));
+        }
         // Relative Unix socket paths are the caller's cwd's.
         let cwd = if family == libc::AF_UNIX {
             let here = nix::fcntl::open(
@@ -712,26 +875,20 @@ impl Emulator {
         } else {
             None
         };
-        // SAFETY: addr is the caller's sockaddr bytes, passed with its length.
-        let r = unsafe {
-            let call = if bind { libc::bind } else { libc::connect };
-            call(
-                sock.as_raw_fd(),
-                addr.as_ptr().cast(),
-                addr.len() as libc::socklen_t,
-            )
-        };
-        let result = Errno::result(r);
+        let result = sock_call(&sock, &kind, addr);
         if let Some(here) = cwd {
             let _ = nix::unistd::fchdir(here.as_fd());
         }
-        result?;
-        Ok(Outcome::Value(0))
+        result
     }
 
-    fn check_ip(&mut self, ip: std::net::IpAddr, what: &str) -> R<()> {
-        self.policy.check_ip(ip).map_err(|d| {
-            self.deny(what, &ip.to_string(), d.rule);
+    fn check_endpoint(&mut self, ip: std::net::IpAddr, port: u16, bind: bool, what: &str) -> R<()> {
+        self.policy.check_endpoint(ip, port, bind).map_err(|d| {
+            self.deny(
+                what,
+                &std::net::SocketAddr::new(ip, port).to_string(),
+                d.rule,
+            );
             Errno::EACCES
         })
     }
@@ -945,6 +1102,18 @@ enum Op {
         mode: u32,
         flags: i32,
     },
+    Mknod {
+        dirfd: i32,
+        path: Vec<u8>,
+        mode: u32,
+        dev: u64,
+    },
+    Utimes {
+        dirfd: i32,
+        path: Vec<u8>,
+        times: Option<[libc::timespec; 2]>,
+        flags: i32,
+    },
     Chown {
         dirfd: i32,
         path: Vec<u8>,
@@ -970,10 +1139,149 @@ enum Op {
         flags: i32,
     },
     Socket {
-        bind: bool,
+        kind: SockOp,
         fd: i32,
         addr: Vec<u8>,
     },
+}
+
+enum SockOp {
+    Bind,
+    Connect,
+    SendTo {
+        data: Vec<u8>,
+        /// The length the caller passed (`data` holds at most MAX_SEND of it).
+        asked: usize,
+        flags: i32,
+    },
+}
+
+/// The most of one sendto the supervisor copies: the largest datagram.
+const MAX_SEND: usize = 65536;
+
+/// Whether the call on the caller's socket may wait: the socket is in blocking mode and
+/// the call does not say MSG_DONTWAIT.
+fn blocks(sock: &OwnedFd, kind: &SockOp) -> bool {
+    // SAFETY: F_GETFL on our fd.
+    let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    let dontwait = matches!(kind, SockOp::SendTo { flags, .. } if flags & libc::MSG_DONTWAIT != 0);
+    fl >= 0 && fl & libc::O_NONBLOCK == 0 && !dontwait
+}
+
+/// bind, connect or sendto on the caller's socket with the address that was checked.
+fn sock_call(sock: &OwnedFd, kind: &SockOp, addr: &[u8]) -> R<Outcome> {
+    let len = addr.len() as libc::socklen_t;
+    // SAFETY: addr is the caller's sockaddr bytes, passed with its length; data is ours.
+    let r = unsafe {
+        match kind {
+            SockOp::Bind => libc::bind(sock.as_raw_fd(), addr.as_ptr().cast(), len) as isize,
+            SockOp::Connect => libc::connect(sock.as_raw_fd(), addr.as_ptr().cast(), len) as isize,
+            SockOp::SendTo { data, asked, flags } => {
+                if *asked > data.len() && socket_type(sock) != libc::SOCK_STREAM {
+                    // Larger than any datagram: what the kernel would say.
+                    return Err(Errno::EMSGSIZE);
+                }
+                libc::sendto(
+                    sock.as_raw_fd(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    *flags,
+                    addr.as_ptr().cast(),
+                    len,
+                )
+            }
+        }
+    };
+    let n = Errno::result(r)?;
+    Ok(Outcome::Value(if matches!(kind, SockOp::SendTo { .. }) {
+        n as i64
+    } else {
+        0
+    }))
+}
+
+/// Two (seconds, fraction) pairs from the caller's memory: timespecs with `scale` 1, or
+/// timevals (microseconds) with `scale` 1000. UTIME_NOW and UTIME_OMIT pass unscaled.
+fn timespecs(b: &[u8], scale: i64) -> R<[libc::timespec; 2]> {
+    if b.len() < 32 {
+        return Err(Errno::EFAULT);
+    }
+    let word = |i: usize| i64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let frac = |v: i64| {
+        if scale == 1 || v == libc::UTIME_NOW || v == libc::UTIME_OMIT {
+            v
+        } else {
+            v * scale
+        }
+    };
+    Ok([
+        libc::timespec {
+            tv_sec: word(0),
+            tv_nsec: frac(word(1)),
+        },
+        libc::timespec {
+            tv_sec: word(2),
+            tv_nsec: frac(word(3)),
+        },
+    ])
+}
+
+fn is_fifo(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+}
+
+fn socket_type(sock: &OwnedFd) -> i32 {
+    let mut t: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one c_int into `t`, whose size is passed.
+    unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut t as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    t
+}
+
+/// Runs `work` on a thread of its own, which answers the notification `id` itself. The
+/// thread starts with the identity the supervisor has applied for this caller.
+fn defer(
+    listener: BorrowedFd,
+    id: u64,
+    work: impl FnOnce() -> R<Outcome> + Send + 'static,
+) -> R<Outcome> {
+    let listener = listener
+        .try_clone_to_owned()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+    std::thread::Builder::new()
+        .name("strata-sandbox-wait".into())
+        .spawn(move || {
+            let outcome = work().unwrap_or_else(Outcome::Errno);
+            crate::supervisor::answer(listener.as_fd(), id, outcome);
+        })
+        .map_err(|_| Errno::EAGAIN)?;
+    Ok(Outcome::Deferred)
+}
+
+/// The address and port of a sockaddr_in or sockaddr_in6 (ports in network byte order).
+fn ip_endpoint(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let family = u16::from_ne_bytes([*addr.first()?, *addr.get(1)?]) as i32;
+    let port = u16::from_be_bytes([*addr.get(2)?, *addr.get(3)?]);
+    match family {
+        libc::AF_INET if addr.len() >= 8 => Some((
+            std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]).into(),
+            port,
+        )),
+        libc::AF_INET6 if addr.len() >= 24 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&addr[8..24]);
+            Some((std::net::Ipv6Addr::from(b).into(), port))
+        }
+        _ => None,
+    }
 }
 
 /// `self/fd/N` relative to the host's /proc: reaching an fd's inode again with new flags.

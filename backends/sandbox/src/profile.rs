@@ -7,6 +7,8 @@ use std::path::Path;
 
 use oci_spec::runtime::LinuxSeccomp;
 
+use crate::policy::{Network, Policy};
+
 /// Syscalls the supervisor performs for the container (SECCOMP_RET_USER_NOTIF).
 pub const TRAPPED: &[&str] = &[
     "open",
@@ -43,6 +45,12 @@ pub const TRAPPED: &[&str] = &[
     "execveat",
     "connect",
     "bind",
+    "fchmodat2",
+    "mknod",
+    "mknodat",
+    "utime",
+    "utimes",
+    "futimesat",
 ];
 
 /// Calls that change the caller's own credentials: trapped only so that the supervisor
@@ -162,11 +170,9 @@ pub const ALLOWED: &[&str] = &[
     "setitimer",
     "getpid",
     "sendfile",
-    "socket",
     "socketpair",
     "accept",
     "accept4",
-    "sendto",
     "recvfrom",
     "sendmsg",
     "recvmsg",
@@ -293,10 +299,6 @@ pub const ALLOWED: &[&str] = &[
     "tee",
     "vmsplice",
     "sync_file_range",
-    "utimensat",
-    "utimes",
-    "utime",
-    "futimesat",
     "signalfd",
     "signalfd4",
     "timerfd_create",
@@ -338,7 +340,6 @@ pub const ALLOWED: &[&str] = &[
     "llistxattr",
     "statmount",
     "listmount",
-    "fchmodat2",
     "map_shadow_stack",
     // Landlock only ever takes access away; the sandbox's own ruleset is built with these.
     "landlock_create_ruleset",
@@ -346,8 +347,24 @@ pub const ALLOWED: &[&str] = &[
     "landlock_restrict_self",
 ];
 
-/// The profile; `listener` is the supervisor's socket (`listenerPath`).
-pub fn profile(listener: &Path) -> LinuxSeccomp {
+/// Socket families a policy lets the container create: Unix sockets only without a
+/// network, else also IP and netlink (which `ip` and glibc's interface listing use). Others
+/// (packet, vsock, crypto, ...) reach kernel surface a container has no use for.
+fn socket_families(policy: &Policy) -> &'static [i32] {
+    match policy.network {
+        Network::None => &[libc::AF_UNIX],
+        _ => &[
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ],
+    }
+}
+
+/// The profile for a container under `policy`; `listener` is the supervisor's socket
+/// (`listenerPath`).
+pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
     let rule = |names: &[&str], action: &str, errno: Option<u32>| {
         let mut r = serde_json::json!({"names": names, "action": action});
         if let Some(e) = errno {
@@ -355,7 +372,7 @@ pub fn profile(listener: &Path) -> LinuxSeccomp {
         }
         r
     };
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         // Unknown syscalls say "not implemented", so that programs probing for new ones
         // (clone3, statx, ...) fall back as they would on an older kernel.
         "defaultAction": "SCMP_ACT_ERRNO",
@@ -370,6 +387,46 @@ pub fn profile(listener: &Path) -> LinuxSeccomp {
             rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32)),
         ],
     });
+    let syscalls = value["syscalls"].as_array_mut().expect("an array");
+    // socket(2): decided in the filter by its family argument, at no cost to the call. The
+    // other families get EAFNOSUPPORT, rule by rule: libseccomp lets an unconditional rule
+    // override the conditional ones on the same syscall, so the refusal is spelled out as
+    // every other value.
+    let families = socket_families(policy);
+    let arg0 = |op: &str, v: i32| serde_json::json!([{"index": 0, "value": v, "op": op}]);
+    let top = families.iter().copied().max().unwrap_or(0);
+    for family in 0..=top {
+        let (action, errno) = if families.contains(&family) {
+            ("SCMP_ACT_ALLOW", None)
+        } else {
+            ("SCMP_ACT_ERRNO", Some(libc::EAFNOSUPPORT as u32))
+        };
+        let mut r = rule(&["socket"], action, errno);
+        r["args"] = arg0("SCMP_CMP_EQ", family);
+        syscalls.push(r);
+    }
+    let mut above = rule(
+        &["socket"],
+        "SCMP_ACT_ERRNO",
+        Some(libc::EAFNOSUPPORT as u32),
+    );
+    above["args"] = arg0("SCMP_CMP_GT", top);
+    syscalls.push(above);
+    // sendto(2) with a destination is a connect: checked by the supervisor. Without one
+    // (send(2) on a connected socket) it goes straight through.
+    let mut direct = rule(&["sendto"], "SCMP_ACT_ALLOW", None);
+    direct["args"] = serde_json::json!([{"index": 4, "value": 0, "op": "SCMP_CMP_EQ"}]);
+    let mut addressed = rule(&["sendto"], "SCMP_ACT_NOTIFY", None);
+    addressed["args"] = serde_json::json!([{"index": 4, "value": 0, "op": "SCMP_CMP_NE"}]);
+    syscalls.push(direct);
+    syscalls.push(addressed);
+    // utimensat(2) on a path is checked like a write; on an fd (futimens) it is not trapped.
+    let mut on_fd = rule(&["utimensat"], "SCMP_ACT_ALLOW", None);
+    on_fd["args"] = serde_json::json!([{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]);
+    let mut on_path = rule(&["utimensat"], "SCMP_ACT_NOTIFY", None);
+    on_path["args"] = serde_json::json!([{"index": 1, "value": 0, "op": "SCMP_CMP_NE"}]);
+    syscalls.push(on_fd);
+    syscalls.push(on_path);
     serde_json::from_value(value).expect("the sandbox profile is a valid LinuxSeccomp")
 }
 
@@ -388,7 +445,10 @@ mod tests {
         for f in FORBIDDEN {
             assert!(!ALLOWED.contains(f), "{f}");
         }
-        let p = profile(Path::new("/run/strata/x/supervisor.sock"));
+        let p = profile(
+            Path::new("/run/strata/x/supervisor.sock"),
+            &Policy::builtin(),
+        );
         let f = strata_linux::seccomp::compile(&p).unwrap();
         assert!(f.has_notify());
     }

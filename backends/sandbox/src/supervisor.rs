@@ -159,20 +159,27 @@ fn serve_one(em: &mut Emulator, fd: BorrowedFd) {
             Outcome::Errno(e) => format!("= {e}"),
             Outcome::Fd { fd, .. } => format!("= fd {}", fd.as_raw_fd()),
             Outcome::Continue => "continued".into(),
+            Outcome::Deferred => "answered by a worker".into(),
         };
         tracing::debug!("sandbox: pid {} syscall {} {what}", n.pid, n.data.nr);
     }
+    answer(fd, n.id, outcome);
+}
+
+/// Completes the notification `id` with `outcome`.
+pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
     let result = match outcome {
-        Outcome::Value(v) => notif::respond(fd, n.id, v, 0),
-        Outcome::Errno(e) => notif::respond(fd, n.id, -1, e as i32),
-        Outcome::Fd { fd: src, cloexec } => notif::send_fd(fd, n.id, src.as_raw_fd(), cloexec),
-        Outcome::Continue => notif::continue_call(fd, n.id),
+        Outcome::Value(v) => notif::respond(fd, id, v, 0),
+        Outcome::Errno(e) => notif::respond(fd, id, -1, e as i32),
+        Outcome::Fd { fd: src, cloexec } => notif::send_fd(fd, id, src.as_raw_fd(), cloexec),
+        Outcome::Continue => notif::continue_call(fd, id),
+        Outcome::Deferred => return,
     };
     if let Err(e) = result {
         if e != Errno::ENOENT {
-            tracing::debug!("sandbox supervisor: answering syscall {}: {e}", n.data.nr);
+            tracing::debug!("sandbox supervisor: answering notification {id}: {e}");
             // Never leave a caller waiting: if the answer could not be given, fail the call.
-            let _ = notif::respond(fd, n.id, -1, e as i32);
+            let _ = notif::respond(fd, id, -1, e as i32);
         }
     }
 }
