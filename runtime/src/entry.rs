@@ -14,6 +14,12 @@ pub fn main_entry() -> ! {
     // tool, instead of a panic in println.
     // SAFETY: setting a signal's disposition to the default has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| a == crate::sandbox::SUPERVISOR_ARGV0)
+    {
+        crate::sandbox::supervisor_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

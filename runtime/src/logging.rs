@@ -3,8 +3,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -68,9 +68,28 @@ pub fn format_line(json: bool, level: Level, msg: &str) -> String {
     }
 }
 
+/// What logging was set up with, for helper processes that log the same way.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log: Option<PathBuf>,
+    pub format: LogFormat,
+    pub debug: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get()
+}
+
 /// Sets up logging; returns the log file too, so that the final error can be written to it
 /// even if tracing is not yet up.
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
+    let _ = SETTINGS.set(Settings {
+        log: log.map(Path::to_path_buf),
+        format,
+        debug,
+    });
     let out: Box<dyn Write + Send> = match log {
         Some(p) => Box::new(open_log(p)?),
         None => Box::new(std::io::stderr()),

@@ -2,7 +2,7 @@
 //! (after the bundle's own), noNewPrivileges, a Landlock ruleset before execve, and a
 //! supervisor process that lives as long as the container.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -17,6 +17,8 @@ use crate::native::{self, Extras, Native};
 use crate::state::{self, ContainerDir, Record};
 
 pub const POLICY_ANNOTATION: &str = "dev.strata.sandbox.policy";
+/// argv[0] under which the strata binary runs as a container's supervisor.
+pub const SUPERVISOR_ARGV0: &str = "strata-sandbox-supervisor";
 const SOCKET: &str = "supervisor.sock";
 const PID_FILE: &str = "supervisor.pid";
 /// The policy chosen at create, for exec'd processes (the bundle and node config may change).
@@ -82,13 +84,119 @@ fn profile_for(state_dir: &Path, policy: &Policy) -> oci_spec::runtime::LinuxSec
     strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy)
 }
 
-/// The supervisor's PID (with its start time, against PID reuse) and the chosen policy, in
-/// the state dir: delete finds the one, exec reuses the other.
-fn record_supervisor(state_dir: &Path, pid: i32, start: u64, policy: &Policy) -> Result<()> {
-    std::fs::write(state_dir.join(PID_FILE), format!("{pid} {start}\n"))
-        .context("recording the supervisor")?;
+/// The chosen policy, in the state dir: the supervisor reads it at start, exec reuses it.
+fn record_policy(state_dir: &Path, policy: &Policy) -> Result<()> {
     let json = serde_json::to_vec(policy).context("recording the sandbox policy")?;
     std::fs::write(state_dir.join(POLICY_FILE), json).context("recording the sandbox policy")
+}
+
+/// The supervisor's PID, with its start time against PID reuse: delete finds it there.
+fn record_supervisor(state_dir: &Path, pid: i32, start: u64) -> Result<()> {
+    std::fs::write(state_dir.join(PID_FILE), format!("{pid} {start}\n"))
+        .context("recording the supervisor")
+}
+
+/// Where the supervisor program is: `strata-sandbox-supervisor` beside this binary, else
+/// this binary itself, which runs as the supervisor when started under that name.
+///
+/// Why a program of its own: a supervisor lives as long as its container, and what it costs
+/// is mostly the code pages it maps. Page faults map code 64 KiB around each touched page,
+/// so a copy of the whole runtime kept ~3 MiB of the 7 MiB binary mapped (measured), where
+/// the supervisor program maps far less. A fork of the runtime, the first design, also kept
+/// the runtime's heap pages private to the supervisor.
+fn supervisor_program() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(SUPERVISOR_ARGV0))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "/proc/self/exe".into())
+}
+
+/// Starts the supervisor afresh (exec, not a fork of the runtime). It gets the listener as
+/// its one inherited fd, its own session, and /dev/null for stdio: whoever reads the
+/// runtime's output (a shim) must see EOF when the runtime exits, not when the container
+/// does.
+fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let (log, format, debug) = match crate::logging::settings() {
+        Some(s) => (s.log.clone().unwrap_or_default(), s.format, s.debug),
+        None => (Default::default(), crate::cli::LogFormat::Text, false),
+    };
+    let mut cmd = std::process::Command::new(supervisor_program());
+    cmd.arg0(SUPERVISOR_ARGV0)
+        .arg(fd.to_string())
+        .arg(policy_file)
+        .arg(&log)
+        .arg(if format == crate::cli::LogFormat::Json {
+            "json"
+        } else {
+            "text"
+        })
+        .arg(if debug { "debug" } else { "warn" })
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec the closure makes only async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Nothing the runtime inherited (preserved fds, a caller's pipes) goes along: all
+            // but the listener close at exec.
+            libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().context("starting the sandbox supervisor")?;
+    drop(listener);
+    Ok(child.id() as i32)
+}
+
+/// The supervisor process: `strata-sandbox-supervisor FD POLICY_FILE LOG FORMAT LEVEL`, as
+/// [`spawn_supervisor`] starts it. Never returns.
+pub fn supervisor_main() -> ! {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let log = std::path::PathBuf::from(arg(3));
+    let format = if arg(4) == "json" {
+        crate::cli::LogFormat::Json
+    } else {
+        crate::cli::LogFormat::Text
+    };
+    let _ = crate::logging::init(
+        (!log.as_os_str().is_empty()).then_some(log.as_path()),
+        format,
+        arg(5) == "debug",
+    );
+    let code = match run_supervisor(&arg(1), Path::new(&arg(2))) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("sandbox supervisor: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_supervisor(fd: &std::ffi::OsStr, policy_file: &Path) -> Result<()> {
+    let fd: RawFd = fd
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .context("the listener fd argument")?;
+    // SAFETY: the runtime passed this fd to us as the listener socket and nothing else here
+    // owns it; it must be a socket, which accept checks.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    let text = std::fs::read(policy_file).context("reading the sandbox policy")?;
+    let policy: Policy = serde_json::from_slice(&text).context("reading the sandbox policy")?;
+    Ok(strata_sandbox::supervisor::serve(listener, policy)?)
 }
 
 /// The native container with the sandbox's additions.
@@ -132,9 +240,10 @@ impl Backend for Sandbox {
         let socket_path = req.state_dir.join(SOCKET);
         let listener = UnixListener::bind(SOCKET)
             .with_context(|| format!("binding {}", socket_path.display()))?;
-        let pid = strata_sandbox::supervisor::spawn(listener, policy.clone(), &req.close_in_child)?;
+        record_policy(req.state_dir, &policy)?;
+        let pid = spawn_supervisor(listener, &req.state_dir.join(POLICY_FILE))?;
         let start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
-        let result = record_supervisor(req.state_dir, pid, start, &policy)
+        let result = record_supervisor(req.state_dir, pid, start)
             .and_then(|()| create_confined(req, policy));
         if result.is_err() {
             // Whatever failed, the supervisor must not outlive the container it was for.

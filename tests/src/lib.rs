@@ -25,7 +25,17 @@ pub fn strata_bin() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "strata", "--bin", "strata"])
+            // With the sandbox's supervisor program, which strata starts from beside itself.
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "strata",
+                "--bin",
+                "strata",
+                "--bin",
+                "strata-sandbox-supervisor",
+            ])
             .current_dir(&ws)
             .status()
             .expect("running cargo build for the strata binary");
@@ -308,7 +318,12 @@ impl Runtime {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(strata_bin());
+        self.cmd_of(&strata_bin())
+    }
+
+    /// A command of another strata binary (a copy installed elsewhere) on this state root.
+    pub fn cmd_of(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--root").arg(self.root.path()).args(&self.global);
         c.stdin(Stdio::null());
         c

@@ -282,6 +282,13 @@ fn exec_and_delete_keep_the_supervisor_contract() {
     let sup = std::fs::read_to_string(rt.root.path().join(&id).join("supervisor.pid")).unwrap();
     let sup_pid: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
     assert!(Path::new(&format!("/proc/{sup_pid}")).exists());
+    // The supervisor program installed beside strata, not a copy of the runtime.
+    let exe = std::fs::read_link(format!("/proc/{sup_pid}/exe")).unwrap();
+    assert!(
+        exe.ends_with("strata-sandbox-supervisor"),
+        "{}",
+        exe.display()
+    );
     rt.ok(&["delete", "--force", &id]);
     eventually("the supervisor is gone after delete", || {
         !Path::new(&format!("/proc/{sup_pid}/status")).exists()
@@ -623,4 +630,39 @@ fn fifos_work_under_the_supervisor() {
     let script = "mkfifo /tmp/f && (echo through-the-fifo > /tmp/f &) ; timeout 10 cat /tmp/f";
     assert_eq!(run_on("native", script, |_| {}), "through-the-fifo\n");
     assert_eq!(run_on("sandbox", script, |_| {}), "through-the-fifo\n");
+}
+
+/// strata installed without its supervisor program beside it runs the supervisor itself
+/// (multi-call), and the container is supervised all the same.
+#[test]
+fn the_strata_binary_alone_supervises_too() {
+    require_root!();
+    let alone = TempDir::new("strata-alone");
+    let bin = alone.path().join("strata");
+    std::fs::copy(strata_bin(), &bin).unwrap();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "sbx-alone");
+    let st = rt
+        .cmd_of(&bin)
+        .args([
+            "--backend",
+            "sandbox",
+            "run",
+            "-d",
+            "-b",
+            b.path().to_str().unwrap(),
+            &id,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sup = std::fs::read_to_string(rt.root.path().join(&id).join("supervisor.pid")).unwrap();
+    let sup_pid: i32 = sup.split_whitespace().next().unwrap().parse().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{sup_pid}/exe")).unwrap();
+    assert_eq!(exe, bin, "the supervisor is the strata binary itself");
+    let out = rt.ok(&["exec", &id, "sh", "-c", "echo x > /etc/e || echo refused"]);
+    assert_eq!(out, "refused\n");
+    rt.ok(&["delete", "--force", &id]);
+    assert!(rt.container_dirs().is_empty());
 }

@@ -22,36 +22,18 @@ use crate::notif;
 use crate::policy::Policy;
 use crate::{Ctx, Error, Result};
 
-/// Forks the supervisor serving `listener`; returns its PID. `close` are runtime fds the
-/// supervisor must not keep (the state lock above all: holding it would block every later
-/// command on the container).
-pub fn spawn(listener: UnixListener, policy: Policy, close: &[RawFd]) -> Result<i32> {
-    // SAFETY: the runtime is single-threaded here; the child only calls async-signal-safe
-    // functions until it has set itself up, then runs its own loop and exits.
-    match unsafe { nix::unistd::fork() }.ctx(|| "forking the supervisor".into())? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
-        nix::unistd::ForkResult::Child => {
-            for fd in close {
-                // SAFETY: fds the runtime named as its own.
-                unsafe { libc::close(*fd) };
-            }
-            let code = match serve(listener, policy) {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!("sandbox supervisor: {e}");
-                    1
-                }
-            };
-            // SAFETY: ends the child without the runtime's exit handlers.
-            unsafe { libc::_exit(code) }
-        }
-    }
-}
-
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
-fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
+/// The supervisor's life: serves `listener` until the container is gone. Called in a
+/// process of its own (the runtime starts it afresh, so that it carries none of the
+/// runtime's memory).
+pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
     let _ = nix::unistd::setsid();
+    // The supervisor enters the container's mount namespace and root with the host's
+    // privileges: no process of the container may reach its /proc entry (its exe, its
+    // memory), even one sharing the host's pid namespace.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // Not the runtime's stdio: whoever reads the runtime's output (a shim) must see EOF when
     // the runtime exits, not when the container does.
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -117,6 +99,7 @@ fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                             Emulator::new(proc_dup, p)
                                 .ctx(|| "setting up the supervisor".into())?,
                         );
+                        shed_startup_pages(&host_proc);
                     }
                     listeners.push(fd);
                 }
@@ -181,6 +164,41 @@ pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
             // Never leave a caller waiting: if the answer could not be given, fail the call.
             let _ = notif::respond(fd, id, -1, e as i32);
         }
+    }
+}
+
+/// MADV_PAGEOUT (Linux 5.4), not in the libc crate.
+const MADV_PAGEOUT: libc::c_int = 21;
+
+/// Gives back the file pages that starting up touched (code for parsing arguments, setting
+/// up logging, entering the container): they stay in the page cache, and the ones the
+/// serving loop uses come back on first use. A supervisor lives as long as its container,
+/// and these pages would otherwise count against it all that time (measured: the idle
+/// supervisor's PSS falls from ~1.2 MiB to ~0.87 MiB). Only a hint: pages another process
+/// maps, and anonymous ones on a host without swap, stay.
+fn shed_startup_pages(host_proc: &OwnedFd) {
+    let Ok(maps) = crate::emulate::read_at(host_proc, "self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        // File-backed mappings only (those with a path), never [stack] and friends.
+        if !line.contains(" /") || perms.starts_with("rw") {
+            continue;
+        }
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        else {
+            continue;
+        };
+        // SAFETY: MADV_PAGEOUT only asks the kernel to reclaim pages of a mapping we own;
+        // their contents are unchanged (they fault back in from the file).
+        unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, MADV_PAGEOUT) };
     }
 }
 
