@@ -14,6 +14,8 @@
  *   escape sendto IP PORT  one UDP datagram to IP:PORT from an unconnected socket
  *   escape chmod2 PATH     fchmodat2(AT_FDCWD, PATH, 0777, 0)
  *   escape touch PATH      utimensat(AT_FDCWD, PATH, NULL, 0)
+ *   escape unix            ordinary Unix sockets: a stream listener bound at /tmp/s, reached
+ *                          by a relative path from /tmp; a datagram sent to /tmp/d by path
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -22,6 +24,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sched.h>
@@ -124,7 +127,41 @@ int main(int argc, char **argv) {
         printf("%s\n", r == 0 ? "changed" : strerror(errno));
         return 0;
     }
+    if (argc >= 2 && strcmp(argv[1], "unix") == 0) {
+        struct sockaddr_un at = {.sun_family = AF_UNIX};
+        strcpy(at.sun_path, "/tmp/s");
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(l, (struct sockaddr *)&at, sizeof at) || listen(l, 1)) {
+            printf("bind: %s\n", strerror(errno));
+            return 0;
+        }
+        if (chdir("/tmp")) return 1;
+        struct sockaddr_un rel = {.sun_family = AF_UNIX};
+        strcpy(rel.sun_path, "s");
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&rel, sizeof rel)) {
+            printf("connect: %s\n", strerror(errno));
+            return 0;
+        }
+        char b = 0;
+        int a = accept(l, NULL, NULL);
+        if (write(c, "y", 1) != 1 || read(a, &b, 1) != 1 || b != 'y') {
+            printf("stream: %s\n", strerror(errno));
+            return 0;
+        }
+        struct sockaddr_un d = {.sun_family = AF_UNIX};
+        strcpy(d.sun_path, "/tmp/d");
+        int r = socket(AF_UNIX, SOCK_DGRAM, 0), w = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (bind(r, (struct sockaddr *)&d, sizeof d) ||
+            sendto(w, "z", 1, 0, (struct sockaddr *)&d, sizeof d) != 1 || read(r, &b, 1) != 1 ||
+            b != 'z') {
+            printf("datagram: %s\n", strerror(errno));
+            return 0;
+        }
+        printf("unix ok\n");
+        return 0;
+    }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
-                    "sendto IP PORT | chmod2 PATH | touch PATH\n");
+                    "sendto IP PORT | chmod2 PATH | touch PATH | unix\n");
     return 2;
 }

@@ -817,6 +817,9 @@ impl Emulator {
             return Err(Errno::EINVAL);
         }
         let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
+        // For a Unix socket path: the directory to act from and the address to use there.
+        let mut unix_at: Option<(Dir, Vec<u8>)> = None;
+        let mut held_socket_file: Option<OwnedFd> = None;
         match family {
             libc::AF_INET | libc::AF_INET6 => {
                 let (ip, port) = ip_endpoint(addr).ok_or(Errno::EINVAL)?;
@@ -831,9 +834,22 @@ impl Emulator {
                         self.deny(what, "@abstract", "network = none");
                         return Err(Errno::EACCES);
                     }
-                } else {
+                } else if bind {
+                    // A new name: bound as that one component from its checked parent, so
+                    // nothing swapped into the path in between can move it.
                     let (parent, last) = self.parent(tid, c, libc::AT_FDCWD, &path)?;
                     self.check_named(&parent, &last, Access::Write, what)?;
+                    unix_at = Some((Dir::Own(parent), sun_path(last.as_bytes())?));
+                } else {
+                    // An existing socket: reached again through the fd of the inode that was
+                    // checked (host /proc/self/fd/N, which connect follows), not by its path.
+                    let sock_file = self.resolve(tid, c, libc::AT_FDCWD, &path, 0)?;
+                    self.check(&sock_file, Access::Write, what)?;
+                    let via = format!("self/fd/{}", sock_file.as_raw_fd());
+                    let proc_dir = self.host_proc.try_clone().map_err(|_| Errno::EMFILE)?;
+                    unix_at = Some((Dir::Own(proc_dir), sun_path(via.as_bytes())?));
+                    // Kept open until the call is made.
+                    held_socket_file = Some(sock_file);
                 }
             }
             _ => {
@@ -862,23 +878,20 @@ impl Emulator {
             let addr = addr.to_vec();
             return defer(listener, id, move || sock_call(&sock, &kind, &addr));
         }
-        // Relative Unix socket paths are the caller's cwd's.
-        let cwd = if family == libc::AF_UNIX {
-            let here = nix::fcntl::open(
-                ".",
-                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
-                nix::sys::stat::Mode::empty(),
-            )?;
-            let theirs = self.dir_fd(tid, libc::AT_FDCWD, b"x")?;
-            nix::unistd::fchdir(theirs.as_fd())?;
-            Some(here)
-        } else {
-            None
+        let Some((dir, unix_addr)) = unix_at else {
+            return sock_call(&sock, &kind, addr);
         };
-        let result = sock_call(&sock, &kind, addr);
-        if let Some(here) = cwd {
-            let _ = nix::unistd::fchdir(here.as_fd());
-        }
+        // The relative address resolves from `dir`: the supervisor's cwd for this one call.
+        let here = openat_raw(
+            libc::AT_FDCWD,
+            c".",
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )?;
+        nix::unistd::fchdir(dir.as_fd())?;
+        let result = sock_call(&sock, &kind, &unix_addr);
+        let _ = nix::unistd::fchdir(here.as_fd());
+        drop(held_socket_file);
         result
     }
 
@@ -1264,6 +1277,18 @@ fn defer(
         })
         .map_err(|_| Errno::EAGAIN)?;
     Ok(Outcome::Deferred)
+}
+
+/// A sockaddr_un for `path` (relative to the directory the call is made from).
+fn sun_path(path: &[u8]) -> R<Vec<u8>> {
+    // sun_path holds 108 bytes, the terminating NUL included.
+    if path.len() >= 108 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+    a.extend_from_slice(path);
+    a.push(0);
+    Ok(a)
 }
 
 /// The address and port of a sockaddr_in or sockaddr_in6 (ports in network byte order).

@@ -7,7 +7,8 @@
 //! container stops, its state says so, and its manager restarts it.
 //!
 //! Forked from the supervisor, the guard shares its pages until either writes them, so it
-//! adds little memory.
+//! adds little memory. It learns how the supervisor ended through a pipe: a byte written
+//! when the container ended, end of file if the supervisor died.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -17,68 +18,112 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::{Ctx, Result};
 
+/// The supervisor's end of the link to its guard.
+pub struct Guard {
+    link: OwnedFd,
+}
+
+impl Guard {
+    /// Tells the guard that the container ended and the supervisor is leaving for that
+    /// reason: the guard then exits without acting. (A supervisor that dies closes the link
+    /// without this, which is how the guard tells the two apart: the init's own exit can
+    /// become visible later than the supervisor's reaction to it.)
+    pub fn container_ended(self) {
+        // SAFETY: writes one byte from a static buffer to our pipe end.
+        unsafe { libc::write(self.link.as_raw_fd(), b"e".as_ptr().cast(), 1) };
+    }
+}
+
 /// Forks the guard for the container whose init is `init` (a PID in the supervisor's pid
 /// namespace). Returns in the supervisor; the guard never returns.
-pub fn spawn(init: i32) -> Result<()> {
+pub fn spawn(init: i32) -> Result<Guard> {
     let init_fd = pidfd_open(init).ctx(|| format!("pidfd of the container's init {init}"))?;
-    let cgroups = cgroup_dirs(init);
-    let supervisor = std::process::id() as i32;
+    // The cgroup directories themselves, held open: should they be removed and made again
+    // for a new container with the same name, these still name the old ones, whose
+    // processes (none) are all the guard may ever touch.
+    let cgroups: Vec<OwnedFd> = cgroup_dirs(init)
+        .into_iter()
+        .filter_map(|d| {
+            nix::fcntl::open(
+                &d,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+        })
+        .collect();
+    let (link_in, link_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .ctx(|| "a pipe to the sandbox guard".into())?;
     // SAFETY: the supervisor is single-threaded; the child runs only the loop below.
     match unsafe { nix::unistd::fork() }.ctx(|| "forking the sandbox guard".into())? {
-        nix::unistd::ForkResult::Parent { .. } => Ok(()),
+        nix::unistd::ForkResult::Parent { .. } => Ok(Guard { link: link_out }),
         nix::unistd::ForkResult::Child => {
             // SAFETY: prctl with a static NUL-terminated name.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"strata-guard".as_ptr()) };
-            // Nothing of the supervisor's but the init's pidfd: above all not the notify
+            drop(link_out);
+            // Nothing of the supervisor's but what the guard uses: above all not the notify
             // fds, whose last holder must be the supervisor so that the kernel fails
             // trapped calls the moment it dies.
-            let keep = init_fd.as_raw_fd() as libc::c_uint;
-            // SAFETY: closes fd ranges in this (single-threaded) child; nothing uses them.
-            unsafe {
-                libc::syscall(libc::SYS_close_range, 3, keep - 1, 0);
-                libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
+            let mut keep: Vec<RawFd> = vec![init_fd.as_raw_fd(), link_in.as_raw_fd()];
+            keep.extend(cgroups.iter().map(|f| f.as_raw_fd()));
+            close_all_but(&keep);
+            if supervisor_died(&init_fd, &link_in) {
+                tracing::error!(
+                    "sandbox supervisor died under a running container; killing the container"
+                );
+                kill_container(&init_fd, &cgroups);
             }
-            watch(supervisor, &init_fd, &cgroups);
             // SAFETY: ends the child without the supervisor's exit handlers.
             unsafe { libc::_exit(0) }
         }
     }
 }
 
-fn watch(supervisor: i32, init: &OwnedFd, cgroups: &[PathBuf]) {
-    let sup = match pidfd_open(supervisor) {
-        // Still our parent after the pidfd was opened: the pidfd is the supervisor's.
-        Ok(fd) if nix::unistd::getppid().as_raw() == supervisor => Some(fd),
-        _ => None,
-    };
-    if let Some(sup) = &sup {
-        loop {
-            let mut fds = [
-                PollFd::new(init.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sup.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Err(Errno::EINTR) => continue,
-                Err(_) => break,
-                Ok(_) => {}
-            }
-            let init_done = fds[0].revents().is_some_and(|r| !r.is_empty());
-            let sup_done = fds[1].revents().is_some_and(|r| !r.is_empty());
-            if init_done {
-                // The container ended first: the supervisor is leaving with it.
-                return;
-            }
-            if sup_done {
-                break;
-            }
+/// Waits for the container's end or the supervisor's; says whether the supervisor died
+/// first.
+fn supervisor_died(init: &OwnedFd, link: &OwnedFd) -> bool {
+    loop {
+        let mut fds = [
+            PollFd::new(init.as_fd(), PollFlags::POLLIN),
+            PollFd::new(link.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            // Cannot watch: the supervisor's own fail-closed (ENOSYS) still holds.
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            return false;
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            let mut b = [0u8; 1];
+            // SAFETY: reads at most one byte into our buffer.
+            let n = unsafe { libc::read(link.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            // A byte: the supervisor saw the container end. End of file: it died.
+            return n <= 0;
         }
     }
-    // The supervisor is gone and the container is not: end it.
-    tracing::error!("sandbox supervisor died under a running container; killing the container");
-    kill_container(init, cgroups);
 }
 
-fn kill_container(init: &OwnedFd, cgroups: &[PathBuf]) {
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<libc::c_uint> = keep.iter().map(|f| *f as libc::c_uint).collect();
+    keep.sort_unstable();
+    let mut from: libc::c_uint = 3;
+    for k in keep {
+        if k > from {
+            // SAFETY: closes an fd range in this single-threaded child; nothing uses them.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
+}
+
+fn kill_container(init: &OwnedFd, cgroups: &[OwnedFd]) {
     // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
     unsafe {
         libc::syscall(
@@ -94,7 +139,18 @@ fn kill_container(init: &OwnedFd, cgroups: &[PathBuf]) {
     for _ in 0..100 {
         let pids: Vec<i32> = cgroups
             .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .filter_map(|d| {
+                let f = nix::fcntl::openat(
+                    d,
+                    "cgroup.procs",
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .ok()?;
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::fs::File::from(f), &mut text).ok()?;
+                Some(text)
+            })
             .flat_map(|t| {
                 t.lines()
                     .filter_map(|l| l.trim().parse().ok())

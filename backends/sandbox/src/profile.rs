@@ -388,45 +388,56 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
         ],
     });
     let syscalls = value["syscalls"].as_array_mut().expect("an array");
+    // A rule that applies when argument `index` compares with `value` by `op`.
+    let when =
+        |name: &str, action: &str, errno: Option<u32>, (index, op, value): (u32, &str, i64)| {
+            let mut r = rule(&[name], action, errno);
+            r["args"] = serde_json::json!([{"index": index, "value": value, "op": op}]);
+            r
+        };
     // socket(2): decided in the filter by its family argument, at no cost to the call. The
     // other families get EAFNOSUPPORT, rule by rule: libseccomp lets an unconditional rule
     // override the conditional ones on the same syscall, so the refusal is spelled out as
     // every other value.
     let families = socket_families(policy);
-    let arg0 = |op: &str, v: i32| serde_json::json!([{"index": 0, "value": v, "op": op}]);
+    let refused = Some(libc::EAFNOSUPPORT as u32);
     let top = families.iter().copied().max().unwrap_or(0);
     for family in 0..=top {
         let (action, errno) = if families.contains(&family) {
             ("SCMP_ACT_ALLOW", None)
         } else {
-            ("SCMP_ACT_ERRNO", Some(libc::EAFNOSUPPORT as u32))
+            ("SCMP_ACT_ERRNO", refused)
         };
-        let mut r = rule(&["socket"], action, errno);
-        r["args"] = arg0("SCMP_CMP_EQ", family);
-        syscalls.push(r);
+        syscalls.push(when(
+            "socket",
+            action,
+            errno,
+            (0, "SCMP_CMP_EQ", family as i64),
+        ));
     }
-    let mut above = rule(
-        &["socket"],
+    syscalls.push(when(
+        "socket",
         "SCMP_ACT_ERRNO",
-        Some(libc::EAFNOSUPPORT as u32),
-    );
-    above["args"] = arg0("SCMP_CMP_GT", top);
-    syscalls.push(above);
-    // sendto(2) with a destination is a connect: checked by the supervisor. Without one
-    // (send(2) on a connected socket) it goes straight through.
-    let mut direct = rule(&["sendto"], "SCMP_ACT_ALLOW", None);
-    direct["args"] = serde_json::json!([{"index": 4, "value": 0, "op": "SCMP_CMP_EQ"}]);
-    let mut addressed = rule(&["sendto"], "SCMP_ACT_NOTIFY", None);
-    addressed["args"] = serde_json::json!([{"index": 4, "value": 0, "op": "SCMP_CMP_NE"}]);
-    syscalls.push(direct);
-    syscalls.push(addressed);
-    // utimensat(2) on a path is checked like a write; on an fd (futimens) it is not trapped.
-    let mut on_fd = rule(&["utimensat"], "SCMP_ACT_ALLOW", None);
-    on_fd["args"] = serde_json::json!([{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]);
-    let mut on_path = rule(&["utimensat"], "SCMP_ACT_NOTIFY", None);
-    on_path["args"] = serde_json::json!([{"index": 1, "value": 0, "op": "SCMP_CMP_NE"}]);
-    syscalls.push(on_fd);
-    syscalls.push(on_path);
+        refused,
+        (0, "SCMP_CMP_GT", top as i64),
+    ));
+    // sendto(2) with a destination (argument 4) is a connect: checked by the supervisor;
+    // without one (send(2) on a connected socket) it goes straight through. utimensat(2) on
+    // a path (argument 1) is checked like a write; on an fd (futimens) it is not trapped.
+    for (name, index) in [("sendto", 4), ("utimensat", 1)] {
+        syscalls.push(when(
+            name,
+            "SCMP_ACT_ALLOW",
+            None,
+            (index, "SCMP_CMP_EQ", 0),
+        ));
+        syscalls.push(when(
+            name,
+            "SCMP_ACT_NOTIFY",
+            None,
+            (index, "SCMP_CMP_NE", 0),
+        ));
+    }
     serde_json::from_value(value).expect("the sandbox profile is a valid LinuxSeccomp")
 }
 

@@ -61,6 +61,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
     )
     .ctx(|| "opening /proc".into())?;
     let mut emulator: Option<Emulator> = None;
+    let mut guard: Option<crate::guard::Guard> = None;
     let mut policy = Some(policy);
     // Notify fds; the first is the init's, whose hang-up means the container is gone.
     let mut listeners: Vec<OwnedFd> = Vec::new();
@@ -88,7 +89,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                         tracing::debug!("sandbox supervisor: no synchronous wake-ups: {e}");
                     }
                     if emulator.is_none() {
-                        crate::guard::spawn(pid)?;
+                        guard = Some(crate::guard::spawn(pid)?);
                         enter_container(pid)?;
                         INIT_PID.store(pid, Ordering::SeqCst);
                         let p = policy.take().unwrap_or_else(Policy::builtin);
@@ -123,6 +124,9 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
             listeners.remove(i);
             if i == 0 {
                 // The init's filter has no process left: the container is gone.
+                if let Some(g) = guard.take() {
+                    g.container_ended();
+                }
                 return Ok(());
             }
         }
