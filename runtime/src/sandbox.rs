@@ -117,30 +117,51 @@ fn supervisor_program() -> std::path::PathBuf {
 /// runtime's output (a shim) must see EOF when the runtime exits, not when the container
 /// does.
 fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
-    use std::os::unix::process::CommandExt;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     let fd = listener.as_raw_fd();
     let (log, format, debug) = match crate::logging::settings() {
         Some(s) => (s.log.clone().unwrap_or_default(), s.format, s.debug),
         None => (Default::default(), crate::cli::LogFormat::Text, false),
     };
-    let mut cmd = std::process::Command::new(supervisor_program());
-    cmd.arg0(SUPERVISOR_ARGV0)
-        .arg(fd.to_string())
-        .arg(policy_file)
-        .arg(&log)
-        .arg(if format == crate::cli::LogFormat::Json {
-            "json"
+    let c = |b: &[u8]| CString::new(b).context("a supervisor argument holds a NUL byte");
+    let program = c(supervisor_program().as_os_str().as_bytes())?;
+    let argv = [
+        c(SUPERVISOR_ARGV0.as_bytes())?,
+        c(fd.to_string().as_bytes())?,
+        c(policy_file.as_os_str().as_bytes())?,
+        c(log.as_os_str().as_bytes())?,
+        c(if format == crate::cli::LogFormat::Json {
+            b"json"
         } else {
-            "text"
-        })
-        .arg(if debug { "debug" } else { "warn" })
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec the closure makes only async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(move || {
+            b"text"
+        })?,
+        c(if debug { b"debug" } else { b"warn" })?,
+    ];
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    let null_fd = null.as_raw_fd();
+    // fork and exec by hand rather than std's Command, whose spawn waits for the exec to
+    // succeed (~1 ms here on the path of every create). Not waiting is safe: should the
+    // exec fail, the child exits, and with the runtime's copy of the listener closed just
+    // below, the init's connect to it is refused and create fails with that.
+    // SAFETY: the runtime is single-threaded here; between fork and exec the child makes
+    // only async-signal-safe calls on memory prepared before the fork.
+    let pid = match unsafe { nix::unistd::fork() }.context("forking the sandbox supervisor")? {
+        nix::unistd::ForkResult::Parent { child } => child.as_raw(),
+        // SAFETY: as above: raw syscalls and exec on CStrings and an fd made before the fork.
+        nix::unistd::ForkResult::Child => unsafe {
             libc::setsid();
+            // stdio: /dev/null, since whoever reads the runtime's output (a shim) must see EOF
+            // when the runtime exits, not when the container does.
+            for target in 0..3 {
+                libc::dup2(null_fd, target);
+            }
             // Nothing the runtime inherited (preserved fds, a caller's pipes) goes along: all
             // but the listener close at exec.
             libc::syscall(
@@ -149,15 +170,14 @@ fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+            if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                libc::execv(program.as_ptr(), argv_ptrs.as_ptr());
             }
-            Ok(())
-        })
+            libc::_exit(127)
+        },
     };
-    let child = cmd.spawn().context("starting the sandbox supervisor")?;
     drop(listener);
-    Ok(child.id() as i32)
+    Ok(pid)
 }
 
 /// The supervisor process: `strata-sandbox-supervisor FD POLICY_FILE LOG FORMAT LEVEL`, as
