@@ -507,6 +507,7 @@ impl Drop for CgroupParent {
                 let _ = std::fs::remove_dir(&d);
             }
         }
+        crate::remove_test_cgroup_parent();
     }
 }
 

@@ -389,11 +389,16 @@ impl Drop for Runtime {
         for id in self.container_dirs() {
             let _ = self.run(&["delete", "--force", &id]);
         }
-        // The shared test parent goes once the last test's cgroups are gone (rmdir fails
-        // while another test still has a cgroup under it).
-        for mp in cgroup_mount_points() {
-            let _ = std::fs::remove_dir(mp.join("strata-test"));
-        }
+        remove_test_cgroup_parent();
+    }
+}
+
+/// Removes the shared `/strata-test` cgroup parent in every hierarchy once the last test's
+/// cgroups under it are gone (rmdir fails while another test still has one), so that the
+/// last test to finish leaves nothing of the suite on the host.
+pub fn remove_test_cgroup_parent() {
+    for mp in cgroup_mount_points() {
+        let _ = std::fs::remove_dir(mp.join("strata-test"));
     }
 }
 

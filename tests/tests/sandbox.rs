@@ -54,6 +54,16 @@ fn native_then_sandbox(
     );
 }
 
+/// Root and the escape program, or the test ends here (each says why it cannot run).
+macro_rules! require_root_and_escape {
+    () => {
+        require_root!();
+        if escape_binary().is_none() {
+            return;
+        }
+    };
+}
+
 /// The escape program (tests/programs/escape.c), built static once.
 fn escape_binary() -> Option<PathBuf> {
     static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -184,28 +194,19 @@ fn forbidden_syscalls_fail_even_with_the_capability() {
 fn network_policy_refuses_connect_and_bind() {
     require_root!();
     let cfg = TempDir::new("sandbox-policy");
-    let policy = cfg.path().join("no-network.toml");
-    std::fs::write(
-        &policy,
+    let config = node_with_policy(
+        &cfg,
         "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
-    )
-    .unwrap();
-    let node = cfg.path().join("config.toml");
-    std::fs::write(
-        &node,
-        format!("[sandbox]\npolicy = \"{}\"\n", policy.display()),
-    )
-    .unwrap();
+    );
     // The host's network namespace (a new one's loopback is down), on a port of our own.
     let port = 20000 + std::process::id() % 20000;
     let script = format!(
         "(nc -l -p {port} >/dev/null 2>&1 &) ; sleep 0.3; \
          echo hi | nc -w 1 127.0.0.1 {port} 2>/dev/null && echo CONNECTED || echo REFUSED"
     );
-    let config = node.to_str().unwrap();
     native_then_sandbox(
         &script,
-        &["--config", config],
+        &["--config", &config],
         host_net,
         "CONNECTED\n",
         "REFUSED\n",
@@ -214,10 +215,7 @@ fn network_policy_refuses_connect_and_bind() {
 
 #[test]
 fn racing_threads_cannot_swap_a_checked_path() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     for mode in ["race-path", "race-link"] {
         let victim = if mode == "race-path" {
             "etc/raced"
@@ -254,10 +252,7 @@ fn racing_threads_cannot_swap_a_checked_path() {
 
 #[test]
 fn a_dirfd_does_not_carry_writes_outside_the_write_set() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     native_then_sandbox("escape dirfd", &[], with_escape, "created\n", "refused\n");
 }
 
@@ -494,10 +489,7 @@ fn host_net(b: &mut Bundle) {
 /// when opened: moved (from outside) under /etc, it takes no new file under the sandbox.
 #[test]
 fn a_dirfd_opened_before_a_rename_is_checked_where_it_now_is() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     for (backend, expected) in [("native", "created\n"), ("sandbox", "refused\n")] {
         let rt = Runtime::new();
         let mut b = Bundle::new(&["escape", "dirfd-rename"]);
@@ -537,7 +529,8 @@ fn a_dirfd_opened_before_a_rename_is_checked_where_it_now_is() {
 fn a_loopback_port_the_policy_does_not_list_is_refused() {
     require_root!();
     let cfg = TempDir::new("sandbox-ports");
-    let base = 20000 + (std::process::id() % 10000) * 2;
+    // Ports of our own, apart from the other network test's (20000-39999).
+    let base = 40000 + (std::process::id() % 10000) * 2;
     let (allowed, other) = (base, base + 1);
     let config = node_with_policy(
         &cfg,
@@ -564,10 +557,7 @@ fn a_loopback_port_the_policy_does_not_list_is_refused() {
 /// "loopback" a datagram sent with an address is held to the policy like a connect.
 #[test]
 fn socket_families_and_addressed_sends_follow_the_network_policy() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     let cfg = TempDir::new("sandbox-net");
     let none = node_with_policy(
         &cfg,
@@ -604,10 +594,7 @@ fn socket_families_and_addressed_sends_follow_the_network_policy() {
 /// path, allowed on a writable one.
 #[test]
 fn newer_metadata_calls_are_held_to_the_policy() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     let script = "escape chmod2 /etc/group; escape touch /etc/passwd; \
                   touch /tmp/t && escape chmod2 /tmp/t && escape touch /tmp/t";
     native_then_sandbox(
@@ -623,10 +610,7 @@ fn newer_metadata_calls_are_held_to_the_policy() {
 /// relative path) through the inode that was checked, datagrams sent to a path.
 #[test]
 fn unix_sockets_by_path_work_under_the_supervisor() {
-    require_root!();
-    if escape_binary().is_none() {
-        return;
-    }
+    require_root_and_escape!();
     native_then_sandbox("escape unix", &[], with_escape, "unix ok\n", "unix ok\n");
 }
 

@@ -95,6 +95,7 @@ impl Drop for Agent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        strata_integration::remove_test_cgroup_parent();
     }
 }
 
