@@ -12,6 +12,8 @@
  *                          "planted" through the fd it opened before the move
  *   escape socket FAMILY   socket(FAMILY, SOCK_DGRAM, 0)
  *   escape sendto IP PORT  one UDP datagram to IP:PORT from an unconnected socket
+ *   escape sendmsg IP PORT the same with sendmsg(2), the destination in its msghdr
+ *   escape sendmsg6 IP6 PORT  the same on an IPv6 socket
  *   escape chmod2 PATH     fchmodat2(AT_FDCWD, PATH, 0777, 0)
  *   escape touch PATH      utimensat(AT_FDCWD, PATH, NULL, 0)
  *   escape unix            ordinary Unix sockets: a stream listener bound at /tmp/s, reached
@@ -117,6 +119,26 @@ int main(int argc, char **argv) {
         printf("%s\n", n == 1 ? "sent" : strerror(errno));
         return 0;
     }
+    if (argc >= 4 && strcmp(argv[1], "sendmsg") == 0) {
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET, argv[2], &to.sin_addr);
+        struct iovec io = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &io, .msg_iovlen = 1};
+        long n = fd < 0 ? -1 : sendmsg(fd, &m, 0);
+        printf("%s\n", n == 1 ? "sent" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "sendmsg6") == 0) {
+        int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+        struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET6, argv[2], &to.sin6_addr);
+        struct iovec io = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &io, .msg_iovlen = 1};
+        long n = fd < 0 ? -1 : sendmsg(fd, &m, 0);
+        printf("%s\n", n == 1 ? "sent" : strerror(errno));
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "chmod2") == 0) {
         long r = syscall(452 /* fchmodat2 */, AT_FDCWD, argv[2], 0777, 0);
         printf("%s\n", r == 0 ? "changed" : strerror(errno));
@@ -162,6 +184,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
-                    "sendto IP PORT | chmod2 PATH | touch PATH | unix\n");
+                    "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix\n");
     return 2;
 }

@@ -580,13 +580,31 @@ fn socket_families_and_addressed_sends_follow_the_network_policy() {
         "made\nAddress family not supported by protocol\n",
     );
     // TEST-NET-1 (RFC 5737): routed by the host's default route, answered by nobody.
-    let send = "escape sendto 192.0.2.1 9; escape sendto 127.0.0.1 9";
+    // sendto is checked by the supervisor (EACCES); sendmsg, whose destination sits in a
+    // struct the supervisor cannot check race-free, by the kernel's cgroup hook (EPERM), on
+    // IPv4 and on IPv6 with an IPv4-mapped address.
+    let send = "escape sendto 192.0.2.1 9; escape sendto 127.0.0.1 9; \
+                escape sendmsg 192.0.2.1 9; escape sendmsg 127.0.0.1 9; \
+                escape sendmsg6 ::ffff:192.0.2.1 9; escape sendmsg6 ::1 9";
     native_then_sandbox(
         send,
         &[],
         with_escape_host_net,
-        "sent\nsent\n",
-        "Permission denied\nsent\n",
+        "sent\nsent\nsent\nsent\nsent\nsent\n",
+        "Permission denied\nsent\nOperation not permitted\nsent\nOperation not permitted\nsent\n",
+    );
+    // A connect list narrows "any" for sendmsg too: the listed network and ports only.
+    let listed = node_with_policy(
+        &cfg,
+        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n\
+         network = \"any\"\nconnect = [\"192.0.2.0/28:9-10\"]\n",
+    );
+    native_then_sandbox(
+        "escape sendmsg 192.0.2.7 9; escape sendmsg 192.0.2.17 9; escape sendmsg 192.0.2.7 11",
+        &["--config", &listed],
+        with_escape_host_net,
+        "sent\nsent\nsent\n",
+        "sent\nOperation not permitted\nOperation not permitted\n",
     );
 }
 

@@ -43,7 +43,7 @@ pub fn spawn(init: i32) -> Result<Guard> {
     // processes (none) are all the guard may ever touch.
     let cgroups: Vec<OwnedFd> = cgroup_dirs(init)
         .into_iter()
-        .filter_map(|d| {
+        .filter_map(|(d, _)| {
             nix::fcntl::open(
                 &d,
                 nix::fcntl::OFlag::O_PATH
@@ -169,8 +169,9 @@ fn kill_container(init: &OwnedFd, cgroups: &[OwnedFd]) {
 }
 
 /// The directories of the init's cgroups, in every hierarchy mounted here (the supervisor
-/// runs in the host's mount namespace when this is called).
-fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+/// runs in the host's mount namespace when this is called), each with whether it is the
+/// cgroup v2 one.
+pub(crate) fn cgroup_dirs(pid: i32) -> Vec<(PathBuf, bool)> {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
         return Vec::new();
     };
@@ -196,7 +197,7 @@ fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
                         .all(|c| h.controllers.iter().any(|k| k == c))
             };
             if matches {
-                dirs.push(h.mount_point.join(rel));
+                dirs.push((h.mount_point.join(rel), h.unified));
             }
         }
     }

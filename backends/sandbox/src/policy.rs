@@ -103,6 +103,11 @@ impl From<Endpoint> for String {
 }
 
 impl Endpoint {
+    /// The network (None: any address) and the port range.
+    pub fn parts(&self) -> (Option<(std::net::IpAddr, u8)>, (u16, u16)) {
+        (self.net, self.ports)
+    }
+
     fn matches(&self, ip: std::net::IpAddr, port: u16) -> bool {
         let in_net = match self.net {
             None => true,

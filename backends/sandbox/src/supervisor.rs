@@ -89,10 +89,11 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                         tracing::debug!("sandbox supervisor: no synchronous wake-ups: {e}");
                     }
                     if emulator.is_none() {
+                        let p = policy.take().unwrap_or_else(Policy::builtin);
+                        hook_datagrams(&p, pid);
                         guard = Some(crate::guard::spawn(pid)?);
                         enter_container(pid)?;
                         INIT_PID.store(pid, Ordering::SeqCst);
-                        let p = policy.take().unwrap_or_else(Policy::builtin);
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
@@ -168,6 +169,30 @@ pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
             // Never leave a caller waiting: if the answer could not be given, fail the call.
             let _ = notif::respond(fd, id, -1, e as i32);
         }
+    }
+}
+
+/// Holds the container's unconnected datagram sends to the policy in the kernel (see
+/// `datagrams`), on the container's cgroup v2 directory. Without one (a host with no
+/// cgroup v2 mount) the rest of the policy still holds, and the log says what does not.
+fn hook_datagrams(policy: &Policy, init: i32) {
+    if !crate::datagrams::needed(policy) {
+        return;
+    }
+    let dir = crate::guard::cgroup_dirs(init)
+        .into_iter()
+        .find_map(|(d, unified)| unified.then_some(d));
+    let result = match &dir {
+        Some(d) => crate::datagrams::attach(policy, d),
+        None => Err(Error::Setup(
+            "the container has no cgroup v2 directory".into(),
+        )),
+    };
+    if let Err(e) = result {
+        tracing::warn!(
+            "sandbox: destinations given to sendmsg on unconnected datagram sockets are not \
+             checked for this container: {e}"
+        );
     }
 }
 

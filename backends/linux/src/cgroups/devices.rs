@@ -6,8 +6,6 @@
 //! libbpf-rs) would bring a loader, BTF handling and a build-time toolchain for ~60
 //! instructions of straight-line code.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::resources::write;
@@ -141,32 +139,11 @@ pub fn apply_v1(dir: &CgroupDir, rules: &[Rule]) -> Result<()> {
 
 // --- v2: eBPF -----------------------------------------------------------------------------
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const BPF_LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
-const BPF_ALU32_AND_K: u8 = 0x54;
-const BPF_ALU32_RSH_K: u8 = 0x74;
-const BPF_MOV32_X: u8 = 0xbc;
-const BPF_MOV32_K: u8 = 0xb4;
-const BPF_JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
-const BPF_JNE_X: u8 = 0x5d;
-const BPF_EXIT: u8 = 0x95;
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | (dst & 0xf),
-        off,
-        imm,
-    }
-}
+use super::bpf::{
+    insn, Insn, ALU32_AND_K as BPF_ALU32_AND_K, ALU32_RSH_K as BPF_ALU32_RSH_K, EXIT as BPF_EXIT,
+    JNE_K as BPF_JNE_K, JNE_X as BPF_JNE_X, LDX_MEM_W as BPF_LDX_MEM_W, MOV32_K as BPF_MOV32_K,
+    MOV32_X as BPF_MOV32_X,
+};
 
 // Device types and access bits of struct bpf_cgroup_dev_ctx.
 const DEVCG_DEV_BLOCK: i32 = 1;
@@ -238,105 +215,17 @@ pub fn assemble(rules: &[Rule]) -> Vec<Insn> {
     p
 }
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_OVERRIDE: u32 = 1;
 
-#[repr(C)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-}
-
-#[repr(C)]
-struct ProgAttachAttr {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-}
-
-fn load(prog: &[Insn]) -> Result<OwnedFd> {
-    let license = c"Apache-2.0";
-    let mut log = vec![0u8; 16 * 1024];
-    let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        kern_version: 0,
-        prog_flags: 0,
-    };
-    // SAFETY: attr points at live instruction, license and log buffers for the whole call,
-    // and its size is passed along.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        let text = String::from_utf8_lossy(&log);
-        let text = text.trim_end_matches('\0').trim();
-        return Err(Error::config(
-            "linux.resources.devices",
-            format!("loading the device filter: {err} {text}"),
-        ));
-    }
-    // SAFETY: the kernel returned a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// v2: attach the rules as a device program to the cgroup, replacing a previous one of ours.
 pub fn apply_v2(dir: &CgroupDir, rules: &[Rule]) -> Result<()> {
-    let prog = load(&assemble(rules))?;
-    let cg = std::fs::File::open(&dir.dir).map_err(|e| {
-        Error::config(
-            "linux.resources.devices",
-            format!("{}: {e}", dir.dir.display()),
-        )
-    })?;
-    let attr = ProgAttachAttr {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_OVERRIDE,
-    };
-    // SAFETY: attr is a valid, live BPF_PROG_ATTACH attribute block of the given size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const ProgAttachAttr,
-            std::mem::size_of::<ProgAttachAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(Error::config(
-            "linux.resources.devices",
-            format!(
-                "attaching the device filter to {}: {}",
-                dir.dir.display(),
-                std::io::Error::last_os_error()
-            ),
-        ));
-    }
-    Ok(())
+    let what = "linux.resources.devices";
+    let prog = super::bpf::load(BPF_PROG_TYPE_CGROUP_DEVICE, 0, &assemble(rules))
+        .map_err(|e| Error::config(what, format!("loading the device filter: {e}")))?;
+    super::bpf::attach(&dir.dir, &prog, BPF_CGROUP_DEVICE, BPF_F_ALLOW_OVERRIDE)
+        .map_err(|e| Error::config(what, format!("the device filter: {e}")))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
+pub mod bpf;
 pub mod devices;
 pub mod resources;
 pub mod stats;
