@@ -13,7 +13,7 @@
 //! A refused send fails with EPERM.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::os::fd::BorrowedFd;
 
 use strata_linux::cgroups::bpf::{self, insn, Asm, Insn, Label};
 
@@ -40,15 +40,16 @@ pub fn needed(policy: &Policy) -> bool {
     }
 }
 
-/// Loads the programs for `policy` and attaches them to the cgroup v2 directory `dir`.
-pub fn attach(policy: &Policy, dir: &Path) -> Result<()> {
+/// Loads the programs for `policy` and attaches them to the cgroup v2 directory open as
+/// `dir`.
+pub fn attach(policy: &Policy, dir: BorrowedFd) -> Result<()> {
     for (attach_type, prog) in [
         (BPF_CGROUP_UDP4_SENDMSG, program(policy, false)),
         (BPF_CGROUP_UDP6_SENDMSG, program(policy, true)),
     ] {
         let fd = bpf::load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, attach_type, &prog)
             .map_err(|e| Error::Setup(format!("loading the datagram filter: {e}")))?;
-        bpf::attach(dir, &fd, attach_type, BPF_F_ALLOW_MULTI)
+        bpf::attach_to(dir, &fd, attach_type, BPF_F_ALLOW_MULTI)
             .map_err(|e| Error::Setup(format!("the datagram filter: {e}")))?;
     }
     Ok(())
@@ -197,7 +198,7 @@ mod tests {
 
     #[test]
     fn only_policies_that_reach_the_network_in_part_need_the_hooks() {
-        let o = Path::new("p.toml");
+        let o = std::path::Path::new("p.toml");
         let p = |t: &str| Policy::parse(t, o).unwrap();
         assert!(needed(&Policy::builtin()));
         assert!(!needed(&p("network = \"none\"")));

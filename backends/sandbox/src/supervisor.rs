@@ -62,6 +62,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
     .ctx(|| "opening /proc".into())?;
     let mut emulator: Option<Emulator> = None;
     let mut guard: Option<crate::guard::Guard> = None;
+    let mut datagram_hook: Option<std::thread::JoinHandle<()>> = None;
     let mut policy = Some(policy);
     // Notify fds; the first is the init's, whose hang-up means the container is gone.
     let mut listeners: Vec<OwnedFd> = Vec::new();
@@ -90,18 +91,26 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                     }
                     if emulator.is_none() {
                         let p = policy.take().unwrap_or_else(Policy::builtin);
-                        hook_datagrams(&p, pid);
+                        let datagram_dir = datagram_hook_dir(&p, pid);
                         guard = Some(crate::guard::spawn(pid)?);
                         enter_container(pid)?;
                         INIT_PID.store(pid, Ordering::SeqCst);
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
+                        let p_for_hook = p.clone();
                         emulator = Some(
                             Emulator::new(proc_dup, p)
                                 .ctx(|| "setting up the supervisor".into())?,
                         );
                         shed_startup_pages(&host_proc);
+                        // Loading and attaching the programs takes ~1 ms (the verifier):
+                        // done aside, and waited for before the first execve is let
+                        // through, since no code of the container's own runs before it.
+                        datagram_hook = datagram_dir.map(|dir| {
+                            let policy = p_for_hook.clone();
+                            std::thread::spawn(move || hook_datagrams(&policy, dir))
+                        });
                     }
                     listeners.push(fd);
                 }
@@ -113,7 +122,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
             let fd = listeners[i - 1].as_fd();
             if flags.contains(PollFlags::POLLIN) {
                 if let Some(em) = emulator.as_mut() {
-                    serve_one(em, fd);
+                    serve_one(em, fd, &mut datagram_hook);
                 }
             } else if flags
                 .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
@@ -134,12 +143,21 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
     }
 }
 
-fn serve_one(em: &mut Emulator, fd: BorrowedFd) {
+fn serve_one(
+    em: &mut Emulator,
+    fd: BorrowedFd,
+    datagram_hook: &mut Option<std::thread::JoinHandle<()>>,
+) {
     let n = match notif::recv(fd) {
         Ok(n) => n,
         // The caller died or a signal interrupted it: nothing to answer.
         Err(_) => return,
     };
+    if matches!(n.data.nr as i64, libc::SYS_execve | libc::SYS_execveat) {
+        if let Some(h) = datagram_hook.take() {
+            let _ = h.join();
+        }
+    }
     let outcome = em.handle(fd, &n);
     if tracing::enabled!(tracing::Level::DEBUG) {
         let what = match &outcome {
@@ -172,28 +190,45 @@ pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
     }
 }
 
-/// Holds the container's unconnected datagram sends to the policy in the kernel (see
-/// `datagrams`), on the container's cgroup v2 directory. Without one (a host with no
-/// cgroup v2 mount) the rest of the policy still holds, and the log says what does not.
-fn hook_datagrams(policy: &Policy, init: i32) {
+/// The container's cgroup v2 directory, open, if the policy needs the datagram hooks (see
+/// `datagrams`). Opened in the host's mount namespace, before the supervisor enters the
+/// container's. Without one (a host with no cgroup v2 mount) the rest of the policy still
+/// holds, and the log says what does not.
+fn datagram_hook_dir(policy: &Policy, init: i32) -> Option<OwnedFd> {
     if !crate::datagrams::needed(policy) {
-        return;
+        return None;
     }
     let dir = crate::guard::cgroup_dirs(init)
         .into_iter()
         .find_map(|(d, unified)| unified.then_some(d));
-    let result = match &dir {
-        Some(d) => crate::datagrams::attach(policy, d),
+    let opened = match &dir {
+        Some(d) => nix::fcntl::open(
+            d,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Setup(format!("{}: {e}", d.display()))),
         None => Err(Error::Setup(
             "the container has no cgroup v2 directory".into(),
         )),
     };
-    if let Err(e) = result {
-        tracing::warn!(
-            "sandbox: destinations given to sendmsg on unconnected datagram sockets are not \
-             checked for this container: {e}"
-        );
+    opened.map_err(|e| warn_unchecked_datagrams(&e)).ok()
+}
+
+/// Holds the container's unconnected datagram sends to the policy in the kernel.
+fn hook_datagrams(policy: &Policy, dir: OwnedFd) {
+    if let Err(e) = crate::datagrams::attach(policy, dir.as_fd()) {
+        warn_unchecked_datagrams(&e);
     }
+}
+
+fn warn_unchecked_datagrams(e: &Error) {
+    tracing::warn!(
+        "sandbox: destinations given to sendmsg on unconnected datagram sockets are not \
+         checked for this container: {e}"
+    );
 }
 
 /// MADV_PAGEOUT (Linux 5.4), not in the libc crate.

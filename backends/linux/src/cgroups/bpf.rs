@@ -3,7 +3,7 @@
 //! datagram destination filter) are a few dozen straight-line instructions; a BPF crate
 //! (aya, libbpf-rs) would bring a loader, BTF handling and a build-time toolchain for that.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 #[repr(C)]
@@ -163,8 +163,18 @@ pub fn load(prog_type: u32, expected_attach_type: u32, prog: &[Insn]) -> Result<
 /// Attaches a loaded program to the cgroup directory `dir`.
 pub fn attach(dir: &Path, prog: &OwnedFd, attach_type: u32, flags: u32) -> Result<(), String> {
     let cg = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    attach_to(cg.as_fd(), prog, attach_type, flags).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Attaches a loaded program to the cgroup directory open as `cgroup`.
+pub fn attach_to(
+    cgroup: BorrowedFd,
+    prog: &OwnedFd,
+    attach_type: u32,
+    flags: u32,
+) -> Result<(), String> {
     let attr = ProgAttachAttr {
-        target_fd: cg.as_raw_fd() as u32,
+        target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type,
         attach_flags: flags,
@@ -179,11 +189,7 @@ pub fn attach(dir: &Path, prog: &OwnedFd, attach_type: u32, flags: u32) -> Resul
         )
     };
     if r < 0 {
-        return Err(format!(
-            "attaching to {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("attaching: {}", std::io::Error::last_os_error()));
     }
     Ok(())
 }
