@@ -229,7 +229,10 @@ fn create_container(
             let mut rec = provisional.clone();
             rec.cgroups = cgroups.clone();
             if let Err(e) = dir.save(&rec) {
-                tracing::warn!("recording the cgroups of {id}: {e:#}");
+                // Not a warning: the record is for cleaning up after a crash, and a state dir
+                // that cannot be written here (a racing delete --force removed it) fails the
+                // create's final save with the one error the caller should see.
+                tracing::debug!("recording the cgroups of {id}: {e:#}");
             }
         };
         let req = CreateRequest {
