@@ -64,6 +64,16 @@ static void *flip_link(void *arg) {
     return NULL;
 }
 
+/* One datagram to `to` by sendmsg(2), the destination in the msghdr. */
+static int send_msg(int family, void *to, socklen_t len) {
+    int fd = socket(family, SOCK_DGRAM, 0);
+    struct iovec io = {.iov_base = "x", .iov_len = 1};
+    struct msghdr m = {.msg_name = to, .msg_namelen = len, .msg_iov = &io, .msg_iovlen = 1};
+    long n = fd < 0 ? -1 : sendmsg(fd, &m, 0);
+    printf("%s\n", n == 1 ? "sent" : strerror(errno));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && (strcmp(argv[1], "race-path") == 0 || strcmp(argv[1], "race-link") == 0)) {
         int n = atoi(argv[2]);
@@ -120,24 +130,14 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 4 && strcmp(argv[1], "sendmsg") == 0) {
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
         struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
         inet_pton(AF_INET, argv[2], &to.sin_addr);
-        struct iovec io = {.iov_base = "x", .iov_len = 1};
-        struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &io, .msg_iovlen = 1};
-        long n = fd < 0 ? -1 : sendmsg(fd, &m, 0);
-        printf("%s\n", n == 1 ? "sent" : strerror(errno));
-        return 0;
+        return send_msg(AF_INET, &to, sizeof to);
     }
     if (argc >= 4 && strcmp(argv[1], "sendmsg6") == 0) {
-        int fd = socket(AF_INET6, SOCK_DGRAM, 0);
         struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[3]))};
         inet_pton(AF_INET6, argv[2], &to.sin6_addr);
-        struct iovec io = {.iov_base = "x", .iov_len = 1};
-        struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &io, .msg_iovlen = 1};
-        long n = fd < 0 ? -1 : sendmsg(fd, &m, 0);
-        printf("%s\n", n == 1 ? "sent" : strerror(errno));
-        return 0;
+        return send_msg(AF_INET6, &to, sizeof to);
     }
     if (argc >= 3 && strcmp(argv[1], "chmod2") == 0) {
         long r = syscall(452 /* fchmodat2 */, AT_FDCWD, argv[2], 0777, 0);

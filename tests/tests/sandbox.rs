@@ -194,10 +194,7 @@ fn forbidden_syscalls_fail_even_with_the_capability() {
 fn network_policy_refuses_connect_and_bind() {
     require_root!();
     let cfg = TempDir::new("sandbox-policy");
-    let config = node_with_policy(
-        &cfg,
-        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
-    );
+    let config = node_with_policy(&cfg, &format!("{POLICY_SETS}network = \"none\"\n"));
     // The host's network namespace (a new one's loopback is down), on a port of our own.
     let port = 20000 + std::process::id() % 20000;
     let script = format!(
@@ -461,6 +458,10 @@ fn a_user_namespace_is_refused_clearly() {
     assert!(processes_of(&id, &b.rootfs()).is_empty());
 }
 
+/// The path sets of the tests' own policies: read everything, write /tmp and /dev, run /bin.
+const POLICY_SETS: &str =
+    "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n";
+
 /// A node config whose default sandbox policy is `policy` (TOML); returns the config path.
 fn node_with_policy(dir: &TempDir, policy: &str) -> String {
     let file = dir.path().join("policy.toml");
@@ -534,10 +535,7 @@ fn a_loopback_port_the_policy_does_not_list_is_refused() {
     let (allowed, other) = (base, base + 1);
     let config = node_with_policy(
         &cfg,
-        &format!(
-            "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n\
-             network = \"loopback\"\nconnect = [\"127.0.0.1:{allowed}\"]\n"
-        ),
+        &format!("{POLICY_SETS}network = \"loopback\"\nconnect = [\"127.0.0.1:{allowed}\"]\n"),
     );
     let script = format!(
         "(nc -l -p {allowed} >/dev/null 2>&1 &); (nc -l -p {other} >/dev/null 2>&1 &); sleep 0.3; \
@@ -559,10 +557,7 @@ fn a_loopback_port_the_policy_does_not_list_is_refused() {
 fn socket_families_and_addressed_sends_follow_the_network_policy() {
     require_root_and_escape!();
     let cfg = TempDir::new("sandbox-net");
-    let none = node_with_policy(
-        &cfg,
-        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\nnetwork = \"none\"\n",
-    );
+    let none = node_with_policy(&cfg, &format!("{POLICY_SETS}network = \"none\"\n"));
     let script = format!(
         "escape socket {}; escape socket {}",
         libc::AF_UNIX,
@@ -596,8 +591,7 @@ fn socket_families_and_addressed_sends_follow_the_network_policy() {
     // A connect list narrows "any" for sendmsg too: the listed network and ports only.
     let listed = node_with_policy(
         &cfg,
-        "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n\
-         network = \"any\"\nconnect = [\"192.0.2.0/28:9-10\"]\n",
+        &format!("{POLICY_SETS}network = \"any\"\nconnect = [\"192.0.2.0/28:9-10\"]\n"),
     );
     native_then_sandbox(
         "escape sendmsg 192.0.2.7 9; escape sendmsg 192.0.2.17 9; escape sendmsg 192.0.2.7 11",

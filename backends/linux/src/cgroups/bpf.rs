@@ -123,6 +123,23 @@ struct ProgAttachAttr {
     attach_flags: u32,
 }
 
+/// bpf(2) with the attribute block `attr`, its size passed along.
+///
+/// # Safety
+/// `attr` must be the attribute block `cmd` expects, and every address in it must point at
+/// memory that stays valid for the call.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> libc::c_long {
+    // SAFETY: the caller vouches for the block; its size is passed with it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    }
+}
+
 /// Loads a program; a refusal carries the verifier's log.
 pub fn load(prog_type: u32, expected_attach_type: u32, prog: &[Insn]) -> Result<OwnedFd, String> {
     let license = c"Apache-2.0";
@@ -141,16 +158,8 @@ pub fn load(prog_type: u32, expected_attach_type: u32, prog: &[Insn]) -> Result<
         prog_ifindex: 0,
         expected_attach_type,
     };
-    // SAFETY: attr points at live instruction, license and log buffers for the whole call,
-    // and its size is passed along.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
+    // SAFETY: attr points at live instruction, license and log buffers for the whole call.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &attr) };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
         let text = String::from_utf8_lossy(&log);
@@ -179,15 +188,8 @@ pub fn attach_to(
         attach_type,
         attach_flags: flags,
     };
-    // SAFETY: attr is a valid, live BPF_PROG_ATTACH attribute block of the given size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const ProgAttachAttr,
-            std::mem::size_of::<ProgAttachAttr>(),
-        )
-    };
+    // SAFETY: attr is a valid, live BPF_PROG_ATTACH attribute block.
+    let r = unsafe { bpf(BPF_PROG_ATTACH, &attr) };
     if r < 0 {
         return Err(format!("attaching: {}", std::io::Error::last_os_error()));
     }
