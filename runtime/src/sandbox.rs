@@ -207,16 +207,23 @@ pub fn supervisor_main() -> ! {
 }
 
 fn run_supervisor(fd: &std::ffi::OsStr, policy_file: &Path) -> Result<()> {
-    let fd: RawFd = fd
-        .to_str()
-        .and_then(|s| s.parse().ok())
-        .context("the listener fd argument")?;
+    let fd: RawFd = fd.to_str().and_then(|s| s.parse().ok()).context(
+        "strata-sandbox-supervisor is started by strata for each sandboxed container; \
+             its first argument must be the listener's fd number",
+    )?;
     // SAFETY: the runtime passed this fd to us as the listener socket and nothing else here
     // owns it; it must be a socket, which accept checks.
     let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    let text = std::fs::read(policy_file).context("reading the sandbox policy")?;
-    let policy: Policy = serde_json::from_slice(&text).context("reading the sandbox policy")?;
+    let policy = read_policy(policy_file)?;
     Ok(strata_sandbox::supervisor::serve(listener, policy)?)
+}
+
+/// The policy [`record_policy`] wrote for the container.
+fn read_policy(file: &Path) -> Result<Policy> {
+    let text = std::fs::read(file)
+        .with_context(|| format!("reading the container's sandbox policy {}", file.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("reading the container's sandbox policy {}", file.display()))
 }
 
 /// The native container with the sandbox's additions.
@@ -286,10 +293,7 @@ impl Backend for Sandbox {
         if supervisor_pid(&rec.state_dir).is_none_or(|(p, s)| !state::process_alive(p, s)) {
             bail!("the container's sandbox supervisor is gone; refusing to exec unsupervised");
         }
-        let recorded = std::fs::read(rec.state_dir.join(POLICY_FILE))
-            .context("reading the container's sandbox policy")?;
-        let policy: Policy =
-            serde_json::from_slice(&recorded).context("reading the container's sandbox policy")?;
+        let policy = read_policy(&rec.state_dir.join(POLICY_FILE))?;
         let profile = profile_for(&rec.state_dir, &policy);
         let landlock = landlock_step(policy);
         let extras = Extras {

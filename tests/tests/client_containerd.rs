@@ -63,6 +63,16 @@ impl Ctr {
     }
 
     /// The `ctr run` flags that put a container on strata, in our cgroup parent.
+    /// `ctr run FLAGS <strata as the runc binary> IMAGE ID COMMAND...`.
+    fn run_container(&self, flags: &[&str], id: &str, command: &[&str]) -> Output {
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.extend(self.run_args(id));
+        args.extend([IMAGE, id].iter().chain(command).map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&argv)
+    }
+
     fn run_args(&self, id: &str) -> Vec<String> {
         vec![
             "--runtime".into(),
@@ -125,15 +135,7 @@ impl Drop for Ctr {
 fn ctr_run_exit_code_and_stdout() {
     let Some(c) = Ctr::start() else { return };
     let id = unique("cr");
-    let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
-    args.extend(c.run_args(&id));
-    args.extend(
-        [IMAGE, &id, "sh", "-c", "echo hello from ctr; exit 7"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = c.run(&argv);
+    let out = c.run_container(&["--rm"], &id, &["sh", "-c", "echo hello from ctr; exit 7"]);
     assert_eq!(
         out.status.code(),
         Some(7),
@@ -151,11 +153,12 @@ fn ctr_run_exit_code_and_stdout() {
 fn ctr_task_exec_ps_kill_delete() {
     let Some(c) = Ctr::start() else { return };
     let id = unique("ct");
-    let mut args: Vec<String> = vec!["run".into(), "-d".into()];
-    args.extend(c.run_args(&id));
-    args.extend([IMAGE, &id, "sleep", "1000"].iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ok(&argv);
+    let out = c.run_container(&["-d"], &id, &["sleep", "1000"]);
+    assert!(
+        out.status.success(),
+        "ctr run -d: {out:?}\n{}",
+        c.containerd.log_text()
+    );
     assert_eq!(c.task_status(&id), "RUNNING");
 
     let fifo_dir = c.fifo_dir();
@@ -215,20 +218,11 @@ fn ctr_run_on_the_vm_backend_by_annotation() {
     };
     c.runtime = LoggedRuntime::with_config("ctr-vm", &config);
     let id = unique("crvm");
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "--annotation".into(),
-        "dev.strata.backend=vm".into(),
-    ];
-    args.extend(c.run_args(&id));
-    args.extend(
-        [IMAGE, &id, "sh", "-c", "uname -r; exit 5"]
-            .iter()
-            .map(|s| s.to_string()),
+    let out = c.run_container(
+        &["--rm", "--annotation", "dev.strata.backend=vm"],
+        &id,
+        &["sh", "-c", "uname -r; exit 5"],
     );
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = c.run(&argv);
     assert_eq!(
         out.status.code(),
         Some(5),

@@ -864,7 +864,7 @@ impl Emulator {
             }
         }
         // Act on the caller's own socket, with the address we checked.
-        let pidfd = pidfd_open(c.tgid)?;
+        let pidfd = strata_linux::hooks::pidfd_open(c.tgid as i32).map_err(errno_of)?;
         let sock = self.privileged(|| {
             // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
             let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
@@ -1266,9 +1266,7 @@ fn defer(
     id: u64,
     work: impl FnOnce() -> R<Outcome> + Send + 'static,
 ) -> R<Outcome> {
-    let listener = listener
-        .try_clone_to_owned()
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+    let listener = listener.try_clone_to_owned().map_err(errno_of)?;
     std::thread::Builder::new()
         .name("strata-sandbox-wait".into())
         .spawn(move || {
@@ -1309,6 +1307,11 @@ fn ip_endpoint(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
     }
 }
 
+/// The errno behind an I/O error (EIO for one that has none).
+fn errno_of(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// `self/fd/N` relative to the host's /proc: reaching an fd's inode again with new flags.
 fn proc_fd_path(fd: RawFd) -> CString {
     CString::new(format!("self/fd/{fd}")).expect("no NUL in a number")
@@ -1321,7 +1324,7 @@ pub(crate) fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
     use std::io::Read;
     std::fs::File::from(fd)
         .read_to_string(&mut s)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        .map_err(errno_of)?;
     Ok(s)
 }
 
@@ -1361,14 +1364,6 @@ fn openat2(dir: RawFd, path: &CStr, flags: i32, mode: u32, resolve: u64) -> R<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pidfd_open(pid: u32) -> R<OwnedFd> {
-    // SAFETY: pidfd_open with a pid and no flags.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = Errno::result(fd)? as RawFd;
-    // SAFETY: a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Where a lookup starts: the container's root, kept open by the emulator, or a directory
 /// of the caller's reopened for this call.
 enum Dir {
@@ -1383,8 +1378,7 @@ impl Dir {
             Dir::Root(fd) => {
                 // SAFETY: the root fd is open as long as the emulator.
                 let root = unsafe { BorrowedFd::borrow_raw(fd) };
-                root.try_clone_to_owned()
-                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
+                root.try_clone_to_owned().map_err(errno_of)
             }
         }
     }

@@ -10,13 +10,13 @@
 //! adds little memory. It learns how the supervisor ended through a pipe: a byte written
 //! when the container ended, end of file if the supervisor died.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::{Ctx, Result};
+use crate::{Ctx, Error, Result};
 
 /// The supervisor's end of the link to its guard.
 pub struct Guard {
@@ -37,7 +37,8 @@ impl Guard {
 /// Forks the guard for the container whose init is `init` (a PID in the supervisor's pid
 /// namespace). Returns in the supervisor; the guard never returns.
 pub fn spawn(init: i32) -> Result<Guard> {
-    let init_fd = pidfd_open(init).ctx(|| format!("pidfd of the container's init {init}"))?;
+    let init_fd = strata_linux::hooks::pidfd_open(init)
+        .map_err(|e| Error::Setup(format!("pidfd of the container's init {init}: {e}")))?;
     // The cgroup directories themselves, held open: should they be removed and made again
     // for a new container with the same name, these still name the old ones, whose
     // processes (none) are all the guard may ever touch.
@@ -202,12 +203,4 @@ pub(crate) fn cgroup_dirs(pid: i32) -> Vec<(PathBuf, bool)> {
         }
     }
     dirs
-}
-
-fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
-    // SAFETY: pidfd_open with integers; returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = Errno::result(fd)? as RawFd;
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

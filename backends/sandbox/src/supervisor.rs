@@ -5,13 +5,11 @@
 //! each trapped call (see `emulate`).
 //!
 //! Fail closed: if the supervisor dies, the kernel fails every trapped call with ENOSYS, so
-//! nothing runs unsupervised, and the guard (see `guard`) kills the container; a supervisor
-//! that panics kills the container itself first.
+//! nothing runs unsupervised, and the guard (see `guard`) kills the container.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,37 +20,21 @@ use crate::notif;
 use crate::policy::Policy;
 use crate::{Ctx, Error, Result};
 
-static INIT_PID: AtomicI32 = AtomicI32::new(0);
-
 /// The supervisor's life: serves `listener` until the container is gone. Called in a
 /// process of its own (the runtime starts it afresh, so that it carries none of the
 /// runtime's memory).
+/// (The runtime gives it its own session and /dev/null for stdio.)
 pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
-    let _ = nix::unistd::setsid();
     // The supervisor enters the container's mount namespace and root with the host's
     // privileges: no process of the container may reach its /proc entry (its exe, its
     // memory), even one sharing the host's pid namespace.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    // Not the runtime's stdio: whoever reads the runtime's output (a shim) must see EOF when
-    // the runtime exits, not when the container does.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the stdio numbers.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
+    // A panic anywhere, a worker thread's too, ends the whole supervisor like any death
+    // (rather than leave a caller unanswered): its guard then kills the container.
     std::panic::set_hook(Box::new(|info| {
-        tracing::error!("sandbox supervisor panicked: {info}; killing the container");
-        let pid = INIT_PID.load(Ordering::SeqCst);
-        if pid > 0 {
-            // SAFETY: kill(2) with integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        tracing::error!("sandbox supervisor panicked: {info}; the container goes with it");
+        std::process::abort();
     }));
     let host_proc = nix::fcntl::open(
         "/proc",
@@ -94,11 +76,10 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                         let datagram_dir = datagram_hook_dir(&p, pid);
                         guard = Some(crate::guard::spawn(pid)?);
                         enter_container(pid)?;
-                        INIT_PID.store(pid, Ordering::SeqCst);
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
-                        let p_for_hook = p.clone();
+                        let hook_policy = datagram_dir.is_some().then(|| p.clone());
                         emulator = Some(
                             Emulator::new(proc_dup, p)
                                 .ctx(|| "setting up the supervisor".into())?,
@@ -107,8 +88,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                         // Loading and attaching the programs takes ~1 ms (the verifier):
                         // done aside, and waited for before the first execve is let
                         // through, since no code of the container's own runs before it.
-                        datagram_hook = datagram_dir.map(|dir| {
-                            let policy = p_for_hook.clone();
+                        datagram_hook = datagram_dir.zip(hook_policy).map(|(dir, policy)| {
                             std::thread::spawn(move || hook_datagrams(&policy, dir))
                         });
                     }
