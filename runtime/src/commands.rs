@@ -490,10 +490,12 @@ fn exec_process(rec: &Record, a: &ExecArgs) -> Result<Process> {
             s.extend(parsed.iter().copied());
             Some(s)
         };
+        // Not inheritable: a capability there (with ambient or file capabilities) would
+        // outlive the process's own execve into its children's programs (CVE-2022-29162,
+        // fixed the same way in runc 1.1.2).
         caps.set_bounding(add(caps.bounding()));
         caps.set_effective(add(caps.effective()));
         caps.set_permitted(add(caps.permitted()));
-        caps.set_inheritable(add(caps.inheritable()));
         proc.set_capabilities(Some(caps));
     }
     Ok(proc)

@@ -79,6 +79,7 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
         seccomp,
         before_exec: extras.before_exec,
         state: rec.hook_state(rec.pid, "running"),
+        personality: container::personality_of_spec(&rec.spec)?,
     };
     Ok(exec::spawn(&opts)?)
 }
@@ -88,7 +89,7 @@ impl Backend for Native {
         create_with(req, req.spec, Extras::default())
     }
 
-    fn start(&self, dir: &ContainerDir, _rec: &Record) -> Result<()> {
+    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
         // Relative to the state dir: socket paths are limited to 108 bytes.
         std::env::set_current_dir(&dir.path)?;
         let mut conn = UnixStream::connect(state::START_SOCKET)
@@ -97,11 +98,20 @@ impl Backend for Native {
         // Gone socket = started, for `state` even if we die before recording it.
         let _ = std::fs::remove_file(state::START_SOCKET);
         strata_linux::fault::point("start:after-signal");
-        // The init's copy closes on a successful execve; anything it writes is its error.
-        let mut reply = String::new();
-        let _ = conn.read_to_string(&mut reply);
-        if !reply.is_empty() {
-            bail!("{reply}");
+        // The init's copy closes on a successful execve; anything it writes is its error
+        // (its own text, or the exec trampoline's errno).
+        let mut reply = Vec::new();
+        let _ = conn.read_to_end(&mut reply);
+        let arg0 = rec
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(msg) = strata_linux::trampoline::decode_reply(&reply, &arg0) {
+            bail!("{msg}");
         }
         Ok(())
     }

@@ -283,11 +283,158 @@ fn exec_cannot_reach_the_host_mount_namespace() {
         root.contains(&"bin") && !root.contains(&"work") && !root.contains(&"usr"),
         "{root:?}"
     );
-    // A cwd through fds or magic links resolves in the container, or is refused.
-    for cwd in ["/proc/self/fd/3", "/proc/1/cwd", "/proc/self/root/.."] {
-        let out = rt.run(&["exec", "--cwd", cwd, &id, "sh", "-c", "ls; pwd"]);
-        let s = stdout(&out);
-        assert!(!s.contains("work") && !s.contains("usr"), "{cwd}: {s}");
+    rt.ok(&["delete", "-f", &id]);
+}
+
+/// Runs `exec --cwd CWD` on every fd number the runtime may hold (with and without --log,
+/// which holds one more): the process must be refused or land in the container. Before the
+/// fix, fd 3 (the state dir) or 4 gave it a host directory: `ls` showed state.json and a
+/// write landed in the host's state dir (CVE-2024-21626).
+fn exec_cwd_stays_inside(global: &[&str]) {
+    let rt = Runtime::with_global(global);
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "execcwd");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let log = TempDir::new("execcwd-log");
+    let log_file = log.path().join("log");
+    let state_dir = rt.root.path().join(&id);
+    for with_log in [false, true] {
+        for cwd in (3..10)
+            .map(|n| format!("/proc/self/fd/{n}"))
+            .chain(["/proc/self/cwd".into(), "/proc/1/cwd/..".into(), "/proc/self/root/..".into()])
+        {
+            let mut args: Vec<&str> = Vec::new();
+            if with_log {
+                args.extend(["--log", log_file.to_str().unwrap()]);
+            }
+            args.extend(["exec", "--cwd", &cwd, &id, "sh", "-c", "ls -a . ..; touch planted"]);
+            let out = rt.run(&args);
+            let s = stdout(&out);
+            assert!(
+                !s.contains("state.json") && !s.contains("start.sock"),
+                "{global:?} {cwd} log={with_log}: the cwd is the host's state dir: {s}"
+            );
+            assert!(
+                !state_dir.join("planted").exists() && !log.path().join("planted").exists(),
+                "{global:?} {cwd} log={with_log}: a file was written on the host"
+            );
+            if !out.status.success() {
+                assert!(stderr(&out).contains("process.cwd"), "{cwd}: {}", stderr(&out));
+            }
+        }
     }
+    rt.ok(&["delete", "-f", &id]);
+}
+
+#[test]
+fn exec_cwd_through_the_runtimes_fds_is_refused() {
+    require_root!();
+    exec_cwd_stays_inside(&[]);
+}
+
+#[test]
+fn exec_cwd_through_the_runtimes_fds_is_refused_under_the_sandbox() {
+    require_root!();
+    exec_cwd_stays_inside(&["--backend", "sandbox"]);
+}
+
+#[test]
+fn exec_into_a_container_without_a_mount_namespace_stays_in_its_root() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+        c["mounts"] = json!([]);
+    });
+    std::fs::write(b.rootfs().join("inside-marker"), "").unwrap();
+    let id = container(&mut b, "chrootexec");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let out = rt.ok(&["exec", &id, "ls", "/"]);
+    assert!(
+        out.lines().any(|l| l == "inside-marker") && !out.lines().any(|l| l == "usr"),
+        "exec ran in the host's root: {out}"
+    );
+    rt.ok(&["delete", "-f", &id]);
+}
+
+/// The container plants `#!/proc/self/exe` (and a symlink to it) and waits for the runtime
+/// to exec it: the kernel then resolves /proc/self/exe in the exec'ing process, which until
+/// execve is a fork of strata. Without the trampoline the host's strata binary ran inside the
+/// container as a dumpable process, whose /proc/<pid>/exe the container opened and, once it
+/// exited, rewrote (CVE-2019-5736; it worked on the first try with a glibc in the image).
+#[test]
+fn the_host_binary_cannot_be_rewritten_through_an_exec_of_proc_self_exe() {
+    require_root!();
+    // A copy, so that a failing test cannot break the binary the other tests use.
+    let dir = TempDir::new("cve-2019-5736");
+    let bin = dir.path().join("strata");
+    std::fs::copy(strata_bin(), &bin).unwrap();
+    let supervisor = strata_bin().with_file_name("strata-sandbox-supervisor");
+    if supervisor.exists() {
+        std::fs::copy(&supervisor, dir.path().join("strata-sandbox-supervisor")).unwrap();
+    }
+    let before = std::fs::read(&bin).unwrap();
+    let rt = Runtime::new();
+    let attack = r#"
+while :; do for d in /proc/[0-9]*; do
+  case "$(readlink $d/exe 2>/dev/null)" in */strata) exec 3<$d/exe && echo GOT > /tmp/got && break 2;; esac
+done; done
+while ! (echo pwned >> /proc/self/fd/3) 2>/dev/null; do :; done
+echo WROTE > /tmp/wrote
+"#;
+    let mut b = Bundle::new(&["sh", "-c", attack]);
+    // The dynamic loader and libc, so that the host binary can really start in there.
+    for lib in ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"] {
+        let dest = b.rootfs().join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    std::fs::write(b.rootfs().join("evil"), "#!/proc/self/exe
+").unwrap();
+    std::os::unix::fs::symlink("/proc/self/exe", b.rootfs().join("evil-link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(b.rootfs().join("evil"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    let id = container(&mut b, "cve5736");
+    let run = |args: &[&str]| {
+        let mut c = rt.cmd_of(&bin);
+        c.args(args);
+        output_via_files(&mut c)
+    };
+    assert!(run(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]).status.success());
+    for _ in 0..20 {
+        run(&["exec", &id, "/evil"]);
+        run(&["exec", &id, "/evil-link", "--version"]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let got = b.rootfs().join("tmp/got").exists();
+    let wrote = b.rootfs().join("tmp/wrote").exists();
+    run(&["delete", "-f", &id]);
+    assert!(!got, "the container opened the host binary through /proc/<pid>/exe");
+    assert!(!wrote, "the container wrote the host binary");
+    assert_eq!(std::fs::read(&bin).unwrap(), before, "the strata binary changed");
+}
+
+#[test]
+fn exec_cap_does_not_touch_the_inheritable_set() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = container(&mut b, "execcap");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let out = rt.ok(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "grep", "Cap", "/proc/self/status"]);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    let sys_admin = 1u64 << 21;
+    assert_ne!(field("CapEff:") & sys_admin, 0, "--cap was not granted: {out}");
+    assert_eq!(field("CapInh:"), 0, "--cap leaked into the inheritable set: {out}");
     rt.ok(&["delete", "-f", &id]);
 }

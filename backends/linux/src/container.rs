@@ -25,6 +25,8 @@ use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, CapabilityPlan};
 use crate::seccomp;
 use crate::sync::{Channel, Message};
+use crate::sysctl;
+use crate::trampoline::Trampoline;
 use crate::tty;
 
 /// What the runtime tells the backend for one `create`.
@@ -103,7 +105,25 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
             "resolves to / (the host's own root); a container needs a root of its own",
         ));
     }
+    for (field, name) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+        if let Some(name) = name {
+            // sethostname takes bytes up to a length: a NUL would be stored, and cut the name
+            // for every reader.
+            if name.len() > 64 || name.contains('\0') {
+                return Err(Error::config(
+                    field,
+                    format!("{name:?} must be at most 64 bytes and hold no NUL"),
+                ));
+            }
+        }
+    }
     let linux = spec.linux().as_ref();
+    if let Some(rdt) = linux.and_then(|l| l.intel_rdt().as_ref()) {
+        return Err(intel_rdt_refusal(rdt));
+    }
+    if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
+        process::personality_of(p)?;
+    }
     mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     if let Some(m) = spec.mounts() {
         for (i, m) in m.iter().enumerate() {
@@ -116,6 +136,29 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `linux.personality` of a spec, as the value for personality(2).
+pub fn personality_of_spec(spec: &Spec) -> Result<Option<libc::c_ulong>> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.personality().as_ref())
+        .map(process::personality_of)
+        .transpose()
+}
+
+/// strata does not drive resctrl, and the spec says a runtime that cannot apply `intelRdt`
+/// must fail; a `closID` that is not one directory name is named as such first.
+fn intel_rdt_refusal(rdt: &oci_spec::runtime::LinuxIntelRdt) -> Error {
+    if let Some(id) = rdt.clos_id() {
+        if id != "/" && (id.is_empty() || id == "." || id == ".." || id.contains('/')) {
+            return Error::config(
+                "linux.intelRdt.closID",
+                format!("{id:?} is not a resctrl group name"),
+            );
+        }
+    }
+    Error::config("linux.intelRdt", "Intel RDT (resctrl) is not supported by strata")
 }
 
 /// The absolute rootfs path of a bundle.
@@ -212,6 +255,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     validate(spec, &rootfs)?;
     let plan = NamespacePlan::from_spec(spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
+    if let Some(sysctl) = linux.sysctl() {
+        sysctl::validate(sysctl, &plan)?;
+    }
     let hs = cgroups::hierarchies()?;
     let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
     let profiles: Vec<&LinuxSeccomp> = linux
@@ -235,6 +281,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         Err(e) => {
             cgroups.remove();
             return Err(e);
+        }
+    };
+    // Made here, in the runtime's pid namespace: a sandboxed container's own may refuse
+    // executable memfds (vm.memfd_noexec).
+    let trampoline = match Trampoline::new(3 + opts.preserve_fds) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("the workload is exec'd without the trampoline: {e}");
+            None
         }
     };
     let two_stage = plan.is_new(NsType::Time) || plan.joins(NsType::User).is_some();
@@ -289,6 +344,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             two_stage,
             filters: &filters,
             host_pid: std::cell::Cell::new(0),
+            trampoline: std::cell::RefCell::new(trampoline),
         };
         let err = match init.run(&child_chan) {
             Ok(never) => match never {},
@@ -460,6 +516,8 @@ struct Init<'a> {
     filters: &'a [seccomp::Filter],
     /// The init's PID in the runtime's pid namespace, learnt from HooksDone.
     host_pid: std::cell::Cell<i32>,
+    /// What the workload is exec'd through (see `trampoline`).
+    trampoline: std::cell::RefCell<Option<Trampoline>>,
 }
 
 impl Init<'_> {
@@ -532,6 +590,9 @@ impl Init<'_> {
         if let Some(adj) = process.oom_score_adj() {
             process::set_oom_score_adj(adj)?;
         }
+        if let Some(sysctl) = self.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+            sysctl::apply(sysctl)?;
+        }
         self.build_rootfs(chan, process)?;
         let linux = self.spec.linux().clone().unwrap_or_default();
         if let Some(h) = self.spec.hostname() {
@@ -558,11 +619,6 @@ impl Init<'_> {
                 ));
             }
         }
-        for (key, value) in linux.sysctl().iter().flatten() {
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            std::fs::write(&path, value)
-                .map_err(|e| Error::config(format!("linux.sysctl[{key}]"), e.to_string()))?;
-        }
         mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
         mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
         if self
@@ -579,6 +635,7 @@ impl Init<'_> {
         let ready = match self.spec.process() {
             Some(p) => Some(prepare_process(
                 p,
+                personality_of_spec(self.spec)?,
                 &self.opts.extra_env,
                 self.console,
                 true,
@@ -628,6 +685,11 @@ impl Init<'_> {
         }
         if let Some(Err(e)) = self.opts.before_exec.map(|f| f()) {
             fail(&mut conn, e);
+        }
+        if let Some(t) = self.trampoline.borrow_mut().as_mut() {
+            // A failure of the workload's exec comes back to `start` on its connection.
+            let e = t.exec(conn.as_raw_fd(), &ready.exe, &ready.args, &ready.env);
+            tracing::debug!("exec without the trampoline: {e}");
         }
         let err = process::exec(&ready.exe, &ready.args, &ready.env);
         fail(&mut conn, err)
@@ -772,8 +834,10 @@ pub struct ReadyProcess {
 /// Everything between "inside the container's namespaces and root" and execve that the init
 /// and exec'd processes share: terminal, rlimits, executable lookup, cwd, capabilities, user,
 /// noNewPrivileges, umask.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_process(
     process: &Process,
+    personality: Option<libc::c_ulong>,
     extra_env: &[String],
     console: Option<RawFd>,
     set_rlimits: bool,
@@ -809,8 +873,7 @@ pub fn prepare_process(
     let env = process::build_env(process, extra_env);
     let args = process.args().clone().unwrap_or_default();
     let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
-    nix::unistd::chdir(process.cwd())
-        .map_err(|e| Error::config("process.cwd", format!("{}: {e}", process.cwd().display())))?;
+    process::enter_cwd(process.cwd())?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     // Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: load it before the
     // capabilities go (runc's order). A filter with a notify fd is loaded now too, so the
@@ -846,6 +909,9 @@ pub fn prepare_process(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         user.umask().unwrap_or(0o022),
     ));
+    if let Some(p) = personality {
+        process::set_personality(p)?;
+    }
     Ok(ReadyProcess {
         exe,
         args,

@@ -1,6 +1,7 @@
 //! Running an extra process in a running container (`exec`): into its cgroup and namespaces,
 //! with the same process setup as the init, then execve.
 
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::{setns, CloneFlags};
@@ -16,6 +17,7 @@ use crate::namespaces::{self, JOIN_ORDER};
 use crate::process;
 use crate::seccomp;
 use crate::sync::{Channel, Message};
+use crate::trampoline::Trampoline;
 
 pub struct ExecOptions<'a> {
     /// Host PID of the container's init.
@@ -33,12 +35,31 @@ pub struct ExecOptions<'a> {
     pub before_exec: Option<&'a crate::container::BeforeExec>,
     /// The container's state JSON, for a seccomp `listenerPath`.
     pub state: Vec<u8>,
+    /// The container's `linux.personality`, for personality(2).
+    pub personality: Option<libc::c_ulong>,
 }
 
-/// Starts the process; returns its host PID once it has called execve.
+/// The init's root directory, opened through /proc while the pidfd proves that `pid` is still
+/// the init (its number was not reused in between).
+fn open_root_of(pid: i32, pidfd: &OwnedFd) -> Result<OwnedFd> {
+    let root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("opening the root of the container's init {pid}"))?;
+    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).ctx(|| "poll".into())? != 0 {
+        return Err(Error::Child(format!("the container's init {pid} has exited")));
+    }
+    Ok(root)
+}
+
+/// Starts the process; returns its host PID once the workload's execve has succeeded.
 pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     let pidfd: OwnedFd =
         pidfd_open(opts.init_pid).ctx(|| format!("container init {}", opts.init_pid))?;
+    let root = open_root_of(opts.init_pid, &pidfd)?;
     let mut flags = CloneFlags::empty();
     for typ in JOIN_ORDER {
         if typ != NsType::Pid && namespaces::differs_from_ours(opts.init_pid, typ) {
@@ -69,6 +90,18 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         None => None,
     };
     let filters = seccomp::compile_chain(&opts.seccomp)?;
+    let keep = 3 + opts.preserve_fds;
+    // The workload's exec goes through the trampoline (see `trampoline`), which reports its
+    // failure on this pipe; a successful exec closes the write end.
+    let mut trampoline = match Trampoline::new(keep) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("the workload is exec'd without the trampoline: {e}");
+            None
+        }
+    };
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
     let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
@@ -86,7 +119,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     match fork_result {
         ForkResult::Child => {
             drop(parent_chan);
-            let keep = 3 + opts.preserve_fds;
+            drop(err_r);
             let Ok(chan_fd) = process::move_fd_above(child_chan.raw(), keep) else {
                 // SAFETY: ends the child without the parent's atexit handlers.
                 unsafe { libc::_exit(127) }
@@ -95,8 +128,12 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             std::mem::forget(child_chan);
             // SAFETY: chan_fd is the channel socket, owned by this child alone.
             let chan = unsafe { Channel::from_raw(chan_fd) };
+            let exec = FinalExec {
+                trampoline: trampoline.as_mut(),
+                errfd: err_w.as_raw_fd(),
+            };
             let err = match exec_child(
-                opts, pidfd, flags, &placement, v2_procs, keep, &chan, &filters,
+                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, exec,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -107,9 +144,23 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(child_chan);
+            drop(err_w);
+            drop(trampoline);
             loop {
                 match parent_chan.recv_with_fd()? {
-                    None => return Ok(child.as_raw()),
+                    None => {
+                        // The child exec'd (the trampoline, or the workload itself): the
+                        // pipe says whether the workload's exec worked.
+                        let mut reply = Vec::new();
+                        let _ = std::fs::File::from(err_r).read_to_end(&mut reply);
+                        let arg0 = opts.process.args().as_ref().and_then(|a| a.first());
+                        let path = arg0.map(String::as_str).unwrap_or("");
+                        if let Some(msg) = crate::trampoline::decode_reply(&reply, path) {
+                            let _ = waitpid(child, None);
+                            return Err(Error::Child(msg));
+                        }
+                        return Ok(child.as_raw());
+                    }
                     Some((Message::NotifyFd(i), Some(fd))) => {
                         if let Some(f) = filters.get(i) {
                             seccomp::send_to_listener(f, &fd, &opts.state, child.as_raw())?;
@@ -132,16 +183,25 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     }
 }
 
+/// How the exec'd process ends its setup.
+struct FinalExec<'a> {
+    trampoline: Option<&'a mut Trampoline>,
+    /// The write end of the pipe the parent reads the exec's outcome on.
+    errfd: RawFd,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn exec_child(
     opts: &ExecOptions,
     pidfd: OwnedFd,
+    root: OwnedFd,
     flags: CloneFlags,
     placement: &crate::cgroups::Placement,
     v2_procs: Option<std::fs::File>,
     keep: i32,
     chan: &Channel,
     filters: &[seccomp::Filter],
+    exec: FinalExec,
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
@@ -152,6 +212,13 @@ fn exec_child(
     }
     setns(pidfd.as_fd(), flags).ctx(|| "joining the container's namespaces".into())?;
     drop(pidfd);
+    // The init's root, whether it pivoted into it (a mount namespace of its own: then setns
+    // already put us there) or only chrooted (then setns changed nothing). Without this, a
+    // process exec'd into a container that shares the host's mount namespace would run in
+    // the host's root.
+    nix::unistd::fchdir(root.as_fd()).ctx(|| "entering the container's root".into())?;
+    nix::unistd::chroot(".").ctx(|| "chroot into the container's root".into())?;
+    drop(root);
     let console_fd = match opts.console {
         Some(c) => Some(process::move_fd_above(c, keep)?),
         None => None,
@@ -161,6 +228,7 @@ fn exec_child(
     }
     let mut ready = prepare_process(
         opts.process,
+        opts.personality,
         &opts.extra_env,
         console_fd,
         true,
@@ -180,6 +248,10 @@ fn exec_child(
     }
     if let Some(before_exec) = opts.before_exec {
         before_exec()?;
+    }
+    if let Some(t) = exec.trampoline {
+        let e = t.exec(exec.errfd, &ready.exe, &ready.args, &ready.env);
+        tracing::debug!("exec without the trampoline: {e}");
     }
     Err(process::exec(&ready.exe, &ready.args, &ready.env))
 }

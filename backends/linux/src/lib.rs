@@ -12,6 +12,8 @@ pub mod namespaces;
 pub mod process;
 pub mod seccomp;
 pub mod sync;
+pub mod sysctl;
+pub mod trampoline;
 pub mod tty;
 
 pub use error::{Error, Result};

@@ -56,6 +56,8 @@ pub struct JoinNs {
     pub typ: LinuxNamespaceType,
     pub path: PathBuf,
     pub file: File,
+    /// The path names the runtime's own namespace (the host's): joining it isolates nothing.
+    pub is_runtimes: bool,
 }
 
 impl JoinNs {
@@ -114,6 +116,12 @@ impl NamespacePlan {
         self.join.iter().find(|j| j.typ == typ)
     }
 
+    /// Whether the container has a namespace of this type that is not the runtime's own: a
+    /// new one, or a joined one other than the one the runtime runs in.
+    pub fn owns(&self, typ: LinuxNamespaceType) -> bool {
+        self.is_new(typ) || self.joins(typ).is_some_and(|j| !j.is_runtimes)
+    }
+
     pub fn new_flags(&self) -> CloneFlags {
         self.new
             .iter()
@@ -140,11 +148,22 @@ fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
             format!("{} is not a {} namespace", path.display(), proc_name(typ)),
         ));
     }
+    let is_runtimes = same_file(&file, &format!("/proc/self/ns/{}", proc_name(typ)));
     Ok(JoinNs {
         typ,
         path: path.to_path_buf(),
         file,
+        is_runtimes,
     })
+}
+
+/// Whether the open file and the file at `path` are one inode.
+fn same_file(file: &File, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 // _IO(0xb7, 0x3)

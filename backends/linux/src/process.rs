@@ -168,12 +168,8 @@ impl CapabilityPlan {
             };
             let cap = Cap::from_str(&full)
                 .map_err(|_| Error::config("--cap", format!("unknown capability {name}")))?;
-            for set in [
-                &mut self.bounding,
-                &mut self.effective,
-                &mut self.permitted,
-                &mut self.inheritable,
-            ] {
+            // Never inheritable (see runc's CVE-2022-29162).
+            for set in [&mut self.bounding, &mut self.effective, &mut self.permitted] {
                 set.insert(cap);
             }
         }
@@ -357,6 +353,65 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf> {
     Err(not_found())
 }
 
+/// Makes `cwd` the working directory, resolved inside the process's root (call after
+/// pivot_root, chroot or setns): `..` stops at the root and no magic link of /proc is followed,
+/// so no fd the runtime holds, and no /proc/<pid>/cwd or root of another process, can give
+/// the workload a directory outside the container (CVE-2024-21626).
+pub fn enter_cwd(cwd: &Path) -> Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::path::Component;
+    let fail = |e: nix::Error| Error::config("process.cwd", format!("{}: {e}", cwd.display()));
+    if !cwd.is_absolute() {
+        return Err(Error::config(
+            "process.cwd",
+            format!("{} is not an absolute path", cwd.display()),
+        ));
+    }
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(fail)?;
+    let mut rel: PathBuf = cwd
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        rel = PathBuf::from(".");
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let dir = openat2(std::os::fd::AsFd::as_fd(&root), &rel, how).map_err(fail)?;
+    nix::unistd::fchdir(std::os::fd::AsFd::as_fd(&dir)).map_err(fail)
+}
+
+/// Sets `linux.personality` (checked by [`personality_of`]).
+pub fn set_personality(value: libc::c_ulong) -> Result<()> {
+    // SAFETY: personality takes an integer and changes only this process's execution domain.
+    if unsafe { libc::personality(value) } == -1 {
+        return Err(std::io::Error::last_os_error()).ctx(|| "linux.personality".into());
+    }
+    Ok(())
+}
+
+/// The execution domain `linux.personality` asks for: LINUX or LINUX32, without flags (the
+/// spec defines none that runtimes agree on, and runc refuses them too).
+pub fn personality_of(p: &oci_spec::runtime::LinuxPersonality) -> Result<libc::c_ulong> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(Error::config(
+            "linux.personality.flags",
+            "personality flags are not supported",
+        ));
+    }
+    Ok(match p.domain() {
+        D::PerLinux => 0x0000,
+        D::PerLinux32 => 0x0008,
+    })
+}
+
 /// Marks every fd from `first` up close-on-exec, so nothing of the runtime's survives execve
 /// except stdio and the preserved fds.
 pub fn cloexec_from(first: i32) -> Result<()> {
@@ -449,5 +504,6 @@ mod tests {
         assert!(plan.add_all(&["CAP_NOT_A_CAP".into()]).is_err());
         plan.add_all(&["net_admin".into()]).unwrap();
         assert!(plan.bounding.contains(&Cap::CAP_NET_ADMIN));
+        assert!(plan.inheritable.is_empty());
     }
 }

@@ -113,14 +113,39 @@ pub fn apply(set: &CgroupSet, r: &LinuxResources) -> Result<()> {
             )
         })?;
         for (k, v) in u {
-            if k.contains('/') || k.starts_with('.') {
-                return Err(Error::config(
-                    "linux.resources.unified",
-                    format!("{k:?} is not a cgroup file name"),
-                ));
-            }
+            unified_key(k, d)?;
             write(&d.dir, k, v, &format!("linux.resources.unified[{k}]"))?;
         }
+    }
+    Ok(())
+}
+
+/// Controllers whose interface files `unified` may write: the files that set a resource of
+/// the container's own cgroup. Never the core `cgroup.*` files: `cgroup.procs` would move any
+/// host process into the container's cgroup (where `delete` kills it), `cgroup.kill` and
+/// `cgroup.freeze` act on the processes, `cgroup.subtree_control` changes the hierarchy.
+const UNIFIED_CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc"];
+
+/// Checks a `unified` key: `<controller>.<file>`, one file name, of a controller this cgroup
+/// has on v2 (on a hybrid host a controller mounted on v1 would be written in the wrong
+/// place, with no effect).
+fn unified_key(key: &str, dir: &CgroupDir) -> Result<()> {
+    let field = format!("linux.resources.unified[{key}]");
+    let (controller, file) = key.split_once('.').unwrap_or((key, ""));
+    if file.is_empty() || key.contains('/') || key.contains('\0') || file.starts_with('.') {
+        return Err(Error::config(&field, "is not a cgroup interface file name"));
+    }
+    if !UNIFIED_CONTROLLERS.contains(&controller) {
+        return Err(Error::config(
+            &field,
+            format!("only controller files may be set ({}.*)", UNIFIED_CONTROLLERS.join(".*, ")),
+        ));
+    }
+    if !dir.controllers.iter().any(|c| c == controller) {
+        return Err(Error::config(
+            &field,
+            format!("the {controller} controller is not enabled on cgroup v2 on this host"),
+        ));
     }
     Ok(())
 }
@@ -179,6 +204,20 @@ fn limit_v2(v: i64) -> String {
 
 fn memory(c: &Controllers, m: &LinuxMemory) -> Result<()> {
     let f = "linux.resources.memory";
+    // -1 is the spec's "unlimited"; any other negative value is a mistake, not a wish for
+    // no limit.
+    for (name, v) in [
+        ("limit", m.limit()),
+        ("reservation", m.reservation()),
+        ("swap", m.swap()),
+    ] {
+        if let Some(v) = v.filter(|v| *v < -1) {
+            return Err(Error::config(
+                format!("{f}.{name}"),
+                format!("{v} is negative (use -1 for no limit)"),
+            ));
+        }
+    }
     if m.kernel().is_some() || m.kernel_tcp().is_some() {
         tracing::warn!("linux.resources.memory.kernel and kernelTCP are not supported by the kernel and are ignored");
     }
@@ -414,10 +453,17 @@ fn cpu(c: &Controllers, cpu: &LinuxCpu) -> Result<()> {
 
 fn pids(c: &Controllers, p: &LinuxPids) -> Result<()> {
     let d = c.require("pids", "linux.resources.pids")?;
-    let v = if p.limit() <= 0 {
-        "max".to_string()
-    } else {
-        p.limit().to_string()
+    // runtime-spec 1.3: -1 is no limit, and 0 is a limit of zero like any other, "and SHOULD
+    // be treated as such". (Docker and podman send -1 for "unlimited".)
+    let v = match p.limit() {
+        -1 => "max".to_string(),
+        l if l < 0 => {
+            return Err(Error::config(
+                "linux.resources.pids.limit",
+                format!("{l} is negative (use -1 for no limit)"),
+            ))
+        }
+        l => l.to_string(),
     };
     write(&d.dir, "pids.max", &v, "linux.resources.pids.limit")
 }
@@ -876,11 +922,51 @@ mod tests {
         let r = resources(r#"{"unified": {"memory.oom.group": "1"}}"#);
         apply(&f.set, &r).unwrap();
         assert_eq!(f.get("memory", "memory.oom.group"), "1");
-        let r = resources(r#"{"unified": {"../escape": "1"}}"#);
-        assert!(apply(&f.set, &r).is_err());
+        for bad in [
+            "../escape",
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.kill",
+            "cgroup.freeze",
+            "cgroup.subtree_control",
+            "memory",
+            "memory./x",
+            "foo.max",
+        ] {
+            let r = resources(&format!(r#"{{"unified": {{"{bad}": "1"}}}}"#));
+            let err = apply(&f.set, &r).unwrap_err().to_string();
+            assert!(err.contains(&format!("unified[{bad}]")), "{bad}: {err}");
+        }
         // realtime limits have no v2 equivalent
         let r = resources(r#"{"cpu": {"realtimeRuntime": 5}}"#);
         assert!(apply(&f.set, &r).is_err());
+    }
+
+    #[test]
+    fn a_controller_not_on_v2_is_refused_in_unified() {
+        let f = Fake::new(true);
+        let mut set = f.set.clone();
+        for d in &mut set.dirs {
+            d.controllers.retain(|c| c != "memory");
+        }
+        let r = resources(r#"{"unified": {"memory.max": "1000000"}}"#);
+        let err = apply(&set, &r).unwrap_err().to_string();
+        assert!(err.contains("not enabled on cgroup v2"), "{err}");
+    }
+
+    #[test]
+    fn negative_limits_other_than_unlimited_are_refused_and_zero_pids_is_zero() {
+        let f = Fake::new(false);
+        for bad in [
+            r#"{"memory": {"limit": -2}}"#,
+            r#"{"memory": {"reservation": -5}}"#,
+            r#"{"memory": {"swap": -100}}"#,
+            r#"{"pids": {"limit": -2}}"#,
+        ] {
+            assert!(apply(&f.set, &resources(bad)).is_err(), "{bad}");
+        }
+        apply(&f.set, &resources(r#"{"pids": {"limit": 0}}"#)).unwrap();
+        assert_eq!(f.get("pids", "pids.max"), "0");
     }
 
     #[test]
