@@ -74,7 +74,8 @@ pub fn serve(cfg: Config, reaper: Reaper) -> Result<()> {
     });
     loop {
         let conn = match listener.accept() {
-            Ok(c) => c,
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("accepting a connection"),
         };
@@ -89,18 +90,50 @@ enum Listener {
 }
 
 impl Listener {
-    fn accept(&self) -> std::io::Result<UnixStream> {
+    /// The next connection, or None for one refused (and closed) because of its peer.
+    fn accept(&self) -> std::io::Result<Option<UnixStream>> {
         match self {
-            Listener::Unix(l) => l.accept().map(|(s, _)| s),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Some(s)),
             Listener::Vsock(fd) => {
                 let conn = socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
                 // SAFETY: accept4 returned a new socket fd that nothing else owns.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+                let peer = socket::getpeername::<VsockAddr>(fd.as_raw_fd()).ok();
+                if !peer.is_some_and(|p| admits(p.cid())) {
+                    log_refused(peer);
+                    return Ok(None);
+                }
                 // A vsock stream is driven with the same read/write/shutdown calls as a Unix
                 // stream; UnixStream is only the owner and the Read/Write impls here.
-                Ok(UnixStream::from(fd))
+                Ok(Some(UnixStream::from(fd)))
             }
         }
+    }
+}
+
+/// Whether a vsock peer may talk to the agent: the host only. Anything inside the guest (a
+/// container allowed vsock, through the loopback CID, the guest's own CID, or a transport that
+/// reflects it) must not, for the agent obeys whoever reaches it.
+pub fn admits(peer_cid: u32) -> bool {
+    peer_cid == libc::VMADDR_CID_HOST
+}
+
+/// Says that a peer (None: one whose address could not be read) was refused; the 1st, 2nd,
+/// 4th, 8th, ... time only, so that a container that keeps trying cannot fill the host's copy
+/// of the console.
+fn log_refused(peer: Option<VsockAddr>) {
+    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        let from = peer.map_or_else(
+            || "an unknown peer".to_string(),
+            |p| format!("CID {} port {}", p.cid(), p.port()),
+        );
+        eprintln!(
+            "strata-agent: refused a vsock connection from {from}: only the host (CID {}) is \
+             served ({n} refused so far)",
+            libc::VMADDR_CID_HOST
+        );
     }
 }
 
@@ -698,4 +731,24 @@ pub fn power_off() -> ! {
         libc::reboot(libc::RB_AUTOBOOT);
     }
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_host_is_served_over_vsock() {
+        assert!(admits(libc::VMADDR_CID_HOST));
+        // Loopback, the guest's own CID, the hypervisor, "any", and some other VM.
+        for cid in [
+            libc::VMADDR_CID_LOCAL,
+            strata::vm::driver::GUEST_CID,
+            libc::VMADDR_CID_HYPERVISOR,
+            libc::VMADDR_CID_ANY,
+            4,
+        ] {
+            assert!(!admits(cid), "CID {cid} admitted");
+        }
+    }
 }
