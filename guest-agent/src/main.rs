@@ -5,12 +5,14 @@
 //! connection to host port 1025), and runs containers with the strata runtime itself — the same
 //! binary, called as `strata` (multi-call: `/bin/strata` is a link to `/init`), so the workload
 //! sees exactly the native backend's OCI semantics (namespaces, cgroups, seccomp), inside the
-//! guest. It relays each stdio stream on a connection of its own, reaps every process of the
-//! guest, and powers the guest off on `Shutdown`.
+//! guest, plus the agent's own filter that keeps the container off AF_VSOCK unless the host
+//! allows it ([`confine`]). It relays each stdio stream on a connection of its own, reaps every
+//! process of the guest, and powers the guest off on `Shutdown`.
 //!
 //! Off a VM (the loopback tests) the same agent runs as an ordinary host process:
 //! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR`.
 
+mod confine;
 mod reaper;
 mod server;
 

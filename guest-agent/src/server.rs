@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use strata::vm::protocol::{
     read_frame, write_frame, FrameError, GuestFile, Request, Response, Stream,
 };
 
+use crate::confine;
 use crate::reaper::Reaper;
 use crate::{Config, Endpoint};
 
@@ -45,6 +47,8 @@ struct Proc {
     tty: Option<OwnedFd>,
     /// A second handle on the pty master, for resizes after the stream took the first.
     tty_ctl: Option<OwnedFd>,
+    /// The host let the container open AF_VSOCK sockets (for an exec: its container did).
+    allow_vsock: bool,
 }
 
 struct Agent {
@@ -235,8 +239,15 @@ impl Agent {
 
     fn handle(&self, req: Request) -> Response {
         let result = match req {
-            Request::Create { id, spec, files } => self.create(&id, spec, &files),
-            Request::Start { id } => self.runtime(&["start", &id], None).map(|_| Response::Ok),
+            Request::Create {
+                id,
+                spec,
+                files,
+                allow_vsock,
+            } => self.create(&id, spec, &files, allow_vsock),
+            Request::Start { id } => self
+                .runtime(&["start", &id], None, self.allows_vsock(&id))
+                .map(|_| Response::Ok),
             Request::Exec {
                 id,
                 exec_id,
@@ -268,8 +279,22 @@ impl Agent {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether container `id` may open AF_VSOCK sockets (an unknown one may not).
+    fn allows_vsock(&self, id: &str) -> bool {
+        self.procs()
+            .get(&(id.to_string(), None))
+            .is_some_and(|p| p.allow_vsock)
+    }
+
     /// Runs the strata runtime with `args`; its error message (from its JSON log) on failure.
-    fn runtime(&self, args: &[&str], stdio: Option<[OwnedFd; 3]>) -> Result<Vec<u8>> {
+    /// Unless `allow_vsock`, the runtime and everything it starts (the container's processes,
+    /// its hooks) run under [`confine::deny_vsock`].
+    fn runtime(
+        &self,
+        args: &[&str],
+        stdio: Option<[OwnedFd; 3]>,
+        allow_vsock: bool,
+    ) -> Result<Vec<u8>> {
         // One log per call: requests run concurrently, one thread per connection.
         static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -295,6 +320,11 @@ impl Agent {
                     .stdout(Stdio::from(out_w))
                     .stderr(Stdio::null());
             }
+        }
+        if !allow_vsock {
+            // SAFETY: the closure runs between fork and exec and makes one system call with a
+            // static program (deny_vsock is async-signal-safe and allocates nothing).
+            unsafe { cmd.pre_exec(confine::deny_vsock) };
         }
         let since = Instant::now();
         let child = cmd
@@ -384,6 +414,7 @@ impl Agent {
         id: &str,
         mut spec: serde_json::Value,
         files: &[GuestFile],
+        allow_vsock: bool,
     ) -> Result<Response> {
         strata::state::validate_id(id)?;
         if self.procs().contains_key(&(id.to_string(), None)) {
@@ -425,6 +456,7 @@ impl Agent {
             args,
             (child, console, ours),
             &pid_file,
+            allow_vsock,
         )
     }
 
@@ -457,7 +489,8 @@ impl Agent {
             &pid_s,
             "--detach",
         ];
-        let created = self.launch(key, args, (child, console, ours), &pid_file);
+        let allow_vsock = self.allows_vsock(id);
+        let created = self.launch(key, args, (child, console, ours), &pid_file, allow_vsock);
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&pid_file);
         created
@@ -472,6 +505,7 @@ impl Agent {
         args: Vec<&str>,
         stdio: ProcStdio,
         pid_file: &Path,
+        allow_vsock: bool,
     ) -> Result<Response> {
         let (child, console, ours) = stdio;
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -482,7 +516,7 @@ impl Agent {
         args.push(key.0.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let since = Instant::now();
-        self.runtime(&args, child)?;
+        self.runtime(&args, child, allow_vsock)?;
         let (tty, tty_ctl) = Self::receive_console(console)?;
         let pid: i32 = std::fs::read_to_string(pid_file)?
             .trim()
@@ -499,6 +533,7 @@ impl Agent {
                 stderr,
                 tty,
                 tty_ctl,
+                allow_vsock,
             },
         );
         Ok(Response::Created { pid })
@@ -519,7 +554,11 @@ impl Agent {
             nix::sys::signal::Signal::try_from(signal).context("signal number")?;
         }
         if all && key.1.is_none() {
-            self.runtime(&["kill", "--all", &key.0, &signal.to_string()], None)?;
+            self.runtime(
+                &["kill", "--all", &key.0, &signal.to_string()],
+                None,
+                self.allows_vsock(&key.0),
+            )?;
             return Ok(Response::Ok);
         }
         let (pid, since) = self.lookup(&key)?;
@@ -563,7 +602,7 @@ impl Agent {
     }
 
     fn stats(&self, id: &str) -> Result<Response> {
-        let out = self.runtime(&["events", "--stats", id], None)?;
+        let out = self.runtime(&["events", "--stats", id], None, self.allows_vsock(id))?;
         let event: serde_json::Value =
             serde_json::from_slice(&out).context("stats from the runtime")?;
         Ok(Response::Stats {
@@ -575,7 +614,11 @@ impl Agent {
         let file = self.cfg.work.join("exec").join(format!("{id}-update.json"));
         std::fs::write(&file, serde_json::to_vec(&resources)?)?;
         let file_s = file.to_string_lossy().to_string();
-        let result = self.runtime(&["update", "--resources", &file_s, id], None);
+        let result = self.runtime(
+            &["update", "--resources", &file_s, id],
+            None,
+            self.allows_vsock(id),
+        );
         let _ = std::fs::remove_file(&file);
         result.map(|_| Response::Ok)
     }

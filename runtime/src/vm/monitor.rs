@@ -295,6 +295,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
             id: setup.id.clone(),
             spec: setup.plan.spec.clone(),
             files: setup.plan.files.clone(),
+            allow_vsock: setup.plan.allow_vsock,
         },
         Some(REQUEST_TIMEOUT),
     )?)?;
