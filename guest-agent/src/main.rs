@@ -1,15 +1,18 @@
 //! strata-agent: PID 1 of the vm backend's guest.
 //!
-//! It mounts the pseudo filesystems and the virtio-fs rootfs, listens on vsock port 1024, tells
-//! the host it is up (a connection to host port 1025), and runs containers with the strata
-//! runtime itself — the same binary, called as `strata` (multi-call: `/bin/strata` is a link to
-//! `/init`), so the workload sees exactly the native backend's OCI semantics (namespaces,
-//! cgroups, seccomp), inside the guest. It relays each stdio stream on a connection of its own,
-//! reaps every process of the guest, and powers the guest off on `Shutdown`.
+//! It mounts the pseudo filesystems and the virtio-fs rootfs, listens on vsock port 1024 (for
+//! the host only: a peer of any other CID is closed at once), tells the host it is up (a
+//! connection to host port 1025), and runs containers with the strata runtime itself — the same
+//! binary, called as `strata` (multi-call: `/bin/strata` is a link to `/init`), so the workload
+//! sees exactly the native backend's OCI semantics (namespaces, cgroups, seccomp), inside the
+//! guest, plus the agent's own filter that keeps the container off AF_VSOCK unless the host
+//! allows it ([`confine`]). It relays each stdio stream on a connection of its own, reaps every
+//! process of the guest, and powers the guest off on `Shutdown`.
 //!
 //! Off a VM (the loopback tests) the same agent runs as an ordinary host process:
 //! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR`.
 
+mod confine;
 mod reaper;
 mod server;
 

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use strata::vm::protocol::{
     read_frame, write_frame, FrameError, GuestFile, Request, Response, Stream,
 };
 
+use crate::confine;
 use crate::reaper::Reaper;
 use crate::{Config, Endpoint};
 
@@ -45,6 +47,8 @@ struct Proc {
     tty: Option<OwnedFd>,
     /// A second handle on the pty master, for resizes after the stream took the first.
     tty_ctl: Option<OwnedFd>,
+    /// The host let the container open AF_VSOCK sockets (for an exec: its container did).
+    allow_vsock: bool,
 }
 
 struct Agent {
@@ -74,7 +78,8 @@ pub fn serve(cfg: Config, reaper: Reaper) -> Result<()> {
     });
     loop {
         let conn = match listener.accept() {
-            Ok(c) => c,
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("accepting a connection"),
         };
@@ -89,18 +94,50 @@ enum Listener {
 }
 
 impl Listener {
-    fn accept(&self) -> std::io::Result<UnixStream> {
+    /// The next connection, or None for one refused (and closed) because of its peer.
+    fn accept(&self) -> std::io::Result<Option<UnixStream>> {
         match self {
-            Listener::Unix(l) => l.accept().map(|(s, _)| s),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Some(s)),
             Listener::Vsock(fd) => {
                 let conn = socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
                 // SAFETY: accept4 returned a new socket fd that nothing else owns.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+                let peer = socket::getpeername::<VsockAddr>(fd.as_raw_fd()).ok();
+                if !peer.is_some_and(|p| admits(p.cid())) {
+                    log_refused(peer);
+                    return Ok(None);
+                }
                 // A vsock stream is driven with the same read/write/shutdown calls as a Unix
                 // stream; UnixStream is only the owner and the Read/Write impls here.
-                Ok(UnixStream::from(fd))
+                Ok(Some(UnixStream::from(fd)))
             }
         }
+    }
+}
+
+/// Whether a vsock peer may talk to the agent: the host only. Anything inside the guest (a
+/// container allowed vsock, through the loopback CID, the guest's own CID, or a transport that
+/// reflects it) must not, for the agent obeys whoever reaches it.
+pub fn admits(peer_cid: u32) -> bool {
+    peer_cid == libc::VMADDR_CID_HOST
+}
+
+/// Says that a peer (None: one whose address could not be read) was refused; the 1st, 2nd,
+/// 4th, 8th, ... time only, so that a container that keeps trying cannot fill the host's copy
+/// of the console.
+fn log_refused(peer: Option<VsockAddr>) {
+    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        let from = peer.map_or_else(
+            || "an unknown peer".to_string(),
+            |p| format!("CID {} port {}", p.cid(), p.port()),
+        );
+        eprintln!(
+            "strata-agent: refused a vsock connection from {from}: only the host (CID {}) is \
+             served ({n} refused so far)",
+            libc::VMADDR_CID_HOST
+        );
     }
 }
 
@@ -202,8 +239,15 @@ impl Agent {
 
     fn handle(&self, req: Request) -> Response {
         let result = match req {
-            Request::Create { id, spec, files } => self.create(&id, spec, &files),
-            Request::Start { id } => self.runtime(&["start", &id], None).map(|_| Response::Ok),
+            Request::Create {
+                id,
+                spec,
+                files,
+                allow_vsock,
+            } => self.create(&id, spec, &files, allow_vsock),
+            Request::Start { id } => self
+                .runtime(&["start", &id], None, self.allows_vsock(&id))
+                .map(|_| Response::Ok),
             Request::Exec {
                 id,
                 exec_id,
@@ -235,8 +279,22 @@ impl Agent {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether container `id` may open AF_VSOCK sockets (an unknown one may not).
+    fn allows_vsock(&self, id: &str) -> bool {
+        self.procs()
+            .get(&(id.to_string(), None))
+            .is_some_and(|p| p.allow_vsock)
+    }
+
     /// Runs the strata runtime with `args`; its error message (from its JSON log) on failure.
-    fn runtime(&self, args: &[&str], stdio: Option<[OwnedFd; 3]>) -> Result<Vec<u8>> {
+    /// Unless `allow_vsock`, the runtime and everything it starts (the container's processes,
+    /// its hooks) run under [`confine::deny_vsock`].
+    fn runtime(
+        &self,
+        args: &[&str],
+        stdio: Option<[OwnedFd; 3]>,
+        allow_vsock: bool,
+    ) -> Result<Vec<u8>> {
         // One log per call: requests run concurrently, one thread per connection.
         static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -262,6 +320,11 @@ impl Agent {
                     .stdout(Stdio::from(out_w))
                     .stderr(Stdio::null());
             }
+        }
+        if !allow_vsock {
+            // SAFETY: the closure runs between fork and exec and makes one system call with a
+            // static program (deny_vsock is async-signal-safe and allocates nothing).
+            unsafe { cmd.pre_exec(confine::deny_vsock) };
         }
         let since = Instant::now();
         let child = cmd
@@ -351,6 +414,7 @@ impl Agent {
         id: &str,
         mut spec: serde_json::Value,
         files: &[GuestFile],
+        allow_vsock: bool,
     ) -> Result<Response> {
         strata::state::validate_id(id)?;
         if self.procs().contains_key(&(id.to_string(), None)) {
@@ -392,6 +456,7 @@ impl Agent {
             args,
             (child, console, ours),
             &pid_file,
+            allow_vsock,
         )
     }
 
@@ -424,7 +489,8 @@ impl Agent {
             &pid_s,
             "--detach",
         ];
-        let created = self.launch(key, args, (child, console, ours), &pid_file);
+        let allow_vsock = self.allows_vsock(id);
+        let created = self.launch(key, args, (child, console, ours), &pid_file, allow_vsock);
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&pid_file);
         created
@@ -439,6 +505,7 @@ impl Agent {
         args: Vec<&str>,
         stdio: ProcStdio,
         pid_file: &Path,
+        allow_vsock: bool,
     ) -> Result<Response> {
         let (child, console, ours) = stdio;
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -449,7 +516,7 @@ impl Agent {
         args.push(key.0.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let since = Instant::now();
-        self.runtime(&args, child)?;
+        self.runtime(&args, child, allow_vsock)?;
         let (tty, tty_ctl) = Self::receive_console(console)?;
         let pid: i32 = std::fs::read_to_string(pid_file)?
             .trim()
@@ -466,6 +533,7 @@ impl Agent {
                 stderr,
                 tty,
                 tty_ctl,
+                allow_vsock,
             },
         );
         Ok(Response::Created { pid })
@@ -486,7 +554,11 @@ impl Agent {
             nix::sys::signal::Signal::try_from(signal).context("signal number")?;
         }
         if all && key.1.is_none() {
-            self.runtime(&["kill", "--all", &key.0, &signal.to_string()], None)?;
+            self.runtime(
+                &["kill", "--all", &key.0, &signal.to_string()],
+                None,
+                self.allows_vsock(&key.0),
+            )?;
             return Ok(Response::Ok);
         }
         let (pid, since) = self.lookup(&key)?;
@@ -530,7 +602,7 @@ impl Agent {
     }
 
     fn stats(&self, id: &str) -> Result<Response> {
-        let out = self.runtime(&["events", "--stats", id], None)?;
+        let out = self.runtime(&["events", "--stats", id], None, self.allows_vsock(id))?;
         let event: serde_json::Value =
             serde_json::from_slice(&out).context("stats from the runtime")?;
         Ok(Response::Stats {
@@ -542,7 +614,11 @@ impl Agent {
         let file = self.cfg.work.join("exec").join(format!("{id}-update.json"));
         std::fs::write(&file, serde_json::to_vec(&resources)?)?;
         let file_s = file.to_string_lossy().to_string();
-        let result = self.runtime(&["update", "--resources", &file_s, id], None);
+        let result = self.runtime(
+            &["update", "--resources", &file_s, id],
+            None,
+            self.allows_vsock(id),
+        );
         let _ = std::fs::remove_file(&file);
         result.map(|_| Response::Ok)
     }
@@ -698,4 +774,24 @@ pub fn power_off() -> ! {
         libc::reboot(libc::RB_AUTOBOOT);
     }
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_host_is_served_over_vsock() {
+        assert!(admits(libc::VMADDR_CID_HOST));
+        // Loopback, the guest's own CID, the hypervisor, "any", and some other VM.
+        for cid in [
+            libc::VMADDR_CID_LOCAL,
+            strata::vm::driver::GUEST_CID,
+            libc::VMADDR_CID_HYPERVISOR,
+            libc::VMADDR_CID_ANY,
+            4,
+        ] {
+            assert!(!admits(cid), "CID {cid} admitted");
+        }
+    }
 }

@@ -525,3 +525,43 @@ pub fn processes_of(id: &str, rootfs: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A C program of tests/programs, built static (once per test process and program) to run
+/// inside containers and guests. None, said loudly, where gcc cannot link statically, unless
+/// STRATA_REQUIRE_CLIENTS is set (CI), where that is a failure.
+pub fn static_program(name: &str) -> Option<PathBuf> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, Option<PathBuf>>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("programs")
+                .join(format!("{name}.c"));
+            let out = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
+            let st = Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status();
+            match st {
+                Ok(s) if s.success() => Some(out),
+                _ => {
+                    assert!(
+                        std::env::var_os("STRATA_REQUIRE_CLIENTS").is_none(),
+                        "gcc with static libc (gcc, libc6-dev) is needed to build {}",
+                        src.display()
+                    );
+                    eprintln!(
+                        "SKIPPED: gcc -static is not available for {}",
+                        src.display()
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
+}

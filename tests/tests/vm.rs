@@ -383,3 +383,107 @@ fn exec_with_a_terminal() {
     v.rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&v.rt, &id, &run);
 }
+
+/// The vsock program (tests/programs/vsock.c) in the bundle's rootfs as /bin/vsock, or None
+/// (said) where it cannot be built.
+fn with_vsock_program(b: &Bundle) -> Option<()> {
+    let bin = static_program("vsock")?;
+    std::fs::copy(bin, b.rootfs().join("bin/vsock")).unwrap();
+    Some(())
+}
+
+const VSOCK_REFUSED: &str = "socket: EAFNOSUPPORT\nsocket (high bits): EAFNOSUPPORT\n";
+
+#[test]
+fn a_container_and_its_execs_cannot_open_vsock() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sh", "-c", "vsock socket > /init.out; exec sleep 1000"]);
+    let Some(()) = with_vsock_program(&b) else {
+        return;
+    };
+    // A profile of the bundle's own that allows socket() unconditionally (SCMP_ACT_LOG): in
+    // one filter with a conditional rule on socket(), libseccomp would let it win.
+    b.edit(|c| {
+        c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_LOG"}]})
+    });
+    let id = container(&mut b, "vmnovsock");
+    let run = run_dir(&v.rt, &id);
+    v.rt.ok(&["run", "--detach", "-b", b.path().to_str().unwrap(), &id]);
+    let init_out = b.rootfs().join("init.out");
+    eventually("the init has tried vsock", || {
+        std::fs::read_to_string(&init_out).is_ok_and(|t| t.lines().count() == 2)
+    });
+    assert_eq!(std::fs::read_to_string(&init_out).unwrap(), VSOCK_REFUSED);
+    let out = v.rt.ok(&["exec", &id, "vsock", "socket"]);
+    assert_eq!(out, VSOCK_REFUSED, "under strata exec");
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+#[test]
+fn a_container_allowed_vsock_cannot_reach_the_agent() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["true"]);
+    let Some(()) = with_vsock_program(&b) else {
+        return;
+    };
+    let id = container(&mut b, "vmvsock");
+    let version = strata::vm::protocol::VERSION;
+    // The agent's own port, reached through the loopback CID, the guest's own CID and the
+    // host's; each attempt asks for an exec into this very container and for a new one.
+    let script = [1, 3, 2]
+        .map(|cid| format!("vsock agent {cid} 1024 {id} {version}"))
+        .join("; ");
+    // And the host's ready port, where an impostor would announce itself as the agent.
+    let script = format!("vsock socket; {script}; vsock ready 1025 {version}");
+    b.edit(|c| {
+        c["process"]["args"] = json!(["sh", "-c", script]);
+        c["annotations"] = json!({"dev.strata.vm.vsock": "allow"});
+    });
+    let run = run_dir(&v.rt, &id);
+    let out = v.rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("socket: ok\n"),
+        "the annotation allows vsock: {text}"
+    );
+    for cid in [1, 3, 2] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("CID {cid} ")))
+            .collect();
+        assert!(!lines.is_empty(), "no attempt on CID {cid}: {text}");
+        assert!(
+            lines.iter().all(|l| !l.contains("answered")),
+            "the agent answered a request from CID {cid}: {text}"
+        );
+        for marker in [format!("pwned-exec-{cid}"), format!("pwned-create-{cid}")] {
+            assert!(
+                !b.rootfs().join(&marker).exists(),
+                "/{marker} was written: the agent ran a process for the container ({text})"
+            );
+        }
+    }
+    let ready = text
+        .lines()
+        .find(|l| l.starts_with("ready: "))
+        .unwrap_or("");
+    assert!(
+        ready.starts_with("ready: connect: "),
+        "the host's ready port took a connection from the container: {text}"
+    );
+    assert_nothing_left(&v.rt, &id, &run);
+
+    // Any other value is refused by name, before a VM exists.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["annotations"] = json!({"dev.strata.vm.vsock": "yes"}));
+    let id = container(&mut b, "vmvsockbad");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("dev.strata.vm.vsock") && err.contains("\"yes\""),
+        "{err}"
+    );
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+}

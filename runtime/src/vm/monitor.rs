@@ -286,7 +286,12 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         bail!("the VM exited while booting: {why}");
     }
     accept_ready(&ready)?;
+    // The ready port is the one host port a guest can reach, and it is open only while the
+    // agent is the guest's sole process: closed here, before any container exists, so that a
+    // container allowed vsock finds nothing on the host to connect to (its connections to the
+    // agent's port are the agent's to refuse).
     let _ = std::fs::remove_file(&ready_path);
+    drop(ready);
     let addr = AgentAddr::Vsock {
         uds: setup.run_dir.join(VSOCK_SOCKET),
     };
@@ -295,6 +300,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
             id: setup.id.clone(),
             spec: setup.plan.spec.clone(),
             files: setup.plan.files.clone(),
+            allow_vsock: setup.plan.allow_vsock,
         },
         Some(REQUEST_TIMEOUT),
     )?)?;

@@ -12,6 +12,8 @@ use crate::backend::NodeConfig;
 
 pub const MEMORY_ANNOTATION: &str = "dev.strata.vm.memory_mib";
 pub const VCPUS_ANNOTATION: &str = "dev.strata.vm.vcpus";
+/// `allow`: the container may open AF_VSOCK sockets (`deny`, the default: it may not).
+pub const VSOCK_ANNOTATION: &str = "dev.strata.vm.vsock";
 /// Guest memory when neither the bundle nor the node says.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
 /// Added to a container's memory limit: what the guest kernel, the agent and the runtime use
@@ -31,6 +33,8 @@ pub struct GuestPlan {
     pub files: Vec<GuestFile>,
     pub memory_mib: u32,
     pub vcpus: u8,
+    /// The container may open AF_VSOCK sockets in the guest.
+    pub allow_vsock: bool,
     /// The host directory shared as the guest's container rootfs.
     pub rootfs: PathBuf,
 }
@@ -196,11 +200,19 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             })?,
         None => from_quota.or(node.vm.vcpus).unwrap_or(1),
     };
+    let allow_vsock = match annotation(spec, node, VSOCK_ANNOTATION) {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            bail!("annotation {VSOCK_ANNOTATION}: expected \"allow\" or \"deny\", got {other:?}")
+        }
+    };
     Ok(GuestPlan {
         spec: guest,
         files,
         memory_mib,
         vcpus,
+        allow_vsock,
         rootfs,
     })
 }
@@ -273,6 +285,28 @@ mod tests {
             plan(&s, &b.0, &strict).unwrap().memory_mib,
             DEFAULT_MEMORY_MIB
         );
+    }
+
+    #[test]
+    fn vsock_only_where_asked_and_honoured() {
+        let b = bundle();
+        let node = NodeConfig::default();
+        let with = |v: &str| spec(serde_json::json!({"annotations": {VSOCK_ANNOTATION: v}}));
+        assert!(
+            !plan(&spec(serde_json::json!({})), &b.0, &node)
+                .unwrap()
+                .allow_vsock
+        );
+        assert!(plan(&with("allow"), &b.0, &node).unwrap().allow_vsock);
+        assert!(!plan(&with("deny"), &b.0, &node).unwrap().allow_vsock);
+        let e = plan(&with("yes"), &b.0, &node).unwrap_err().to_string();
+        assert!(e.contains(VSOCK_ANNOTATION) && e.contains("\"yes\""), "{e}");
+        // A node that does not honour the key leaves the container without vsock.
+        let strict = NodeConfig {
+            honored_annotations: Some(vec![MEMORY_ANNOTATION.into()]),
+            ..Default::default()
+        };
+        assert!(!plan(&with("allow"), &b.0, &strict).unwrap().allow_vsock);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use std::io::{Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// Bumped on any incompatible change; both sides refuse frames of another version.
-pub const VERSION: u32 = 1;
+/// Bumped on any incompatible change; both sides refuse frames of another version. 2: the
+/// agent confines containers as `Create.allow_vsock` says (an agent that ignored the field
+/// would leave them unconfined, so the versions must not mix).
+pub const VERSION: u32 = 2;
 /// The agent listens here (vsock port, or the name of the loopback socket).
 pub const AGENT_PORT: u32 = 1024;
 /// The host listens here for the agent's "I am up".
@@ -48,6 +50,9 @@ pub enum Request {
         id: String,
         spec: serde_json::Value,
         files: Vec<GuestFile>,
+        /// The container's processes may open AF_VSOCK sockets (the bundle asked, and the
+        /// node honours the ask); otherwise the agent's filter refuses them.
+        allow_vsock: bool,
     },
     Start {
         id: String,
@@ -190,6 +195,7 @@ mod tests {
                     mode: 0o644,
                     content: b"127.0.0.1 localhost\n".to_vec(),
                 }],
+                allow_vsock: false,
             },
             Request::Signal {
                 id: "c1".into(),
@@ -226,12 +232,13 @@ mod tests {
             b.extend_from_slice(json.as_bytes());
             std::io::Cursor::new(b)
         };
+        // The version before this one: its agents do not confine vsock.
         let err =
-            read_frame::<_, Request>(&mut frame(r#"{"version":2,"body":{"type":"shutdown"}}"#))
+            read_frame::<_, Request>(&mut frame(r#"{"version":1,"body":{"type":"shutdown"}}"#))
                 .unwrap_err();
-        assert!(err.to_string().contains("version 2"), "{err}");
-        let err = read_frame::<_, Request>(&mut frame(r#"{"version":1,"body":{"type":"reboot"}}"#))
-            .unwrap_err();
+        assert!(err.to_string().contains("version 1"), "{err}");
+        let reboot = format!(r#"{{"version":{VERSION},"body":{{"type":"reboot"}}}}"#);
+        let err = read_frame::<_, Request>(&mut frame(&reboot)).unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
         let err = read_frame::<_, Request>(&mut frame("not json")).unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
