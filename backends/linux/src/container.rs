@@ -105,6 +105,7 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
     }
     let linux = spec.linux().as_ref();
     mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    mounts::check_mounts(spec.mounts().as_deref().unwrap_or(&[]))?;
     if let Some(m) = spec.mounts() {
         for (i, m) in m.iter().enumerate() {
             if !m.destination().is_absolute() {

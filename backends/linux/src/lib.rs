@@ -7,11 +7,13 @@ pub mod error;
 pub mod exec;
 pub mod fault;
 pub mod hooks;
+pub mod mount_options;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod seccomp;
 pub mod sync;
+pub mod tmpcopyup;
 pub mod tty;
 
 pub use error::{Error, Result};

@@ -16,101 +16,15 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
 use crate::cgroups::CgroupSet;
 use crate::error::{Context, Error, Result};
-
-/// Options that are mount flags; anything else goes to the filesystem as data.
-fn flag_option(opt: &str) -> Option<(bool, MsFlags)> {
-    use MsFlags as F;
-    Some(match opt {
-        "defaults" => (false, F::empty()),
-        "ro" => (false, F::MS_RDONLY),
-        "rw" => (true, F::MS_RDONLY),
-        "suid" => (true, F::MS_NOSUID),
-        "nosuid" => (false, F::MS_NOSUID),
-        "dev" => (true, F::MS_NODEV),
-        "nodev" => (false, F::MS_NODEV),
-        "exec" => (true, F::MS_NOEXEC),
-        "noexec" => (false, F::MS_NOEXEC),
-        "sync" => (false, F::MS_SYNCHRONOUS),
-        "async" => (true, F::MS_SYNCHRONOUS),
-        "dirsync" => (false, F::MS_DIRSYNC),
-        "remount" => (false, F::MS_REMOUNT),
-        "mand" => (false, F::MS_MANDLOCK),
-        "nomand" => (true, F::MS_MANDLOCK),
-        "atime" => (true, F::MS_NOATIME),
-        "noatime" => (false, F::MS_NOATIME),
-        "diratime" => (true, F::MS_NODIRATIME),
-        "nodiratime" => (false, F::MS_NODIRATIME),
-        "relatime" => (false, F::MS_RELATIME),
-        "norelatime" => (true, F::MS_RELATIME),
-        "strictatime" => (false, F::MS_STRICTATIME),
-        "nostrictatime" => (true, F::MS_STRICTATIME),
-        "lazytime" => (false, F::MS_LAZYTIME),
-        "nolazytime" => (true, F::MS_LAZYTIME),
-        "silent" => (false, F::MS_SILENT),
-        "loud" => (true, F::MS_SILENT),
-        "bind" => (false, F::MS_BIND),
-        "rbind" => (false, F::MS_BIND | F::MS_REC),
-        _ => return None,
-    })
-}
-
-fn propagation_option(opt: &str) -> Option<MsFlags> {
-    use MsFlags as F;
-    Some(match opt {
-        "private" => F::MS_PRIVATE,
-        "rprivate" => F::MS_PRIVATE | F::MS_REC,
-        "shared" => F::MS_SHARED,
-        "rshared" => F::MS_SHARED | F::MS_REC,
-        "slave" => F::MS_SLAVE,
-        "rslave" => F::MS_SLAVE | F::MS_REC,
-        "unbindable" => F::MS_UNBINDABLE,
-        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
-        _ => return None,
-    })
-}
-
-/// A mount's options, split into flags, propagation changes and filesystem data.
-#[derive(Debug, PartialEq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
-}
-
-pub fn parse_options(opts: &[String]) -> MountOptions {
-    let mut out = MountOptions {
-        flags: MsFlags::empty(),
-        propagation: Vec::new(),
-        data: Vec::new(),
-    };
-    for opt in opts {
-        if let Some((clear, f)) = flag_option(opt) {
-            if clear {
-                out.flags.remove(f);
-            } else {
-                out.flags.insert(f);
-            }
-        } else if let Some(p) = propagation_option(opt) {
-            out.propagation.push(p);
-        } else if matches!(
-            opt.as_str(),
-            "tmpcopyup" | "idmap" | "ridmap" | "copy-symlink"
-        ) {
-            // Extensions of other runtimes that change nothing the kernel sees here.
-            tracing::warn!("mount option {opt} is not supported and is ignored");
-        } else {
-            out.data.push(opt.clone());
-        }
-    }
-    out
-}
+use crate::mount_options::{self, MountOptions};
+use crate::tmpcopyup;
 
 /// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
 /// flowing out.
 pub fn rootfs_propagation(value: Option<&str>) -> Result<MsFlags> {
     match value {
         None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
-        Some(v) => propagation_option(v).ok_or_else(|| {
+        Some(v) => mount_options::propagation(v).ok_or_else(|| {
             Error::config(
                 "linux.rootfsPropagation",
                 format!("unknown propagation {v:?}"),
@@ -225,6 +139,7 @@ fn is_dir(fd: &OwnedFd) -> bool {
 
 /// Everything the rootfs setup needs to know besides the spec's mounts.
 pub struct RootfsContext<'a> {
+    /// Canonical.
     pub rootfs: &'a Path,
     pub bundle: &'a Path,
     pub in_user_ns: bool,
@@ -296,18 +211,32 @@ pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Resul
         if m.destination() == Path::new("/") {
             continue;
         }
-        mount_one(root, m, ctx).map_err(|e| match e {
+        let opts = mount_options::for_mount(i, m)?;
+        let field = || format!("mounts[{i}] ({})", m.destination().display());
+        mount_one(root, m, &opts, ctx, &field).map_err(|e| match e {
             Error::Config { .. } => e,
-            other => Error::config(
-                format!("mounts[{i}] ({})", m.destination().display()),
-                other.to_string(),
-            ),
+            other => Error::config(field(), other.to_string()),
         })?;
     }
     Ok(())
 }
 
-fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
+/// Checks every mount's options before anything is built, so that a bad one fails
+/// `create` with nothing to undo.
+pub fn check_mounts(mounts: &[Mount]) -> Result<()> {
+    for (i, m) in mounts.iter().enumerate() {
+        mount_options::for_mount(i, m)?;
+    }
+    Ok(())
+}
+
+fn mount_one(
+    root: &OwnedFd,
+    m: &Mount,
+    opts: &MountOptions,
+    ctx: &RootfsContext,
+    field: &dyn Fn() -> String,
+) -> Result<()> {
     let dest = m.destination();
     if !dest.is_absolute() {
         return Err(Error::config(
@@ -315,21 +244,18 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             format!("{} is not an absolute path", dest.display()),
         ));
     }
-    let empty = Vec::new();
-    let opts = parse_options(m.options().as_ref().unwrap_or(&empty));
     let typ = m.typ().as_deref().unwrap_or("");
-    let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
+    let is_bind = mount_options::is_bind(m, opts);
+    let src = m.source().as_ref().map(|s| {
+        if s.is_absolute() || !is_bind {
+            s.clone()
+        } else {
+            ctx.bundle.join(s)
+        }
+    });
 
     if is_bind {
-        let src = m
-            .source()
-            .as_ref()
-            .ok_or_else(|| Error::config("mounts.source", "a bind mount needs a source"))?;
-        let src = if src.is_absolute() {
-            src.clone()
-        } else {
-            ctx.bundle.join(src)
-        };
+        let src = src.ok_or_else(|| Error::config(field(), "a bind mount needs a source"))?;
         let meta = std::fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
         let kind = if meta.is_dir() {
             Create::Dir
@@ -347,13 +273,14 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             let target = open_in_root(root, dest, Create::Nothing)?;
             remount_bind(&fd_path(&target), rest)?;
         }
-        let target = open_in_root(root, dest, Create::Nothing)?;
-        apply_propagation(&fd_path(&target), &opts.propagation)?;
-        return Ok(());
+        return finish(root, dest, opts);
     }
 
     match typ {
-        "cgroup" | "cgroup2" => return mount_cgroup(root, m, &opts, ctx),
+        "cgroup" | "cgroup2" => {
+            mount_cgroup(root, m, opts, ctx)?;
+            return finish(root, dest, opts);
+        }
         "" => {
             return Err(Error::config(
                 "mounts.type",
@@ -364,18 +291,36 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     }
     let target = open_in_root(root, dest, Create::Dir)?;
     let tpath = fd_path(&target);
-    let src = m
-        .source()
-        .as_ref()
+    let src = src
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| typ.to_string());
+    // What the tmpfs will cover, still reachable through this fd once it does.
+    let copy_from = if opts.tmpcopyup {
+        Some(
+            nix::fcntl::openat(
+                target.as_fd(),
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("opening {} for tmpcopyup", dest.display()))?,
+        )
+    } else {
+        None
+    };
+    // A copy-up writes into the new tmpfs first; read-only comes after.
+    let flags = if copy_from.is_some() {
+        opts.flags - MsFlags::MS_RDONLY
+    } else {
+        opts.flags
+    };
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data);
     let res = mount(
         Some(src.as_str()),
         tpath.as_str(),
         Some(typ),
-        opts.flags,
+        flags,
         data.as_deref(),
     );
     match res {
@@ -398,11 +343,33 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             return Err(e).ctx(|| format!("mounting {typ} at {}", dest.display()));
         }
     }
-    if !opts.propagation.is_empty() {
+    if let Some(from) = copy_from {
         let t = open_in_root(root, dest, Create::Nothing)?;
-        apply_propagation(&fd_path(&t), &opts.propagation)?;
+        let to = nix::fcntl::openat(
+            t.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("opening the tmpfs at {}", dest.display()))?;
+        tmpcopyup::copy_dir(&from, &to)?;
+        if opts.flags.contains(MsFlags::MS_RDONLY) {
+            mount_options::make_mount_readonly(&t)
+                .ctx(|| format!("making the tmpfs at {} read-only", dest.display()))?;
+        }
     }
-    Ok(())
+    finish(root, dest, opts)
+}
+
+/// The steps every kind of mount ends with, on the new mount: propagation changes, then the
+/// recursive attributes.
+fn finish(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
+    if opts.propagation.is_empty() && opts.recursive.is_empty() {
+        return Ok(());
+    }
+    let t = open_in_root(root, dest, Create::Nothing)?;
+    apply_propagation(&fd_path(&t), &opts.propagation)?;
+    opts.recursive.apply(&t)
 }
 
 /// Remounts a bind mount with `flags`; inside a user namespace the kernel insists that the
@@ -794,25 +761,6 @@ pub fn readonly_root() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_flags_propagation_and_data() {
-        let o = parse_options(&[
-            "nosuid".into(),
-            "ro".into(),
-            "rbind".into(),
-            "rslave".into(),
-            "mode=755".into(),
-            "size=65536k".into(),
-        ]);
-        assert!(o.flags.contains(
-            MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC
-        ));
-        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
-        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
-        let o = parse_options(&["ro".into(), "rw".into()]);
-        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-    }
 
     #[test]
     fn rootfs_propagation_values() {
