@@ -1,8 +1,9 @@
 //! The bundle's mounts as an adversarial reviewer and youki's conformance suite exercise them:
 //! recursive options (rro, rnoexec, rnosuid, ...) reaching every submount, options strata does
-//! not understand refused instead of dropped, and podman's tmpcopyup.
+//! not understand refused instead of dropped, podman's tmpcopyup, and the /proc and /sys
+//! rules (no procfs through a symlink, nothing over /proc but runc's lxcfs files).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{json, Value};
@@ -216,4 +217,77 @@ fn tmpcopyup_starts_the_tmpfs_with_the_image_files() {
     assert_eq!(out, "from the image\nalso\n1777\nrun-writable\n1\n");
     // The image itself is untouched.
     assert!(!b.rootfs().join("run/new").exists());
+}
+
+fn replace_with_symlink(rootfs: &Path, dir: &str, target: &str) -> PathBuf {
+    std::fs::remove_dir(rootfs.join(dir)).unwrap();
+    let inside = rootfs.join(target.trim_start_matches('/'));
+    std::fs::create_dir_all(&inside).unwrap();
+    std::os::unix::fs::symlink(target, rootfs.join(dir)).unwrap();
+    inside
+}
+
+#[test]
+fn proc_or_sys_as_a_symlink_in_the_rootfs_is_refused() {
+    require_root!();
+    let _host = host_mounts();
+    let rt = Runtime::new();
+    let mounts = mount_count();
+    for (dir, typ) in [("proc", "proc"), ("sys", "sysfs")] {
+        let mut b = Bundle::new(&["true"]);
+        let inside = replace_with_symlink(&b.rootfs(), dir, &format!("/tmp/{dir}"));
+        let id = container(&mut b, "procsym");
+        let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+        assert!(
+            err.contains(&format!("/{dir} is a symlink")) && err.contains(typ),
+            "{dir}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&inside).unwrap().count(), 0);
+        assert!(rt.container_dirs().is_empty());
+        assert!(cgroup_left(&id).is_none());
+    }
+    assert_eq!(mount_count(), mounts);
+}
+
+#[test]
+fn only_runcs_lxcfs_files_may_be_mounted_over_in_proc() {
+    require_root!();
+    let rt = Runtime::new();
+    let vol = TempDir::new("vol");
+    let meminfo = vol.path().join("meminfo");
+    std::fs::write(&meminfo, "MemTotal: 4242 kB\n").unwrap();
+    let refused = [
+        bind("/proc/sys", vol.path(), &["rbind"]),
+        bind("/proc/self/attr", vol.path(), &["rbind"]),
+        bind("/proc/./sys/../sys/kernel", vol.path(), &["rbind"]),
+        json!({"destination": "/proc/sys", "type": "tmpfs", "source": "tmpfs"}),
+        // Only a procfs goes on /proc itself.
+        json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}),
+    ];
+    for m in refused {
+        let mut b = Bundle::new(&["true"]);
+        add_mounts(&mut b, vec![m.clone()]);
+        let id = container(&mut b, "overproc");
+        let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+        assert!(err.contains("/proc"), "{m}: {err}");
+        assert!(rt.container_dirs().is_empty());
+    }
+    // A symlink in the rootfs that leads under /proc is judged where it leads.
+    let mut b = Bundle::new(&["true"]);
+    std::os::unix::fs::symlink("/proc/sys/kernel", b.rootfs().join("kernel")).unwrap();
+    add_mounts(&mut b, vec![bind("/kernel", vol.path(), &["rbind"])]);
+    let id = container(&mut b, "overproc-link");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("/proc/sys/kernel is under /proc"), "{err}");
+    // lxcfs's files may be.
+    let mut b = Bundle::new(&["cat", "/proc/meminfo"]);
+    add_mounts(
+        &mut b,
+        vec![bind("/proc/meminfo", &meminfo, &["bind", "ro"])],
+    );
+    let id = container(&mut b, "meminfo");
+    assert_eq!(
+        rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]),
+        "MemTotal: 4242 kB\n"
+    );
 }

@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod mount_options;
 pub mod mounts;
 pub mod namespaces;
+pub mod proc_mounts;
 pub mod process;
 pub mod seccomp;
 pub mod sync;

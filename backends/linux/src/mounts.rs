@@ -17,6 +17,7 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 use crate::cgroups::CgroupSet;
 use crate::error::{Context, Error, Result};
 use crate::mount_options::{self, MountOptions};
+use crate::proc_mounts::{self, Mounted};
 use crate::tmpcopyup;
 
 /// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
@@ -221,13 +222,31 @@ pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Resul
     Ok(())
 }
 
-/// Checks every mount's options before anything is built, so that a bad one fails
-/// `create` with nothing to undo.
+/// The checks of the bundle's mounts that need nothing built: options, and the /proc rule
+/// for what a destination says before symlinks (the init checks where it resolves to).
 pub fn check_mounts(mounts: &[Mount]) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        mount_options::for_mount(i, m)?;
+        let opts = mount_options::for_mount(i, m)?;
+        let typ = m.typ().as_deref().unwrap_or("");
+        // Whether a bind's source is a procfs is for the init to find out.
+        let what = Mounted::new(mount_options::is_bind(m, &opts), typ, || true);
+        proc_mounts::check_destination(&proc_mounts::lexical(m.destination()), what).map_err(
+            |e| Error::config(format!("mounts[{i}] ({})", m.destination().display()), e),
+        )?;
     }
     Ok(())
+}
+
+/// Where `fd` is, as a path inside the rootfs.
+fn path_in_rootfs(fd: &OwnedFd, rootfs: &Path) -> Result<PathBuf> {
+    let host = std::fs::read_link(fd_path(fd)).ctx(|| "reading a mount point's path".into())?;
+    let rel = host.strip_prefix(rootfs).map_err(|_| {
+        Error::config(
+            "mounts.destination",
+            format!("{} resolves outside the rootfs", host.display()),
+        )
+    })?;
+    Ok(Path::new("/").join(rel))
 }
 
 fn mount_one(
@@ -253,16 +272,29 @@ fn mount_one(
             ctx.bundle.join(s)
         }
     });
+    let what = Mounted::new(is_bind, typ, || {
+        src.as_deref().is_some_and(proc_mounts::on_procfs)
+    });
+    let proc_rule = |path: &Path, what| {
+        proc_mounts::check_destination(path, what).map_err(|e| Error::config(field(), e))
+    };
+    proc_rule(&proc_mounts::lexical(dest), what)?;
+    let plain_dir = proc_mounts::needs_plain_directory(typ, dest);
 
     if is_bind {
         let src = src.ok_or_else(|| Error::config(field(), "a bind mount needs a source"))?;
         let meta = std::fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
-        let kind = if meta.is_dir() {
-            Create::Dir
+        let target = if plain_dir {
+            proc_mounts::open_plain_directory(root, dest, "a bind mount", field)?
         } else {
-            Create::File
+            let kind = if meta.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            };
+            open_in_root(root, dest, kind)?
         };
-        let target = open_in_root(root, dest, kind)?;
+        proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
         let tpath = fd_path(&target);
         let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
         mount(Some(&src), tpath.as_str(), None::<&str>, bind, None::<&str>)
@@ -289,7 +321,12 @@ fn mount_one(
         }
         _ => {}
     }
-    let target = open_in_root(root, dest, Create::Dir)?;
+    let target = if plain_dir {
+        proc_mounts::open_plain_directory(root, dest, typ, field)?
+    } else {
+        open_in_root(root, dest, Create::Dir)?
+    };
+    proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
     let tpath = fd_path(&target);
     let src = src
         .map(|s| s.to_string_lossy().into_owned())
