@@ -619,8 +619,9 @@ pub fn features() -> Result<i32> {
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                                    "SECCOMP_FILTER_FLAG_LOG"]
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            // Supported by strata (applied where the host runs the module), as runc means it.
+            "apparmor": {"enabled": true},
+            "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}}
         },

@@ -20,6 +20,7 @@ use oci_spec::runtime::{LinuxNamespaceType as NsType, LinuxSeccomp, Process, Spe
 use crate::cgroups::{self, CgroupSet};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
+use crate::lsm;
 use crate::mounts::{self, Create, RootfsContext};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, CapabilityPlan};
@@ -211,6 +212,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let spec = opts.spec;
     let rootfs = rootfs_of(spec, opts.bundle)?;
     validate(spec, &rootfs)?;
+    let lsm = lsm::Plan::for_container(spec)?;
     let plan = NamespacePlan::from_spec(spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let hs = cgroups::hierarchies()?;
@@ -290,6 +292,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             two_stage,
             filters: &filters,
             host_pid: std::cell::Cell::new(0),
+            lsm: &lsm,
         };
         let err = match init.run(&child_chan) {
             Ok(never) => match never {},
@@ -461,6 +464,7 @@ struct Init<'a> {
     filters: &'a [seccomp::Filter],
     /// The init's PID in the runtime's pid namespace, learnt from HooksDone.
     host_pid: std::cell::Cell<i32>,
+    lsm: &'a lsm::Plan,
 }
 
 impl Init<'_> {
@@ -575,6 +579,7 @@ impl Init<'_> {
         {
             mounts::readonly_root()?;
         }
+        self.lsm.apply_before_exec()?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         let keep = 3 + self.opts.preserve_fds;
         let ready = match self.spec.process() {
@@ -724,6 +729,7 @@ impl Init<'_> {
             in_user_ns,
             cgroups: Some(self.cgroups),
             new_cgroup_ns: self.plan.is_new(NsType::Cgroup),
+            mount_label: self.lsm.mount_label.as_deref(),
         };
         let spec_mounts = self.spec.mounts().clone().unwrap_or_default();
         mounts::mount_all(&root, &spec_mounts, &ctx)?;

@@ -12,6 +12,7 @@ use crate::cgroups::CgroupSet;
 use crate::container::{clone_into_cgroup, clone_process, prepare_process};
 use crate::error::{Context, Error, Result};
 use crate::hooks::pidfd_open;
+use crate::lsm::Plan;
 use crate::namespaces::{self, JOIN_ORDER};
 use crate::process;
 use crate::seccomp;
@@ -69,6 +70,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         None => None,
     };
     let filters = seccomp::compile_chain(&opts.seccomp)?;
+    let lsm = Plan::for_process(opts.process)?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
     let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
@@ -96,7 +98,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             // SAFETY: chan_fd is the channel socket, owned by this child alone.
             let chan = unsafe { Channel::from_raw(chan_fd) };
             let err = match exec_child(
-                opts, pidfd, flags, &placement, v2_procs, keep, &chan, &filters,
+                opts, pidfd, flags, &placement, v2_procs, keep, &chan, &filters, &lsm,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -142,6 +144,7 @@ fn exec_child(
     keep: i32,
     chan: &Channel,
     filters: &[seccomp::Filter],
+    lsm: &Plan,
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
@@ -159,6 +162,7 @@ fn exec_child(
     if opts.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
+    lsm.apply_before_exec()?;
     let mut ready = prepare_process(
         opts.process,
         &opts.extra_env,

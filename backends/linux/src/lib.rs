@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod fault;
 pub mod hooks;
+pub mod lsm;
 pub mod mount_options;
 pub mod mounts;
 pub mod namespaces;

@@ -18,7 +18,7 @@ use crate::cgroups::CgroupSet;
 use crate::error::{Context, Error, Result};
 use crate::mount_options::{self, MountOptions};
 use crate::proc_mounts::{self, Mounted};
-use crate::tmpcopyup;
+use crate::{lsm, tmpcopyup};
 
 /// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
 /// flowing out.
@@ -146,6 +146,8 @@ pub struct RootfsContext<'a> {
     pub in_user_ns: bool,
     pub cgroups: Option<&'a CgroupSet>,
     pub new_cgroup_ns: bool,
+    /// `linux.mountLabel`, where the host can apply it (see [`lsm::Plan`]).
+    pub mount_label: Option<&'a str>,
 }
 
 /// Makes the rootfs a mount point of its own under the requested propagation, and returns an
@@ -351,7 +353,7 @@ fn mount_one(
     } else {
         opts.flags
     };
-    let data = opts.data.join(",");
+    let data = lsm::mount_data(typ, &opts.data, ctx.mount_label).join(",");
     let data = (!data.is_empty()).then_some(data);
     let res = mount(
         Some(src.as_str()),
@@ -393,6 +395,12 @@ fn mount_one(
         if opts.flags.contains(MsFlags::MS_RDONLY) {
             mount_options::make_mount_readonly(&t)
                 .ctx(|| format!("making the tmpfs at {} read-only", dest.display()))?;
+        }
+    }
+    if typ == "mqueue" {
+        if let Some(label) = ctx.mount_label {
+            let t = open_in_root(root, dest, Create::Nothing)?;
+            lsm::label_file(&t, label)?;
         }
     }
     finish(root, dest, opts)
