@@ -312,8 +312,11 @@ fn mount_one(
 
     match typ {
         "cgroup" | "cgroup2" => {
-            mount_cgroup(root, m, opts, ctx)?;
-            return finish(root, dest, opts);
+            // Without cgroups nothing is mounted, and nothing is there to finish.
+            if mount_cgroup(root, m, opts, ctx)? {
+                finish(root, dest, opts)?;
+            }
+            return Ok(());
         }
         "" => {
             return Err(Error::config(
@@ -459,11 +462,16 @@ fn apply_propagation(target: &str, props: &[MsFlags]) -> Result<()> {
 
 /// cgroup mounts: on a v2-only host a cgroup2 mount (own cgroup namespace) or a bind of the
 /// container's cgroup; on v1/hybrid a tmpfs holding a bind of the container's cgroup from
-/// each hierarchy, as runc lays it out.
-fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsContext) -> Result<()> {
+/// each hierarchy, as runc lays it out. False when there are no cgroups to mount.
+fn mount_cgroup(
+    root: &OwnedFd,
+    m: &Mount,
+    opts: &MountOptions,
+    ctx: &RootfsContext,
+) -> Result<bool> {
     let dest = m.destination();
     let Some(set) = ctx.cgroups else {
-        return Ok(());
+        return Ok(false);
     };
     let target = open_in_root(root, dest, Create::Dir)?;
     let tpath = fd_path(&target);
@@ -492,7 +500,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsCont
             let t = open_in_root(root, dest, Create::Nothing)?;
             remount_bind(&fd_path(&t), leaf_flags)?;
         }
-        return Ok(());
+        return Ok(true);
     }
     mount(
         Some("tmpfs"),
@@ -533,7 +541,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsCont
         )
         .ctx(|| "making the cgroup tmpfs read-only".into())?;
     }
-    Ok(())
+    Ok(true)
 }
 
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
