@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType as NsType, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupSet};
+use crate::devices;
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::lsm;
@@ -733,8 +734,8 @@ impl Init<'_> {
         };
         let spec_mounts = self.spec.mounts().clone().unwrap_or_default();
         mounts::mount_all(&root, &spec_mounts, &ctx)?;
-        let setup_dev = mounts::sets_up_dev(&spec_mounts);
-        mounts::create_devices(
+        let setup_dev = devices::sets_up_dev(&spec_mounts);
+        devices::create_devices(
             &root,
             linux.devices().as_deref().unwrap_or(&[]),
             setup_dev,
@@ -744,7 +745,7 @@ impl Init<'_> {
             let has_devpts = spec_mounts
                 .iter()
                 .any(|m| m.destination() == Path::new("/dev/pts"));
-            mounts::dev_symlinks(&root, has_devpts)?;
+            devices::dev_symlinks(&root, has_devpts)?;
         }
         // runc creates a missing cwd; the path is resolved inside the rootfs.
         mounts::open_in_root(&root, process.cwd(), Create::Dir)

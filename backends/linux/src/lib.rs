@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod fault;
