@@ -107,7 +107,7 @@ fn mount_options_under(mountinfo: &str, prefix: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn recursive_noexec_nosuid_nodev_reach_submounts() {
+fn recursive_noexec_nosuid_nodev_noatime_nosymfollow_reach_submounts() {
     require_root!();
     let vol = DirWithSubmount::new();
     let rt = Runtime::new();
@@ -121,6 +121,7 @@ fn recursive_noexec_nosuid_nodev_reach_submounts() {
                 vol.path(),
                 &["rbind", "noexec", "nosuid", "nodev"],
             ),
+            bind("/atime", vol.path(), &["rbind", "rnoatime", "rnosymfollow"]),
         ],
     );
     let id = container(&mut b, "rnoexec");
@@ -137,6 +138,17 @@ fn recursive_noexec_nosuid_nodev_reach_submounts() {
     let plain = mount_options_under(&out, "/plain");
     let sub = plain.iter().find(|(mp, _)| mp == "/plain/sub").unwrap();
     assert!(!sub.1.split(',').any(|o| o == "noexec"), "{sub:?}");
+    // The atime mode is one value per mount; rnoatime replaces the default relatime.
+    let atime = mount_options_under(&out, "/atime");
+    assert_eq!(atime.len(), 2, "{out}");
+    for (mp, opts) in &atime {
+        let opts: Vec<&str> = opts.split(',').collect();
+        assert!(
+            opts.contains(&"noatime") && !opts.contains(&"relatime"),
+            "{mp}: {opts:?}"
+        );
+        assert!(opts.contains(&"nosymfollow"), "{mp}: {opts:?}");
+    }
 }
 
 #[test]
