@@ -603,14 +603,8 @@ pub fn features() -> Result<i32> {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": [
-            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
-            "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime", "noexec",
-            "nolazytime", "nomand", "norelatime", "nostrictatime", "nosuid", "private",
-            "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave",
-            "runbindable", "rw", "shared", "silent", "slave", "strictatime", "suid", "sync",
-            "unbindable"
-        ],
+        // The parser's own tables: what strata acts on, and nothing it refuses (idmap).
+        "mountOptions": strata_linux::mount_options::known(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
@@ -627,8 +621,9 @@ pub fn features() -> Result<i32> {
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                                    "SECCOMP_FILTER_FLAG_LOG"]
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            // Supported by strata (applied where the host runs the module), as runc means it.
+            "apparmor": {"enabled": true},
+            "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}}
         },

@@ -182,6 +182,28 @@ fn podman_run_shows_output_and_exit_code() {
 }
 
 #[test]
+fn podman_tmpfs_keeps_the_image_files_under_it() {
+    require_root!();
+    let Some(p) = podman() else { return };
+    let cg = p.cgroup_parent_flag();
+    // podman marks every --tmpfs "tmpcopyup": the image's /etc must still be there, and
+    // writes must go to the tmpfs, not the image.
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        &cg,
+        "--tmpfs",
+        "/etc",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/group; echo x > /etc/new && grep -c ' /etc tmpfs ' /proc/self/mounts",
+    ]);
+    assert_eq!(out, "root:x:0:\n1\n");
+    p.runtime.assert_used("create");
+}
+
+#[test]
 fn podman_detached_exec_stop_rm() {
     require_root!();
     let Some(p) = podman() else { return };

@@ -1,7 +1,7 @@
 //! runc's history as tests: the host binary out of reach (CVE-2019-5736), no host fd in the
 //! container and the cwd resolved inside it (CVE-2024-21626), mount destinations that cannot
-//! be redirected onto the host by symlinks in the rootfs (CVE-2021-30465), and a batch of
-//! containers that leaves nothing behind.
+//! be redirected onto the host by symlinks in the rootfs (CVE-2021-30465), a batch of
+//! containers that leaves nothing behind, and LSM fields that are never dropped without a word.
 
 use serde_json::json;
 use strata_integration::*;
@@ -436,5 +436,72 @@ fn exec_cap_does_not_touch_the_inheritable_set() {
     let sys_admin = 1u64 << 21;
     assert_ne!(field("CapEff:") & sys_admin, 0, "--cap was not granted: {out}");
     assert_eq!(field("CapInh:"), 0, "--cap leaked into the inheritable set: {out}");
+    rt.ok(&["delete", "-f", &id]);
+}
+
+#[test]
+fn lsm_fields_the_host_cannot_apply_are_warned_about_once() {
+    require_root!();
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let selinux = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - selinuxfs ");
+    if apparmor || selinux {
+        eprintln!("SKIPPED: this host has AppArmor or SELinux, so the bundle's labels apply");
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sh", "-c", "grep -c ' /dev tmpfs ' /proc/self/mounts"]);
+    b.edit(|c| {
+        c["process"]["apparmorProfile"] = json!("strata-test-profile");
+        c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0:c1,c2");
+        c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
+    });
+    let id = container(&mut b, "lsm");
+    let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // It ran, and its tmpfs mounts were made without a context= this host cannot take.
+    assert_eq!(stdout(&out), "1\n");
+    assert_eq!(err.matches("warn").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("process.apparmorProfile is ignored: this host has no AppArmor")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "process.selinuxLabel and linux.mountLabel are ignored: this host has no SELinux"
+        ),
+        "{err}"
+    );
+    // With --log the warning goes to the log, once for create and once for each exec.
+    let log = b.path().join("log.json");
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "1000"]));
+    let id = container(&mut b, "lsm-log");
+    let with_log = |args: &[&str]| {
+        let mut cmd = rt.cmd();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json"])
+            .args(args);
+        let out = output_via_files(&mut cmd);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    with_log(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    with_log(&["exec", &id, "true"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["level"] == "warn")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    for w in &warnings {
+        let msg = w["msg"].as_str().unwrap();
+        assert!(msg.contains("process.apparmorProfile is ignored"), "{msg}");
+    }
     rt.ok(&["delete", "-f", &id]);
 }

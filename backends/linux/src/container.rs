@@ -18,8 +18,10 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType as NsType, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupSet};
+use crate::devices;
 use crate::error::{Context, Error, Result};
 use crate::hooks;
+use crate::lsm;
 use crate::mounts::{self, Create, RootfsContext};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, CapabilityPlan};
@@ -125,6 +127,7 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
         process::personality_of(p)?;
     }
     mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    mounts::check_mounts(spec.mounts().as_deref().unwrap_or(&[]))?;
     if let Some(m) = spec.mounts() {
         for (i, m) in m.iter().enumerate() {
             if !m.destination().is_absolute() {
@@ -253,6 +256,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let spec = opts.spec;
     let rootfs = rootfs_of(spec, opts.bundle)?;
     validate(spec, &rootfs)?;
+    let lsm = lsm::Plan::for_container(spec)?;
     let plan = NamespacePlan::from_spec(spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     if let Some(sysctl) = linux.sysctl() {
@@ -345,6 +349,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             filters: &filters,
             host_pid: std::cell::Cell::new(0),
             trampoline: std::cell::RefCell::new(trampoline),
+            lsm: &lsm,
         };
         let err = match init.run(&child_chan) {
             Ok(never) => match never {},
@@ -518,6 +523,7 @@ struct Init<'a> {
     host_pid: std::cell::Cell<i32>,
     /// What the workload is exec'd through (see `trampoline`).
     trampoline: std::cell::RefCell<Option<Trampoline>>,
+    lsm: &'a lsm::Plan,
 }
 
 impl Init<'_> {
@@ -630,6 +636,7 @@ impl Init<'_> {
         {
             mounts::readonly_root()?;
         }
+        self.lsm.apply_before_exec()?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         let keep = 3 + self.opts.preserve_fds;
         let ready = match self.spec.process() {
@@ -785,11 +792,12 @@ impl Init<'_> {
             in_user_ns,
             cgroups: Some(self.cgroups),
             new_cgroup_ns: self.plan.is_new(NsType::Cgroup),
+            mount_label: self.lsm.mount_label.as_deref(),
         };
         let spec_mounts = self.spec.mounts().clone().unwrap_or_default();
         mounts::mount_all(&root, &spec_mounts, &ctx)?;
-        let setup_dev = mounts::sets_up_dev(&spec_mounts);
-        mounts::create_devices(
+        let setup_dev = devices::sets_up_dev(&spec_mounts);
+        devices::create_devices(
             &root,
             linux.devices().as_deref().unwrap_or(&[]),
             setup_dev,
@@ -799,7 +807,7 @@ impl Init<'_> {
             let has_devpts = spec_mounts
                 .iter()
                 .any(|m| m.destination() == Path::new("/dev/pts"));
-            mounts::dev_symlinks(&root, has_devpts)?;
+            devices::dev_symlinks(&root, has_devpts)?;
         }
         // runc creates a missing cwd; the path is resolved inside the rootfs.
         mounts::open_in_root(&root, process.cwd(), Create::Dir)

@@ -13,6 +13,7 @@ use crate::cgroups::CgroupSet;
 use crate::container::{clone_into_cgroup, clone_process, prepare_process};
 use crate::error::{Context, Error, Result};
 use crate::hooks::pidfd_open;
+use crate::lsm::Plan;
 use crate::namespaces::{self, JOIN_ORDER};
 use crate::process;
 use crate::seccomp;
@@ -102,6 +103,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     };
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
+    let lsm = Plan::for_process(opts.process)?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
     let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
@@ -133,7 +135,8 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
                 errfd: err_w.as_raw_fd(),
             };
             let err = match exec_child(
-                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, exec,
+                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, &lsm,
+                exec,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -201,6 +204,7 @@ fn exec_child(
     keep: i32,
     chan: &Channel,
     filters: &[seccomp::Filter],
+    lsm: &Plan,
     exec: FinalExec,
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
@@ -226,6 +230,7 @@ fn exec_child(
     if opts.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
+    lsm.apply_before_exec()?;
     let mut ready = prepare_process(
         opts.process,
         opts.personality,

@@ -1,116 +1,32 @@
-//! The container's root filesystem: propagation, the bundle's mounts, /dev, pivot_root,
-//! a read-only root, masked and read-only paths.
+//! The container's root filesystem: propagation, the bundle's mounts, pivot_root, a
+//! read-only root, masked and read-only paths. Their options are parsed in
+//! [`crate::mount_options`], the rules for /proc and /sys are in [`crate::proc_mounts`], and
+//! the device nodes in [`crate::devices`].
 //!
 //! Every destination is resolved with `openat2(RESOLVE_IN_ROOT)` against the rootfs and
 //! mounted through `/proc/self/fd/N` of the resolved file, so a symlink planted in the rootfs
 //! can never place a mount on the host.
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{fstat, makedev, mkdirat, mknodat, Mode, SFlag};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use oci_spec::runtime::Mount;
 
 use crate::cgroups::CgroupSet;
 use crate::error::{Context, Error, Result};
-
-/// Options that are mount flags; anything else goes to the filesystem as data.
-fn flag_option(opt: &str) -> Option<(bool, MsFlags)> {
-    use MsFlags as F;
-    Some(match opt {
-        "defaults" => (false, F::empty()),
-        "ro" => (false, F::MS_RDONLY),
-        "rw" => (true, F::MS_RDONLY),
-        "suid" => (true, F::MS_NOSUID),
-        "nosuid" => (false, F::MS_NOSUID),
-        "dev" => (true, F::MS_NODEV),
-        "nodev" => (false, F::MS_NODEV),
-        "exec" => (true, F::MS_NOEXEC),
-        "noexec" => (false, F::MS_NOEXEC),
-        "sync" => (false, F::MS_SYNCHRONOUS),
-        "async" => (true, F::MS_SYNCHRONOUS),
-        "dirsync" => (false, F::MS_DIRSYNC),
-        "remount" => (false, F::MS_REMOUNT),
-        "mand" => (false, F::MS_MANDLOCK),
-        "nomand" => (true, F::MS_MANDLOCK),
-        "atime" => (true, F::MS_NOATIME),
-        "noatime" => (false, F::MS_NOATIME),
-        "diratime" => (true, F::MS_NODIRATIME),
-        "nodiratime" => (false, F::MS_NODIRATIME),
-        "relatime" => (false, F::MS_RELATIME),
-        "norelatime" => (true, F::MS_RELATIME),
-        "strictatime" => (false, F::MS_STRICTATIME),
-        "nostrictatime" => (true, F::MS_STRICTATIME),
-        "lazytime" => (false, F::MS_LAZYTIME),
-        "nolazytime" => (true, F::MS_LAZYTIME),
-        "silent" => (false, F::MS_SILENT),
-        "loud" => (true, F::MS_SILENT),
-        "bind" => (false, F::MS_BIND),
-        "rbind" => (false, F::MS_BIND | F::MS_REC),
-        _ => return None,
-    })
-}
-
-fn propagation_option(opt: &str) -> Option<MsFlags> {
-    use MsFlags as F;
-    Some(match opt {
-        "private" => F::MS_PRIVATE,
-        "rprivate" => F::MS_PRIVATE | F::MS_REC,
-        "shared" => F::MS_SHARED,
-        "rshared" => F::MS_SHARED | F::MS_REC,
-        "slave" => F::MS_SLAVE,
-        "rslave" => F::MS_SLAVE | F::MS_REC,
-        "unbindable" => F::MS_UNBINDABLE,
-        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
-        _ => return None,
-    })
-}
-
-/// A mount's options, split into flags, propagation changes and filesystem data.
-#[derive(Debug, PartialEq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
-}
-
-pub fn parse_options(opts: &[String]) -> MountOptions {
-    let mut out = MountOptions {
-        flags: MsFlags::empty(),
-        propagation: Vec::new(),
-        data: Vec::new(),
-    };
-    for opt in opts {
-        if let Some((clear, f)) = flag_option(opt) {
-            if clear {
-                out.flags.remove(f);
-            } else {
-                out.flags.insert(f);
-            }
-        } else if let Some(p) = propagation_option(opt) {
-            out.propagation.push(p);
-        } else if matches!(
-            opt.as_str(),
-            "tmpcopyup" | "idmap" | "ridmap" | "copy-symlink"
-        ) {
-            // Extensions of other runtimes that change nothing the kernel sees here.
-            tracing::warn!("mount option {opt} is not supported and is ignored");
-        } else {
-            out.data.push(opt.clone());
-        }
-    }
-    out
-}
+use crate::mount_options::{self, MountOptions};
+use crate::proc_mounts::{self, Mounted};
+use crate::{lsm, tmpcopyup};
 
 /// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
 /// flowing out.
 pub fn rootfs_propagation(value: Option<&str>) -> Result<MsFlags> {
     match value {
         None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
-        Some(v) => propagation_option(v).ok_or_else(|| {
+        Some(v) => mount_options::propagation(v).ok_or_else(|| {
             Error::config(
                 "linux.rootfsPropagation",
                 format!("unknown propagation {v:?}"),
@@ -225,11 +141,14 @@ fn is_dir(fd: &OwnedFd) -> bool {
 
 /// Everything the rootfs setup needs to know besides the spec's mounts.
 pub struct RootfsContext<'a> {
+    /// Canonical.
     pub rootfs: &'a Path,
     pub bundle: &'a Path,
     pub in_user_ns: bool,
     pub cgroups: Option<&'a CgroupSet>,
     pub new_cgroup_ns: bool,
+    /// `linux.mountLabel`, where the host can apply it (see [`lsm::Plan`]).
+    pub mount_label: Option<&'a str>,
 }
 
 /// Makes the rootfs a mount point of its own under the requested propagation, and returns an
@@ -279,35 +198,55 @@ fn mount_point_of(path: &Path) -> Result<Option<PathBuf>> {
         .max_by_key(|mp| mp.as_os_str().len()))
 }
 
-/// Whether the bundle mounts its own /dev (tmpfs): then strata creates the device nodes.
-pub fn sets_up_dev(mounts: &[Mount]) -> bool {
-    mounts.iter().any(|m| {
-        m.destination() == Path::new("/dev")
-            && !m
-                .options()
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
-            && m.typ().as_deref() != Some("bind")
-    })
-}
-
 pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
         if m.destination() == Path::new("/") {
             continue;
         }
-        mount_one(root, m, ctx).map_err(|e| match e {
+        let opts = mount_options::for_mount(i, m)?;
+        let field = || format!("mounts[{i}] ({})", m.destination().display());
+        mount_one(root, m, &opts, ctx, &field).map_err(|e| match e {
             Error::Config { .. } => e,
-            other => Error::config(
-                format!("mounts[{i}] ({})", m.destination().display()),
-                other.to_string(),
-            ),
+            other => Error::config(field(), other.to_string()),
         })?;
     }
     Ok(())
 }
 
-fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
+/// The checks of the bundle's mounts that need nothing built: options, and the /proc rule
+/// for what a destination says before symlinks (the init checks where it resolves to).
+pub fn check_mounts(mounts: &[Mount]) -> Result<()> {
+    for (i, m) in mounts.iter().enumerate() {
+        let opts = mount_options::for_mount(i, m)?;
+        let typ = m.typ().as_deref().unwrap_or("");
+        // Whether a bind's source is a procfs is for the init to find out.
+        let what = Mounted::new(mount_options::is_bind(m, &opts), typ, || true);
+        proc_mounts::check_destination(&proc_mounts::lexical(m.destination()), what).map_err(
+            |e| Error::config(format!("mounts[{i}] ({})", m.destination().display()), e),
+        )?;
+    }
+    Ok(())
+}
+
+/// Where `fd` is, as a path inside the rootfs.
+fn path_in_rootfs(fd: &OwnedFd, rootfs: &Path) -> Result<PathBuf> {
+    let host = std::fs::read_link(fd_path(fd)).ctx(|| "reading a mount point's path".into())?;
+    let rel = host.strip_prefix(rootfs).map_err(|_| {
+        Error::config(
+            "mounts.destination",
+            format!("{} resolves outside the rootfs", host.display()),
+        )
+    })?;
+    Ok(Path::new("/").join(rel))
+}
+
+fn mount_one(
+    root: &OwnedFd,
+    m: &Mount,
+    opts: &MountOptions,
+    ctx: &RootfsContext,
+    field: &dyn Fn() -> String,
+) -> Result<()> {
     let dest = m.destination();
     if !dest.is_absolute() {
         return Err(Error::config(
@@ -315,28 +254,38 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             format!("{} is not an absolute path", dest.display()),
         ));
     }
-    let empty = Vec::new();
-    let opts = parse_options(m.options().as_ref().unwrap_or(&empty));
     let typ = m.typ().as_deref().unwrap_or("");
-    let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
+    let is_bind = mount_options::is_bind(m, opts);
+    let src = m.source().as_ref().map(|s| {
+        if s.is_absolute() || !is_bind {
+            s.clone()
+        } else {
+            ctx.bundle.join(s)
+        }
+    });
+    let what = Mounted::new(is_bind, typ, || {
+        src.as_deref().is_some_and(proc_mounts::on_procfs)
+    });
+    let proc_rule = |path: &Path, what| {
+        proc_mounts::check_destination(path, what).map_err(|e| Error::config(field(), e))
+    };
+    proc_rule(&proc_mounts::lexical(dest), what)?;
+    let plain_dir = proc_mounts::needs_plain_directory(typ, dest);
 
     if is_bind {
-        let src = m
-            .source()
-            .as_ref()
-            .ok_or_else(|| Error::config("mounts.source", "a bind mount needs a source"))?;
-        let src = if src.is_absolute() {
-            src.clone()
-        } else {
-            ctx.bundle.join(src)
-        };
+        let src = src.ok_or_else(|| Error::config(field(), "a bind mount needs a source"))?;
         let meta = std::fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
-        let kind = if meta.is_dir() {
-            Create::Dir
+        let target = if plain_dir {
+            proc_mounts::open_plain_directory(root, dest, "a bind mount", field)?
         } else {
-            Create::File
+            let kind = if meta.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            };
+            open_in_root(root, dest, kind)?
         };
-        let target = open_in_root(root, dest, kind)?;
+        proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
         let tpath = fd_path(&target);
         let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
         mount(Some(&src), tpath.as_str(), None::<&str>, bind, None::<&str>)
@@ -347,13 +296,17 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             let target = open_in_root(root, dest, Create::Nothing)?;
             remount_bind(&fd_path(&target), rest)?;
         }
-        let target = open_in_root(root, dest, Create::Nothing)?;
-        apply_propagation(&fd_path(&target), &opts.propagation)?;
-        return Ok(());
+        return finish(root, dest, opts);
     }
 
     match typ {
-        "cgroup" | "cgroup2" => return mount_cgroup(root, m, &opts, ctx),
+        "cgroup" | "cgroup2" => {
+            // Without cgroups nothing is mounted, and nothing is there to finish.
+            if mount_cgroup(root, m, opts, ctx)? {
+                finish(root, dest, opts)?;
+            }
+            return Ok(());
+        }
         "" => {
             return Err(Error::config(
                 "mounts.type",
@@ -362,20 +315,43 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
         }
         _ => {}
     }
-    let target = open_in_root(root, dest, Create::Dir)?;
+    let target = if plain_dir {
+        proc_mounts::open_plain_directory(root, dest, typ, field)?
+    } else {
+        open_in_root(root, dest, Create::Dir)?
+    };
+    proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
     let tpath = fd_path(&target);
-    let src = m
-        .source()
-        .as_ref()
+    let src = src
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| typ.to_string());
-    let data = opts.data.join(",");
+    // What the tmpfs will cover, still reachable through this fd once it does.
+    let copy_from = if opts.tmpcopyup {
+        Some(
+            nix::fcntl::openat(
+                target.as_fd(),
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("opening {} for tmpcopyup", dest.display()))?,
+        )
+    } else {
+        None
+    };
+    // A copy-up writes into the new tmpfs first; read-only comes after.
+    let flags = if copy_from.is_some() {
+        opts.flags - MsFlags::MS_RDONLY
+    } else {
+        opts.flags
+    };
+    let data = lsm::mount_data(typ, &opts.data, ctx.mount_label).join(",");
     let data = (!data.is_empty()).then_some(data);
     let res = mount(
         Some(src.as_str()),
         tpath.as_str(),
         Some(typ),
-        opts.flags,
+        flags,
         data.as_deref(),
     );
     match res {
@@ -398,11 +374,39 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &RootfsContext) -> Result<()> {
             return Err(e).ctx(|| format!("mounting {typ} at {}", dest.display()));
         }
     }
-    if !opts.propagation.is_empty() {
+    if let Some(from) = copy_from {
         let t = open_in_root(root, dest, Create::Nothing)?;
-        apply_propagation(&fd_path(&t), &opts.propagation)?;
+        let to = nix::fcntl::openat(
+            t.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("opening the tmpfs at {}", dest.display()))?;
+        tmpcopyup::copy_dir(&from, &to)?;
+        if opts.flags.contains(MsFlags::MS_RDONLY) {
+            mount_options::make_mount_readonly(&t)
+                .ctx(|| format!("making the tmpfs at {} read-only", dest.display()))?;
+        }
     }
-    Ok(())
+    if typ == "mqueue" {
+        if let Some(label) = ctx.mount_label {
+            let t = open_in_root(root, dest, Create::Nothing)?;
+            lsm::label_file(&t, label)?;
+        }
+    }
+    finish(root, dest, opts)
+}
+
+/// The steps every kind of mount ends with, on the new mount: propagation changes, then the
+/// recursive attributes.
+fn finish(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
+    if opts.propagation.is_empty() && opts.recursive.is_empty() {
+        return Ok(());
+    }
+    let t = open_in_root(root, dest, Create::Nothing)?;
+    apply_propagation(&fd_path(&t), &opts.propagation)?;
+    opts.recursive.apply(&t)
 }
 
 /// Remounts a bind mount with `flags`; inside a user namespace the kernel insists that the
@@ -447,11 +451,16 @@ fn apply_propagation(target: &str, props: &[MsFlags]) -> Result<()> {
 
 /// cgroup mounts: on a v2-only host a cgroup2 mount (own cgroup namespace) or a bind of the
 /// container's cgroup; on v1/hybrid a tmpfs holding a bind of the container's cgroup from
-/// each hierarchy, as runc lays it out.
-fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsContext) -> Result<()> {
+/// each hierarchy, as runc lays it out. False when there are no cgroups to mount.
+fn mount_cgroup(
+    root: &OwnedFd,
+    m: &Mount,
+    opts: &MountOptions,
+    ctx: &RootfsContext,
+) -> Result<bool> {
     let dest = m.destination();
     let Some(set) = ctx.cgroups else {
-        return Ok(());
+        return Ok(false);
     };
     let target = open_in_root(root, dest, Create::Dir)?;
     let tpath = fd_path(&target);
@@ -480,7 +489,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsCont
             let t = open_in_root(root, dest, Create::Nothing)?;
             remount_bind(&fd_path(&t), leaf_flags)?;
         }
-        return Ok(());
+        return Ok(true);
     }
     mount(
         Some("tmpfs"),
@@ -521,169 +530,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, opts: &MountOptions, ctx: &RootfsCont
         )
         .ctx(|| "making the cgroup tmpfs read-only".into())?;
     }
-    Ok(())
-}
-
-const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
-];
-
-/// The default devices every container gets, then `linux.devices`.
-pub fn create_devices(
-    root: &OwnedFd,
-    devices: &[LinuxDevice],
-    setup_dev: bool,
-    in_user_ns: bool,
-) -> Result<()> {
-    if setup_dev {
-        for (path, major, minor) in DEFAULT_DEVICES {
-            if devices.iter().any(|d| d.path() == Path::new(path)) {
-                continue;
-            }
-            make_node(
-                root,
-                Path::new(path),
-                SFlag::S_IFCHR,
-                major,
-                minor,
-                0o666,
-                None,
-                None,
-                in_user_ns,
-            )?;
-        }
-    }
-    for (i, d) in devices.iter().enumerate() {
-        let field = format!("linux.devices[{i}] ({})", d.path().display());
-        let kind = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
-            LinuxDeviceType::B => SFlag::S_IFBLK,
-            LinuxDeviceType::P => SFlag::S_IFIFO,
-            LinuxDeviceType::A => {
-                return Err(Error::config(
-                    field,
-                    "type \"a\" is only valid in cgroup device rules",
-                ))
-            }
-        };
-        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
-            return Err(Error::config(field, "path must be absolute and under /dev"));
-        }
-        let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        make_node(
-            root,
-            d.path(),
-            kind,
-            d.major() as u64,
-            d.minor() as u64,
-            mode,
-            d.uid(),
-            d.gid(),
-            in_user_ns,
-        )
-        .map_err(|e| Error::config(&field, e.to_string()))?;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn make_node(
-    root: &OwnedFd,
-    path: &Path,
-    kind: SFlag,
-    major: u64,
-    minor: u64,
-    mode: u32,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    in_user_ns: bool,
-) -> Result<()> {
-    let parent_path = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().ok_or_else(|| {
-        Error::config(
-            "linux.devices",
-            format!("{} has no file name", path.display()),
-        )
-    })?;
-    let parent = open_in_root(root, parent_path, Create::Dir)?;
-    if in_user_ns {
-        // mknod is not allowed in a user namespace: bind the host's node instead.
-        let target = open_in_root(root, path, Create::File)?;
-        return mount(
-            Some(path),
-            fd_path(&target).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .ctx(|| format!("binding device {}", path.display()));
-    }
-    let _ = nix::unistd::unlinkat(
-        parent.as_fd(),
-        name,
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
-    mknodat(
-        parent.as_fd(),
-        name,
-        kind,
-        Mode::from_bits_truncate(mode),
-        makedev(major, minor),
-    )
-    .ctx(|| format!("mknod {}", path.display()))?;
-    let node = open_in_root(root, path, Create::Nothing)?;
-    // mknod's mode is filtered by the umask; chmod makes it exact.
-    let cpath =
-        CString::new(fd_path(&node)).map_err(|e| Error::config("linux.devices", e.to_string()))?;
-    // SAFETY: cpath is a valid NUL-terminated string naming the node we just made.
-    if unsafe { libc::chmod(cpath.as_ptr(), mode) } != 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| format!("chmod {}", path.display()));
-    }
-    if uid.is_some() || gid.is_some() {
-        // SAFETY: as above; -1 (u32::MAX) leaves an id unchanged.
-        if unsafe {
-            libc::chown(
-                cpath.as_ptr(),
-                uid.unwrap_or(u32::MAX),
-                gid.unwrap_or(u32::MAX),
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error())
-                .ctx(|| format!("chown {}", path.display()));
-        }
-    }
-    Ok(())
-}
-
-/// /dev/fd, /dev/std{in,out,err}, /dev/core and /dev/ptmx as links, as every runtime makes them.
-pub fn dev_symlinks(root: &OwnedFd, has_devpts: bool) -> Result<()> {
-    let dev = open_in_root(root, Path::new("/dev"), Create::Dir)?;
-    let mut links = vec![
-        ("/proc/self/fd", "fd"),
-        ("/proc/self/fd/0", "stdin"),
-        ("/proc/self/fd/1", "stdout"),
-        ("/proc/self/fd/2", "stderr"),
-    ];
-    if Path::new("/proc/kcore").exists() {
-        links.push(("/proc/kcore", "core"));
-    }
-    if has_devpts {
-        let _ = nix::unistd::unlinkat(dev.as_fd(), "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
-        links.push(("pts/ptmx", "ptmx"));
-    }
-    for (target, name) in links {
-        match nix::unistd::symlinkat(target, dev.as_fd(), name) {
-            Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => return Err(e).ctx(|| format!("creating /dev/{name}")),
-        }
-    }
-    Ok(())
+    Ok(true)
 }
 
 /// Makes the rootfs `/`, leaving nothing of the host reachable.
@@ -794,25 +641,6 @@ pub fn readonly_root() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_flags_propagation_and_data() {
-        let o = parse_options(&[
-            "nosuid".into(),
-            "ro".into(),
-            "rbind".into(),
-            "rslave".into(),
-            "mode=755".into(),
-            "size=65536k".into(),
-        ]);
-        assert!(o.flags.contains(
-            MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC
-        ));
-        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
-        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
-        let o = parse_options(&["ro".into(), "rw".into()]);
-        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-    }
 
     #[test]
     fn rootfs_propagation_values() {
