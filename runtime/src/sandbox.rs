@@ -8,9 +8,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 use strata_linux::cgroups::stats::Stats;
 use strata_sandbox::policy::Policy;
+use strata_sandbox::supervisor::Config as SupervisorConfig;
 
 use crate::backend::{Backend, CreateRequest, Created, ExecRequest, NodeConfig};
 use crate::native::{self, Extras, Native};
@@ -84,10 +85,107 @@ fn profile_for(state_dir: &Path, policy: &Policy) -> oci_spec::runtime::LinuxSec
     strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy)
 }
 
-/// The chosen policy, in the state dir: the supervisor reads it at start, exec reuses it.
-fn record_policy(state_dir: &Path, policy: &Policy) -> Result<()> {
-    let json = serde_json::to_vec(policy).context("recording the sandbox policy")?;
+/// What the supervisor enforces, in the state dir: it reads it at start, exec reuses the
+/// policy.
+fn record_config(state_dir: &Path, config: &SupervisorConfig) -> Result<()> {
+    let json = serde_json::to_vec(config).context("recording the sandbox policy")?;
     std::fs::write(state_dir.join(POLICY_FILE), json).context("recording the sandbox policy")
+}
+
+/// The device rules the container's cgroup gets, for the supervisor's opens of device nodes.
+fn device_rules(spec: &Spec) -> Result<Vec<strata_linux::cgroups::devices::Rule>> {
+    let linux = spec.linux().as_ref();
+    let spec_rules = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+    Ok(strata_linux::cgroups::devices::rules(
+        &spec_rules,
+        &devices,
+    )?)
+}
+
+/// Capabilities a sandboxed process never gets. CAP_SYS_ADMIN is what mount, namespaces and
+/// most of the kernel surface the profile refuses anyway would need, and it (like
+/// CAP_CHECKPOINT_RESTORE) opens /proc/<pid>/map_files, through which a process could
+/// execute anonymous shared memory, which lives on no path Landlock could rule.
+const WITHHELD_CAPS: [oci_spec::runtime::Capability; 2] = [
+    oci_spec::runtime::Capability::SysAdmin,
+    oci_spec::runtime::Capability::CheckpointRestore,
+];
+
+/// The process as the sandbox runs it: noNewPrivileges (Landlock and an unprivileged filter
+/// load need it; setuid binaries gain nothing in a sandbox anyway), and without the
+/// withheld capabilities.
+fn confined_process(p: &Process) -> Process {
+    let mut p = p.clone();
+    p.set_no_new_privileges(Some(true));
+    if let Some(mut caps) = p.capabilities().clone() {
+        let without = |set: &Option<oci_spec::runtime::Capabilities>| {
+            set.clone().map(|mut s| {
+                for c in &WITHHELD_CAPS {
+                    s.remove(c);
+                }
+                s
+            })
+        };
+        caps.set_bounding(without(caps.bounding()));
+        caps.set_effective(without(caps.effective()));
+        caps.set_permitted(without(caps.permitted()));
+        caps.set_inheritable(without(caps.inheritable()));
+        caps.set_ambient(without(caps.ambient()));
+        p.set_capabilities(Some(caps));
+    }
+    p
+}
+
+/// What the sandbox needs of the bundle's namespaces: a pid namespace of its own, so that
+/// no process of the container can see the supervisor and its guard (host processes), and
+/// an IPC namespace of its own, so that the host's SysV IPC and POSIX message queues stay
+/// out of reach (neither has a path the policy could rule).
+fn check_namespaces(spec: &Spec) -> Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    let plan = strata_linux::namespaces::NamespacePlan::from_spec(spec)?;
+    if plan.is_new(Ns::User) || plan.joins(Ns::User).is_some() {
+        bail!(
+            "linux.namespaces: the sandbox backend does not support a user namespace yet; \
+             drop it or use the native backend"
+        );
+    }
+    for (ns, name) in [(Ns::Pid, "pid"), (Ns::Ipc, "ipc")] {
+        if !plan.owns(ns) {
+            bail!(
+                "linux.namespaces: the sandbox backend needs the container to have a {name} \
+                 namespace of its own (not the host's); add one or use the native backend"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The kernel holds the network policy through cgroup v2 (see strata_sandbox::netfilter):
+/// without a cgroup v2 hierarchy it cannot, and the container is refused rather than run
+/// with less than its policy says.
+fn check_network_enforceable(policy: &Policy) -> Result<()> {
+    if !strata_sandbox::netfilter::needed(policy) {
+        return Ok(());
+    }
+    let hierarchies = strata_linux::cgroups::hierarchies()?;
+    if !hierarchies.iter().any(|h| h.unified) {
+        bail!(
+            "sandbox policy: its network rules (network = \"{}\"{}) are enforced by the \
+             kernel's cgroup v2 socket hooks, and this host mounts no cgroup v2 hierarchy; \
+             mount one, or use a policy with network = \"none\" or \"any\"",
+            format!("{:?}", policy.network).to_lowercase(),
+            if policy.connect.is_some() || policy.bind.is_some() {
+                " with endpoint lists"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The supervisor's PID, with its start time against PID reuse: delete finds it there.
@@ -214,12 +312,12 @@ fn run_supervisor(fd: &std::ffi::OsStr, policy_file: &Path) -> Result<()> {
     // SAFETY: the runtime passed this fd to us as the listener socket and nothing else here
     // owns it; it must be a socket, which accept checks.
     let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    let policy = read_policy(policy_file)?;
-    Ok(strata_sandbox::supervisor::serve(listener, policy)?)
+    let config = read_config(policy_file)?;
+    Ok(strata_sandbox::supervisor::serve(listener, config)?)
 }
 
-/// The policy [`record_policy`] wrote for the container.
-fn read_policy(file: &Path) -> Result<Policy> {
+/// What [`record_config`] wrote for the container.
+fn read_config(file: &Path) -> Result<SupervisorConfig> {
     let text = std::fs::read(file)
         .with_context(|| format!("reading the container's sandbox policy {}", file.display()))?;
     serde_json::from_slice(&text)
@@ -229,11 +327,18 @@ fn read_policy(file: &Path) -> Result<Policy> {
 /// The native container with the sandbox's additions.
 fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
     let mut spec = req.spec.clone();
-    // Landlock and an unprivileged filter load need it; setuid binaries gain nothing in a
-    // sandbox anyway.
-    if let Some(mut p) = spec.process().clone() {
-        p.set_no_new_privileges(Some(true));
-        spec.set_process(Some(p));
+    if let Some(p) = spec.process() {
+        spec.set_process(Some(confined_process(p)));
+    }
+    if strata_sandbox::profile::memfd_noexec_supported() {
+        // Every memfd of the container's pid namespace is made non-executable, for good
+        // (the value can only be raised): memfds live on no path, so Landlock's exec rule
+        // does not reach them. (Without the sysctl the profile refuses memfd_create.)
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+        sysctl.insert("vm.memfd_noexec".into(), "2".into());
+        linux.set_sysctl(Some(sysctl));
+        spec.set_linux(Some(linux));
     }
     let profile = profile_for(req.state_dir, &policy);
     let landlock = landlock_step(policy);
@@ -247,27 +352,18 @@ fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
 impl Backend for Sandbox {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         let policy = choose_policy(req.spec, req.node)?;
-        let uses_userns = req
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| {
-                ns.iter()
-                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
-            });
-        if uses_userns {
-            bail!(
-                "linux.namespaces: the sandbox backend does not support a user namespace yet; \
-                 drop it or use the native backend"
-            );
-        }
+        check_namespaces(req.spec)?;
+        check_network_enforceable(&policy)?;
+        let config = SupervisorConfig {
+            policy: policy.clone(),
+            devices: device_rules(req.spec)?,
+        };
         // The supervisor listens before the container exists: the init hands it the notify fd
         // during create.
         let socket_path = req.state_dir.join(SOCKET);
         let listener = UnixListener::bind(SOCKET)
             .with_context(|| format!("binding {}", socket_path.display()))?;
-        record_policy(req.state_dir, &policy)?;
+        record_config(req.state_dir, &config)?;
         let pid = spawn_supervisor(listener, &req.state_dir.join(POLICY_FILE))?;
         let start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
         let result = record_supervisor(req.state_dir, pid, start)
@@ -293,15 +389,14 @@ impl Backend for Sandbox {
         if supervisor_pid(&rec.state_dir).is_none_or(|(p, s)| !state::process_alive(p, s)) {
             bail!("the container's sandbox supervisor is gone; refusing to exec unsupervised");
         }
-        let policy = read_policy(&rec.state_dir.join(POLICY_FILE))?;
+        let policy = read_config(&rec.state_dir.join(POLICY_FILE))?.policy;
         let profile = profile_for(&rec.state_dir, &policy);
         let landlock = landlock_step(policy);
         let extras = Extras {
             seccomp: Some(&profile),
             before_exec: Some(&landlock),
         };
-        let mut process = req.process.clone();
-        process.set_no_new_privileges(Some(true));
+        let process = confined_process(req.process);
         let req = ExecRequest {
             process: &process,
             console: req.console,

@@ -18,6 +18,25 @@
  *   escape touch PATH      utimensat(AT_FDCWD, PATH, NULL, 0)
  *   escape unix            ordinary Unix sockets: a stream listener bound at /tmp/s, reached
  *                          by a relative path from /tmp; a datagram sent to /tmp/d by path
+ *   escape userns          clone(CLONE_NEWUSER) and clone3 with it; the child (whose every
+ *                          capability holds in its own user namespace) makes a block device
+ *                          node and a /dev/kmsg node and opens the latter
+ *   escape open-dev PATH   open(PATH, O_RDONLY) of a device node
+ *   escape memfd-exec      a copy of /bin/busybox in a memfd (flags 0, then MFD_EXEC), made
+ *                          executable and run as `sh -c 'echo EXECUTED'`
+ *   escape race-exec N KIND  one thread flips a path between /bin/notexec (in the exec set,
+ *                          not executable: the supervisor lets it through, the kernel fails
+ *                          it) and /proc/self/fd/F of a copy of busybox in a memfd (KIND
+ *                          memfd) or an O_TMPFILE file in /tmp (KIND tmpfile); the other
+ *                          calls execve on it N times (EXECUTED if the copy ever ran)
+ *   escape fd-meta PATH    opens PATH read-only, then fchmod, fchown, futimens, fsetxattr,
+ *                          fchmodat2 and fchownat with AT_EMPTY_PATH through the fd
+ *   escape tfo IP PORT     TCP fast open: sendto(MSG_FASTOPEN) of a few bytes to IP:PORT;
+ *                          tfo-msg the same with sendmsg(2)
+ *   escape listen ADDR PORT  a TCP listener on ADDR:PORT (PORT 0 and ADDR "auto": listen(2)
+ *                          without bind); prints the port, then each accepted peer for 3 s
+ *   escape udp-auto PORT   a datagram to 127.0.0.1:PORT from an unbound socket (which binds
+ *                          it to every address), then prints the port and what arrives in 3 s
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,10 +44,17 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +100,202 @@ static int send_msg(int family, void *to, socklen_t len) {
     return 0;
 }
 
+extern char **environ;
+
+/* What the userns child tries: both would need capabilities of the init user namespace. */
+static void in_new_userns(const char *how) {
+    int m = mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0));
+    int k = mknod("/tmp/kmsg", S_IFCHR | 0600, makedev(1, 11));
+    int o = open("/tmp/kmsg", O_RDONLY | O_NONBLOCK);
+    printf("%s child: block node %s, kmsg node %s, kmsg %s\n", how, m == 0 ? "made" : "refused",
+           k == 0 ? "made" : "refused", o >= 0 ? "opened" : "refused");
+    fflush(stdout);
+    _exit(0);
+}
+
+/* A copy of /bin/busybox in `fd`. */
+static int copy_busybox(int fd) {
+    int in = open("/bin/busybox", O_RDONLY);
+    char buf[65536];
+    long n;
+    if (in < 0) return -1;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(fd, buf, n) != n) return -1;
+    close(in);
+    return 0;
+}
+
+static char race_path[64] = "/bin/notexec";
+static char race_target[64];
+
+static void *flip_exec(void *arg) {
+    (void)arg;
+    flipping = 1;
+    while (!stop) {
+        memcpy(race_path, race_target, sizeof race_path);
+        __asm__ __volatile__("" ::: "memory");
+        memcpy(race_path, "/bin/notexec\0", 14);
+        __asm__ __volatile__("" ::: "memory");
+    }
+    return NULL;
+}
+
+static int wait_readable(int fd, int ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 2 && strcmp(argv[1], "userns") == 0) {
+        fflush(stdout);
+        long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+        if (r == 0) in_new_userns("clone");
+        if (r < 0) printf("clone: %s\n", strerror(errno)); else waitpid(r, NULL, 0);
+        struct { unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+                 stack_size, tls; } ca = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+        fflush(stdout);
+        r = syscall(435 /* clone3 */, &ca, sizeof ca);
+        if (r == 0) in_new_userns("clone3");
+        if (r < 0) printf("clone3: %s\n", strerror(errno)); else waitpid(r, NULL, 0);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "open-dev") == 0) {
+        int fd = open(argv[2], O_RDONLY | O_NONBLOCK);
+        printf("%s\n", fd >= 0 ? "opened" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "memfd-exec") == 0) {
+        char *av[] = {"sh", "-c", "echo EXECUTED", NULL};
+        int fd = syscall(SYS_memfd_create, "x", 0x10 /* MFD_EXEC */);
+        printf("memfd MFD_EXEC: %s\n", fd >= 0 ? "made" : strerror(errno));
+        if (fd >= 0) close(fd);
+        fd = syscall(SYS_memfd_create, "x", 0);
+        if (fd < 0 || copy_busybox(fd)) { printf("memfd: %s\n", strerror(errno)); return 0; }
+        printf("fchmod: %s\n", fchmod(fd, 0755) == 0 ? "changed" : strerror(errno));
+        syscall(SYS_execveat, fd, "", av, environ, AT_EMPTY_PATH);
+        printf("execveat: %s\n", strerror(errno));
+        char p[64];
+        snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+        execve(p, av, environ);
+        printf("execve: %s\n", strerror(errno));
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "race-exec") == 0) {
+        int n = atoi(argv[2]);
+        int fd = strcmp(argv[3], "memfd") == 0 ? syscall(SYS_memfd_create, "x", 0)
+                                                : open("/tmp", O_TMPFILE | O_RDWR, 0755);
+        if (fd < 0 || copy_busybox(fd)) { printf("%s: %s\n", argv[3], strerror(errno)); return 0; }
+        fchmod(fd, 0755);
+        if (strcmp(argv[3], "tmpfile") == 0) {
+            /* A file open for writing cannot be executed (ETXTBSY): reopen it read-only, by
+             * /proc/self/fd or else by a name linked in /tmp, and drop the writer. */
+            char p[64];
+            snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+            int ro = open(p, O_RDONLY);
+            if (ro < 0 && linkat(fd, "", AT_FDCWD, "/tmp/tcopy", AT_EMPTY_PATH) == 0)
+                ro = open("/tmp/tcopy", O_RDONLY);
+            if (ro < 0) { printf("reopen: %s\n", strerror(errno)); return 0; }
+            close(fd);
+            fd = ro;
+        }
+        snprintf(race_target, sizeof race_target, "/proc/self/fd/%d", fd);
+        char *av[] = {"sh", "-c", "echo EXECUTED", NULL};
+        pthread_t t;
+        pthread_create(&t, NULL, flip_exec, NULL);
+        while (!flipping)
+            sched_yield();
+        for (int i = 0; i < n; i++)
+            execve(race_path, av, environ);
+        stop = 1;
+        pthread_join(t, NULL);
+        printf("not executed in %d tries\n", n);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "fd-meta") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) { printf("open: %s\n", strerror(errno)); return 0; }
+        struct { const char *what; int r; } tries[] = {
+            {"fchmod", fchmod(fd, 0777)},
+            {"fchown", fchown(fd, 1, 1)},
+            {"futimens", futimens(fd, NULL)},
+            {"fsetxattr", fsetxattr(fd, "user.strata", "x", 1, 0)},
+            {"fchmodat2", (int)syscall(452, fd, "", 0777, AT_EMPTY_PATH)},
+            {"fchownat", fchownat(fd, "", 2, 2, AT_EMPTY_PATH)},
+        };
+        for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++)
+            printf("%s: %s\n", tries[i].what, tries[i].r == 0 ? "changed" : "refused");
+        return 0;
+    }
+    if (argc >= 4 && (strcmp(argv[1], "tfo") == 0 || strcmp(argv[1], "tfo-msg") == 0)) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET, argv[2], &to.sin_addr);
+        long n;
+        if (strcmp(argv[1], "tfo") == 0) {
+            n = sendto(fd, "hello", 5, MSG_FASTOPEN, (struct sockaddr *)&to, sizeof to);
+        } else {
+            struct iovec io = {.iov_base = "hello", .iov_len = 5};
+            struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &io,
+                               .msg_iovlen = 1};
+            n = sendmsg(fd, &m, MSG_FASTOPEN);
+        }
+        printf("%s\n", n >= 0 ? "sent" : strerror(errno));
+        if (n >= 0) sleep(1);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
+        int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (strcmp(argv[2], "auto") != 0) {
+            struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+            inet_pton(AF_INET, argv[2], &at.sin_addr);
+            if (bind(l, (struct sockaddr *)&at, sizeof at)) {
+                printf("bind: %s\n", strerror(errno));
+                return 0;
+            }
+        }
+        if (listen(l, 8)) { printf("listen: %s\n", strerror(errno)); return 0; }
+        struct sockaddr_in me;
+        socklen_t len = sizeof me;
+        getsockname(l, (struct sockaddr *)&me, &len);
+        printf("port %d\n", ntohs(me.sin_port));
+        while (wait_readable(l, 3000)) {
+            struct sockaddr_in from;
+            len = sizeof from;
+            int c = accept(l, (struct sockaddr *)&from, &len);
+            char a[32];
+            inet_ntop(AF_INET, &from.sin_addr, a, sizeof a);
+            printf("accepted %s\n", c >= 0 ? a : strerror(errno));
+            if (c >= 0) close(c);
+        }
+        printf("done\n");
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "udp-auto") == 0) {
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+        inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+        if (sendto(fd, "x", 1, 0, (struct sockaddr *)&to, sizeof to) != 1) {
+            printf("sendto: %s\n", strerror(errno));
+            return 0;
+        }
+        struct sockaddr_in me;
+        socklen_t len = sizeof me;
+        getsockname(fd, (struct sockaddr *)&me, &len);
+        printf("port %d\n", ntohs(me.sin_port));
+        char b[16];
+        while (wait_readable(fd, 3000)) {
+            struct sockaddr_in from;
+            len = sizeof from;
+            if (recvfrom(fd, b, sizeof b, 0, (struct sockaddr *)&from, &len) < 0) break;
+            char a[32];
+            inet_ntop(AF_INET, &from.sin_addr, a, sizeof a);
+            printf("received from %s\n", a);
+        }
+        printf("done\n");
+        return 0;
+    }
     if (argc >= 3 && (strcmp(argv[1], "race-path") == 0 || strcmp(argv[1], "race-link") == 0)) {
         int n = atoi(argv[2]);
         int link = strcmp(argv[1], "race-link") == 0;
@@ -184,6 +405,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
-                    "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix\n");
+                    "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
+                    " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
+                    "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT\n");
     return 2;
 }

@@ -10,6 +10,7 @@ use std::sync::Once;
 use serde_json::Value;
 
 pub mod clients;
+pub mod sandbox;
 
 static BUILD: Once = Once::new();
 
@@ -221,7 +222,7 @@ const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "tty",
     "readlink", "grep", "wc", "stat", "touch", "mkdir", "umask", "test", "env", "pwd", "kill",
     "head", "ln", "rm", "printf", "dd", "mknod", "sync", "top", "tee", "seq", "mv", "cp", "nc",
-    "unshare", "mkfifo", "timeout",
+    "unshare", "mkfifo", "timeout", "cut", "uname",
 ];
 
 /// Fills `root` with a busybox userland: the applets the tests use, /etc/passwd and group.
@@ -543,7 +544,7 @@ pub fn static_program(name: &str) -> Option<PathBuf> {
                 .join(format!("{name}.c"));
             let out = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
             let st = Command::new("gcc")
-                .args(["-static", "-O2", "-o"])
+                .args(["-static", "-O2", "-pthread", "-o"])
                 .arg(&out)
                 .arg(&src)
                 .status();

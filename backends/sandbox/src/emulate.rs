@@ -60,13 +60,22 @@ pub(crate) struct Emulator {
     everywhere: [bool; 3],
     cache: CredsCache,
     ident: RefCell<Identity>,
+    /// The container's device rules, for opens of device nodes.
+    devices: Vec<strata_linux::cgroups::devices::Rule>,
+    /// The PID the caller of the call being performed has in its own pid namespace.
+    caller_ns_pid: u32,
 }
 
 type R<T> = std::result::Result<T, Errno>;
 
 impl Emulator {
     /// Called inside the container's root, with the supervisor's own identity.
-    pub fn new(host_proc: OwnedFd, policy: Policy) -> R<Emulator> {
+    pub fn new(
+        host_proc: OwnedFd,
+        policy: Policy,
+        devices: Vec<strata_linux::cgroups::devices::Rule>,
+        user_ns: String,
+    ) -> R<Emulator> {
         let root = openat_raw(
             libc::AT_FDCWD,
             c"/",
@@ -81,8 +90,10 @@ impl Emulator {
             logged: HashSet::new(),
             root,
             everywhere,
-            cache: CredsCache::default(),
+            cache: CredsCache::new(user_ns),
             ident: RefCell::new(Identity::current()?),
+            devices,
+            caller_ns_pid: 0,
         })
     }
 
@@ -299,16 +310,41 @@ impl Emulator {
                 mode: a[2] as u32,
                 dev: a[3],
             },
-            libc::SYS_utimensat => Op::Utimes {
-                dirfd: a[0] as i32,
-                path: path(1)?,
-                times: if a[2] == 0 {
+            libc::SYS_utimensat => {
+                let times = if a[2] == 0 {
                     None
                 } else {
                     let b = mem(a[2], 32)?;
                     Some(timespecs(&b, 1)?)
-                },
-                flags: a[3] as i32,
+                };
+                if a[1] == 0 {
+                    // futimens(3): the fd itself, as the kernel reads a NULL path.
+                    if a[0] as i32 == libc::AT_FDCWD {
+                        return Err(Errno::EFAULT);
+                    }
+                    if a[3] != 0 {
+                        return Err(Errno::EINVAL);
+                    }
+                    Op::FdMeta {
+                        fd: a[0] as i32,
+                        meta: Meta::Times(times),
+                    }
+                } else {
+                    Op::Utimes {
+                        dirfd: a[0] as i32,
+                        path: path(1)?,
+                        times,
+                        flags: a[3] as i32,
+                    }
+                }
+            }
+            libc::SYS_fchmod => Op::FdMeta {
+                fd: a[0] as i32,
+                meta: Meta::Mode(a[1] as u32),
+            },
+            libc::SYS_fchown => Op::FdMeta {
+                fd: a[0] as i32,
+                meta: Meta::Owner(a[1] as u32, a[2] as u32),
             },
             libc::SYS_utimes | libc::SYS_futimesat => {
                 let (dirfd, p, t) = if nr == libc::SYS_utimes {
@@ -439,9 +475,23 @@ impl Emulator {
         // one is taken only while the notification is still pending, for the same reason.
         let creds = match self.cache.get(tid) {
             Some(c) => c,
-            None => self
-                .cache
-                .load(&self.host_proc, tid, || notif::still_valid(listener, n.id))?,
+            None => {
+                // The caller's /proc/<tid>/ns/user: the supervisor's own step (the caller may
+                // be non-dumpable, as an exec'd process is before execve).
+                let host_proc = &self.host_proc;
+                let ident = &self.ident;
+                let user_ns_of = |tid: u32| {
+                    ident.borrow_mut().privileged(|| {
+                        nix::fcntl::readlinkat(host_proc.as_fd(), format!("{tid}/ns/user").as_str())
+                    })
+                };
+                self.cache.load(
+                    host_proc,
+                    tid,
+                    || notif::still_valid(listener, n.id),
+                    user_ns_of,
+                )?
+            }
         };
         self.perform(listener, n.id, tid, &creds, op)
     }
@@ -455,6 +505,7 @@ impl Emulator {
         op: Op,
     ) -> R<Outcome> {
         self.ident.borrow_mut().apply(&Target::of(c, false))?;
+        self.caller_ns_pid = c.ns_pid;
         match op {
             Op::Open {
                 dirfd,
@@ -470,7 +521,7 @@ impl Emulator {
                 buf,
                 statx_mask,
             } => {
-                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                let fd = self.resolve_following_proc_links(tid, c, dirfd, &path, flags)?;
                 self.check(&fd, Access::Read, "stat")?;
                 let data = match statx_mask {
                     None => {
@@ -521,7 +572,7 @@ impl Emulator {
                 mode,
                 flags,
             } => {
-                let fd = self.resolve(tid, c, dirfd, &path, flags)?;
+                let fd = self.resolve_following_proc_links(tid, c, dirfd, &path, flags)?;
                 let access = if mode & libc::W_OK != 0 {
                     Access::Write
                 } else {
@@ -710,13 +761,37 @@ impl Emulator {
                 Errno::result(r)?;
                 Ok(Outcome::Value(0))
             }
+            Op::FdMeta { fd, meta } => {
+                // On the caller's own file (the object, fetched with pidfd_getfd: another
+                // thread renumbering its fds changes nothing), held to the policy of the
+                // path it was opened at.
+                let file = self.caller_fd(c, fd)?;
+                self.check(&file, Access::Write, meta.syscall())?;
+                let r = match meta {
+                    // SAFETY: a plain call on an fd we own.
+                    Meta::Mode(mode) => unsafe { libc::fchmod(file.as_raw_fd(), mode) },
+                    // SAFETY: as above.
+                    Meta::Owner(uid, gid) => unsafe { libc::fchown(file.as_raw_fd(), uid, gid) },
+                    Meta::Times(times) => {
+                        let tp = times.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+                        // SAFETY: tp is null or two timespecs of ours.
+                        unsafe { libc::futimens(file.as_raw_fd(), tp) }
+                    }
+                };
+                Errno::result(r)?;
+                Ok(Outcome::Value(0))
+            }
             Op::Exec { dirfd, path, flags } => {
                 // The kernel must run execve itself (the new image replaces the caller), so
                 // this is the one call checked and then continued: a racing thread could
-                // swap the path after our check. What holds regardless: the Landlock ruleset
-                // the container runs under grants EXECUTE only beneath the policy's exec
-                // paths, so the kernel refuses any swapped-in binary outside them.
-                let fd = self.resolve(tid, c, dirfd, &path, flags & libc::AT_SYMLINK_NOFOLLOW)?;
+                // swap the path after our check. What holds regardless is the kernel's:
+                // the Landlock ruleset the container runs under grants EXECUTE only beneath
+                // the policy's exec paths, so it refuses any swapped-in file on a path
+                // outside them (an O_TMPFILE file included: it lives in its directory); and
+                // memfds, which live on no path and so escape Landlock, cannot be made
+                // executable in the container (vm.memfd_noexec = 2 in its pid namespace).
+                let keep = libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH;
+                let fd = self.resolve(tid, c, dirfd, &path, flags & keep)?;
                 self.check(&fd, Access::Exec, "execve")?;
                 // The new image may run with other capabilities.
                 self.cache.forget_process(c.tgid);
@@ -753,6 +828,9 @@ impl Emulator {
                     return Err(Errno::EEXIST);
                 }
                 self.check(&fd, access, "open")?;
+                if flags & libc::O_PATH == 0 {
+                    self.check_device(&fd, flags)?;
+                }
                 if flags & libc::O_PATH != 0 {
                     // The kernel will not pass an O_PATH file through ADDFD, so this open is
                     // let through after the check. An O_PATH fd grants no access, only a
@@ -864,14 +942,7 @@ impl Emulator {
             }
         }
         // Act on the caller's own socket, with the address we checked.
-        let pidfd = strata_linux::hooks::pidfd_open(c.tgid as i32).map_err(errno_of)?;
-        let sock = self.privileged(|| {
-            // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
-            let sock = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-            let sock = Errno::result(sock)? as RawFd;
-            // SAFETY: pidfd_getfd returned a new fd that we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(sock) })
-        })?;
+        let sock = self.caller_fd(c, fd)?;
         if family != libc::AF_UNIX && !bind && blocks(&sock, &kind) {
             // A blocking connect or send to a remote host can take as long as the network
             // does: answered from a thread of its own.
@@ -893,6 +964,18 @@ impl Emulator {
         let _ = nix::unistd::fchdir(here.as_fd());
         drop(held_socket_file);
         result
+    }
+
+    /// A copy of the caller's fd `fd` (the same open file), through pidfd_getfd.
+    fn caller_fd(&self, c: &Creds, fd: i32) -> R<OwnedFd> {
+        let pidfd = strata_linux::hooks::pidfd_open(c.tgid as i32).map_err(errno_of)?;
+        self.privileged(|| {
+            // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
+            let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            let got = Errno::result(got)? as RawFd;
+            // SAFETY: pidfd_getfd returned a new fd that we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(got) })
+        })
     }
 
     fn check_endpoint(&mut self, ip: std::net::IpAddr, port: u16, bind: bool, what: &str) -> R<()> {
@@ -935,10 +1018,17 @@ impl Emulator {
     /// `/proc/self/...` and `/proc/thread-self/...` name the caller, not the supervisor
     /// (which has no PID in the container's namespace).
     fn proc_self(&self, c: &Creds, path: &[u8]) -> Vec<u8> {
-        for prefix in [&b"/proc/self"[..], &b"/proc/thread-self"[..]] {
+        // /proc/mounts and /proc/net are links to self/mounts and self/net.
+        for (prefix, keep) in [
+            (&b"/proc/self"[..], &b""[..]),
+            (&b"/proc/thread-self"[..], &b""[..]),
+            (&b"/proc/mounts"[..], &b"/mounts"[..]),
+            (&b"/proc/net"[..], &b"/net"[..]),
+        ] {
             if let Some(rest) = path.strip_prefix(prefix) {
                 if rest.is_empty() || rest[0] == b'/' {
                     let mut p = format!("/proc/{}", c.ns_pid).into_bytes();
+                    p.extend_from_slice(keep);
                     p.extend_from_slice(rest);
                     return p;
                 }
@@ -965,6 +1055,33 @@ impl Emulator {
             0
         };
         openat2(dir.as_raw_fd(), &cpath, libc::O_PATH | nofollow, 0, 0)
+    }
+
+    /// [`Self::resolve`] for stat and access, which also follow a final magic link of
+    /// /proc (`/proc/self/ns/net`, `fd/N`, `exe`), as the kernel does for the caller: only
+    /// that last hop is taken, from a parent resolved without magic links, and it leads to
+    /// an object rather than a path, so nothing beyond it is walked. (Opens stay refused:
+    /// reopening through such a link could widen an fd's access.)
+    fn resolve_following_proc_links(
+        &self,
+        tid: u32,
+        c: &Creds,
+        dirfd: i32,
+        path: &[u8],
+        flags: i32,
+    ) -> R<OwnedFd> {
+        match self.resolve(tid, c, dirfd, path, flags) {
+            Err(Errno::ELOOP) if flags & libc::AT_SYMLINK_NOFOLLOW == 0 && !path.is_empty() => {
+                let (parent, last) = self.parent(tid, c, dirfd, path)?;
+                let on_proc = nix::sys::statfs::fstatfs(parent.as_fd())
+                    .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+                if !on_proc {
+                    return Err(Errno::ELOOP);
+                }
+                openat_raw(parent.as_raw_fd(), &last, libc::O_PATH | libc::O_CLOEXEC, 0)
+            }
+            r => r,
+        }
     }
 
     /// The directory holding the path's last name, resolved, and that name.
@@ -1014,12 +1131,45 @@ impl Emulator {
             return Ok(());
         }
         let path = self.real_path(fd)?;
-        if !path.is_absolute() {
-            // A pipe, socket or anonymous inode reached through an fd the caller holds: not
-            // a place in the filesystem, nothing the path sets speak about.
+        if !path.is_absolute() || is_memfd(fd, &path) {
+            // A pipe, socket, anonymous inode or memfd reached through an fd the caller
+            // holds: not a place in the filesystem, nothing the path sets speak about.
             return Ok(());
         }
         self.check_path(&path, access, syscall)
+    }
+
+    /// The container's device rules (its `linux.resources.devices` and the default set),
+    /// for a device node about to be opened: the supervisor is not in the container's
+    /// devices cgroup, so the kernel would not apply them to its open.
+    fn check_device(&mut self, fd: &OwnedFd, flags: i32) -> R<()> {
+        let st = nix::sys::stat::fstat(fd.as_fd())?;
+        let typ = match st.st_mode & libc::S_IFMT {
+            libc::S_IFCHR => 'c',
+            libc::S_IFBLK => 'b',
+            _ => return Ok(()),
+        };
+        let access = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => "r",
+            libc::O_WRONLY => "w",
+            _ => "rw",
+        };
+        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+        if strata_linux::cgroups::devices::permits(
+            &self.devices,
+            typ,
+            major as i64,
+            minor as i64,
+            access,
+        ) {
+            return Ok(());
+        }
+        self.deny(
+            "open",
+            &format!("device {typ} {major}:{minor} ({access})"),
+            "not in the container's device rules",
+        );
+        Err(Errno::EPERM)
     }
 
     fn check_named(
@@ -1043,6 +1193,16 @@ impl Emulator {
     }
 
     fn check_path(&mut self, path: &Path, access: Access, syscall: &str) -> R<()> {
+        // The caller's own /proc entry is what the policy calls /proc/self.
+        let own = Path::new("/proc").join(self.caller_ns_pid.to_string());
+        let normalized;
+        let path = match path.strip_prefix(&own) {
+            Ok(rest) if self.caller_ns_pid != 0 => {
+                normalized = Path::new("/proc/self").join(rest);
+                normalized.as_path()
+            }
+            _ => path,
+        };
         match self.policy.check(path, access) {
             Ok(()) => Ok(()),
             Err(d) => {
@@ -1151,11 +1311,29 @@ enum Op {
         path: Vec<u8>,
         flags: i32,
     },
+    /// fchmod, fchown, futimens: a change made through an fd.
+    FdMeta { fd: i32, meta: Meta },
     Socket {
         kind: SockOp,
         fd: i32,
         addr: Vec<u8>,
     },
+}
+
+enum Meta {
+    Mode(u32),
+    Owner(u32, u32),
+    Times(Option<[libc::timespec; 2]>),
+}
+
+impl Meta {
+    fn syscall(&self) -> &'static str {
+        match self {
+            Meta::Mode(_) => "fchmod",
+            Meta::Owner(..) => "fchown",
+            Meta::Times(_) => "futimens",
+        }
+    }
 }
 
 enum SockOp {
@@ -1237,6 +1415,15 @@ fn timespecs(b: &[u8], scale: i64) -> R<[libc::timespec; 2]> {
             tv_nsec: frac(word(3)),
         },
     ])
+}
+
+/// Whether `fd` (whose path reads `path`) is a memfd: a name under "/memfd:", gone ("
+/// (deleted)"), with no link anywhere. A file someone named like that still has a link.
+fn is_memfd(fd: &OwnedFd, path: &Path) -> bool {
+    let text = path.as_os_str().as_bytes();
+    text.starts_with(b"/memfd:")
+        && text.ends_with(b" (deleted)")
+        && nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_nlink == 0)
 }
 
 fn is_fifo(fd: &OwnedFd) -> bool {

@@ -82,17 +82,28 @@ struct Entry {
 }
 
 /// Callers' identities by thread ID.
-#[derive(Default)]
 pub(crate) struct CredsCache {
     entries: HashMap<u32, Entry>,
     /// Kernels without PIDFD_THREAD: read /proc every time.
     disabled: bool,
+    /// The container's user namespace (as /proc/<pid>/ns/user reads): capabilities count
+    /// only there. A caller in any other one (a new user namespace would give its first
+    /// process every capability) is refused; the profile also refuses making one.
+    user_ns: String,
 }
 
 /// Cached threads before exited ones are swept out.
 const SWEEP_AT: usize = 1024;
 
 impl CredsCache {
+    pub fn new(user_ns: String) -> CredsCache {
+        CredsCache {
+            entries: HashMap::new(),
+            disabled: false,
+            user_ns,
+        }
+    }
+
     /// The cached identity of `tid`, if that very thread is still alive.
     pub fn get(&self, tid: u32) -> Option<Rc<Creds>> {
         let e = self.entries.get(&tid)?;
@@ -107,6 +118,7 @@ impl CredsCache {
         host_proc: &OwnedFd,
         tid: u32,
         still_caller: impl Fn() -> bool,
+        user_ns_of: impl Fn(u32) -> R<std::ffi::OsString>,
     ) -> R<Rc<Creds>> {
         let pidfd = if self.disabled {
             None
@@ -126,6 +138,13 @@ impl CredsCache {
         };
         let text = crate::emulate::read_at(host_proc, &format!("{tid}/status"))?;
         let creds = Rc::new(Creds::parse(&text, tid)?);
+        let ns = user_ns_of(tid)?;
+        if ns != std::ffi::OsStr::new(&self.user_ns) {
+            tracing::warn!(
+                "sandbox: refused a call from {tid}, which is in another user namespace"
+            );
+            return Err(Errno::EPERM);
+        }
         if !still_caller() {
             return Err(Errno::ENOENT);
         }
@@ -386,7 +405,13 @@ mod tests {
             nix::sys::stat::Mode::empty(),
         )
         .unwrap();
-        let mut cache = CredsCache::default();
+        let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let ns_of = |tid: u32| -> R<std::ffi::OsString> {
+            Ok(std::fs::read_link(format!("/proc/{tid}/ns/user"))
+                .unwrap()
+                .into_os_string())
+        };
+        let mut cache = CredsCache::new(own.to_string_lossy().into_owned());
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
@@ -395,7 +420,7 @@ mod tests {
             done_rx.recv().unwrap();
         });
         let tid = rx.recv().unwrap();
-        let loaded = cache.load(&proc_dir, tid, || true).unwrap();
+        let loaded = cache.load(&proc_dir, tid, || true, ns_of).unwrap();
         if cache.disabled {
             eprintln!("SKIPPED: this kernel has no PIDFD_THREAD; nothing is cached");
             done_tx.send(()).unwrap();
@@ -404,8 +429,11 @@ mod tests {
         }
         assert_eq!(cache.get(tid), Some(loaded));
         // A notification that is no longer pending: nothing cached, the call is dropped.
-        let mut other = CredsCache::default();
-        assert_eq!(other.load(&proc_dir, tid, || false), Err(Errno::ENOENT));
+        let mut other = CredsCache::new(own.to_string_lossy().into_owned());
+        assert_eq!(
+            other.load(&proc_dir, tid, || false, ns_of),
+            Err(Errno::ENOENT)
+        );
         assert!(other.get(tid).is_none());
         done_tx.send(()).unwrap();
         t.join().unwrap();

@@ -13,10 +13,10 @@ pub mod policy;
 pub mod profile;
 pub mod supervisor;
 
-mod datagrams;
 mod emulate;
 mod guard;
 mod identity;
+pub mod netfilter;
 mod notif;
 
 #[derive(Debug, thiserror::Error)]

@@ -267,6 +267,11 @@ impl Policy {
 
     /// Whether an IP address may be reached at all.
     pub fn check_ip(&self, ip: std::net::IpAddr) -> std::result::Result<(), Denial> {
+        // An IPv4 address reached through an IPv4-mapped IPv6 one is the same host.
+        let ip = match ip {
+            std::net::IpAddr::V6(v) => v.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
         match self.network {
             Network::Any => Ok(()),
             Network::Loopback if ip.is_loopback() || ip.is_unspecified() => Ok(()),

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use oci_spec::runtime::LinuxSeccomp;
+use serde_json::Value;
 
 use crate::policy::{Network, Policy};
 
@@ -51,6 +52,11 @@ pub const TRAPPED: &[&str] = &[
     "utime",
     "utimes",
     "futimesat",
+    // On an fd: the supervisor holds them to the policy of the path the fd was opened at;
+    // Landlock does not cover metadata at all.
+    "fchmod",
+    "fchown",
+    "utimensat",
 ];
 
 /// Calls that change the caller's own credentials: trapped only so that the supervisor
@@ -124,6 +130,31 @@ pub const FORBIDDEN: &[&str] = &[
     "pidfd_getfd",
 ];
 
+/// Extended attributes are not written in the sandbox (neither through a path nor an fd):
+/// "not supported", as on a filesystem without them, so that programs carry on without.
+pub const XATTR_WRITES: &[&str] = &[
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+];
+
+/// clone(2) flags that make a namespace. A new user namespace would give its first process
+/// every capability there, and the supervisor acts in the container's namespace; the others
+/// are refused like unshare(2) and setns(2). (CLONE_NEWTIME shares its bit with the exit
+/// signal in clone(2), which cannot create it.)
+const CLONE_NAMESPACES: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+];
+
 /// Allowed as the kernel does them: no path, or a path the kernel resolves inside the
 /// container's root with no policy meaning (chdir), or guarded by Landlock (truncate).
 pub const ALLOWED: &[&str] = &[
@@ -184,8 +215,6 @@ pub const ALLOWED: &[&str] = &[
     "getpeername",
     "setsockopt",
     "getsockopt",
-    "clone",
-    "clone3",
     "fork",
     "vfork",
     "exit",
@@ -215,8 +244,6 @@ pub const ALLOWED: &[&str] = &[
     "getcwd",
     "chdir",
     "fchdir",
-    "fchmod",
-    "fchown",
     "gettimeofday",
     "getrlimit",
     "setrlimit",
@@ -312,7 +339,6 @@ pub const ALLOWED: &[&str] = &[
     "preadv2",
     "pwritev2",
     "getrandom",
-    "memfd_create",
     "copy_file_range",
     "rseq",
     "close_range",
@@ -362,39 +388,67 @@ fn socket_families(policy: &Policy) -> &'static [i32] {
     }
 }
 
+/// Whether this kernel has vm.memfd_noexec (Linux 6.3), with which the sandbox makes every
+/// memfd of the container non-executable: memfds live on no path, so Landlock's exec rules
+/// do not reach them. Without it the sandbox refuses memfd_create altogether.
+pub fn memfd_noexec_supported() -> bool {
+    std::path::Path::new("/proc/sys/vm/memfd_noexec").exists()
+}
+
+/// One seccomp rule for `names`, with `errno` for SCMP_ACT_ERRNO and `args` conditions
+/// (index, op, value, valueTwo) that must all hold.
+fn rule(names: &[&str], action: &str, errno: Option<u32>, args: &[(u32, &str, u64, u64)]) -> Value {
+    let mut r = serde_json::json!({"names": names, "action": action});
+    if let Some(e) = errno {
+        r["errnoRet"] = e.into();
+    }
+    if !args.is_empty() {
+        r["args"] = args
+            .iter()
+            .map(|(index, op, value, two)| {
+                serde_json::json!({"index": index, "op": op, "value": value, "valueTwo": two})
+            })
+            .collect();
+    }
+    r
+}
+
 /// The profile for a container under `policy`; `listener` is the supervisor's socket
 /// (`listenerPath`).
 pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
-    let rule = |names: &[&str], action: &str, errno: Option<u32>| {
-        let mut r = serde_json::json!({"names": names, "action": action});
-        if let Some(e) = errno {
-            r["errnoRet"] = e.into();
-        }
-        r
-    };
-    let mut value = serde_json::json!({
-        // Unknown syscalls say "not implemented", so that programs probing for new ones
-        // (clone3, statx, ...) fall back as they would on an older kernel.
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": libc::ENOSYS,
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": listener,
-        "listenerMetadata": "strata-sandbox",
-        "syscalls": [
-            rule(ALLOWED, "SCMP_ACT_ALLOW", None),
-            rule(TRAPPED, "SCMP_ACT_NOTIFY", None),
-            rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None),
-            rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32)),
-        ],
-    });
-    let syscalls = value["syscalls"].as_array_mut().expect("an array");
-    // A rule that applies when argument `index` compares with `value` by `op`.
-    let when =
-        |name: &str, action: &str, errno: Option<u32>, (index, op, value): (u32, &str, i64)| {
-            let mut r = rule(&[name], action, errno);
-            r["args"] = serde_json::json!([{"index": index, "value": value, "op": op}]);
-            r
-        };
+    let mut syscalls = vec![
+        rule(ALLOWED, "SCMP_ACT_ALLOW", None, &[]),
+        rule(TRAPPED, "SCMP_ACT_NOTIFY", None, &[]),
+        rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None, &[]),
+        rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32), &[]),
+        rule(
+            XATTR_WRITES,
+            "SCMP_ACT_ERRNO",
+            Some(libc::EOPNOTSUPP as u32),
+            &[],
+        ),
+    ];
+    if memfd_noexec_supported() {
+        syscalls.push(rule(&["memfd_create"], "SCMP_ACT_ALLOW", None, &[]));
+    }
+    // clone(2) without namespace flags; with any, EPERM (as unshare). clone3(2) carries its
+    // flags in memory the filter cannot read: it is left to the default ENOSYS, and libc
+    // falls back to clone(2).
+    let all_ns = CLONE_NAMESPACES.iter().fold(0, |a, f| a | f);
+    syscalls.push(rule(
+        &["clone"],
+        "SCMP_ACT_ALLOW",
+        None,
+        &[(0, "SCMP_CMP_MASKED_EQ", all_ns, 0)],
+    ));
+    for flag in CLONE_NAMESPACES {
+        syscalls.push(rule(
+            &["clone"],
+            "SCMP_ACT_ERRNO",
+            Some(libc::EPERM as u32),
+            &[(0, "SCMP_CMP_MASKED_EQ", *flag, *flag)],
+        ));
+    }
     // socket(2): decided in the filter by its family argument, at no cost to the call. The
     // other families get EAFNOSUPPORT, rule by rule: libseccomp lets an unconditional rule
     // override the conditional ones on the same syscall, so the refusal is spelled out as
@@ -402,42 +456,77 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
     let families = socket_families(policy);
     let refused = Some(libc::EAFNOSUPPORT as u32);
     let top = families.iter().copied().max().unwrap_or(0);
+    // Where the kernel's socket hooks hold IP traffic to the policy (see `netfilter`), an IP
+    // socket may only be TCP or UDP: raw and ICMP sockets choose their own addresses and
+    // skip the connect and bind hooks. Other types and protocols get the default ENOSYS.
+    let ip_types: &[(u64, &[u64])] = &[
+        (libc::SOCK_STREAM as u64, &[0, libc::IPPROTO_TCP as u64]),
+        (libc::SOCK_DGRAM as u64, &[0, libc::IPPROTO_UDP as u64]),
+    ];
+    let narrow_ip = crate::netfilter::needed(policy);
     for family in 0..=top {
-        let (action, errno) = if families.contains(&family) {
-            ("SCMP_ACT_ALLOW", None)
+        let ip = family == libc::AF_INET || family == libc::AF_INET6;
+        if !families.contains(&family) {
+            syscalls.push(rule(
+                &["socket"],
+                "SCMP_ACT_ERRNO",
+                refused,
+                &[(0, "SCMP_CMP_EQ", family as u64, 0)],
+            ));
+        } else if ip && narrow_ip {
+            for (typ, protocols) in ip_types {
+                for proto in *protocols {
+                    syscalls.push(rule(
+                        &["socket"],
+                        "SCMP_ACT_ALLOW",
+                        None,
+                        &[
+                            (0, "SCMP_CMP_EQ", family as u64, 0),
+                            (1, "SCMP_CMP_MASKED_EQ", 0xf, *typ),
+                            (2, "SCMP_CMP_EQ", *proto, 0),
+                        ],
+                    ));
+                }
+            }
         } else {
-            ("SCMP_ACT_ERRNO", refused)
-        };
-        syscalls.push(when(
-            "socket",
-            action,
-            errno,
-            (0, "SCMP_CMP_EQ", family as i64),
-        ));
+            syscalls.push(rule(
+                &["socket"],
+                "SCMP_ACT_ALLOW",
+                None,
+                &[(0, "SCMP_CMP_EQ", family as u64, 0)],
+            ));
+        }
     }
-    syscalls.push(when(
-        "socket",
+    syscalls.push(rule(
+        &["socket"],
         "SCMP_ACT_ERRNO",
         refused,
-        (0, "SCMP_CMP_GT", top as i64),
+        &[(0, "SCMP_CMP_GT", top as u64, 0)],
     ));
     // sendto(2) with a destination (argument 4) is a connect: checked by the supervisor;
-    // without one (send(2) on a connected socket) it goes straight through. utimensat(2) on
-    // a path (argument 1) is checked like a write; on an fd (futimens) it is not trapped.
-    for (name, index) in [("sendto", 4), ("utimensat", 1)] {
-        syscalls.push(when(
-            name,
-            "SCMP_ACT_ALLOW",
-            None,
-            (index, "SCMP_CMP_EQ", 0),
-        ));
-        syscalls.push(when(
-            name,
-            "SCMP_ACT_NOTIFY",
-            None,
-            (index, "SCMP_CMP_NE", 0),
-        ));
-    }
+    // without one (send(2) on a connected socket) it goes straight through.
+    syscalls.push(rule(
+        &["sendto"],
+        "SCMP_ACT_ALLOW",
+        None,
+        &[(4, "SCMP_CMP_EQ", 0, 0)],
+    ));
+    syscalls.push(rule(
+        &["sendto"],
+        "SCMP_ACT_NOTIFY",
+        None,
+        &[(4, "SCMP_CMP_NE", 0, 0)],
+    ));
+    let value = serde_json::json!({
+        // Unknown syscalls say "not implemented", so that programs probing for new ones
+        // (clone3, statx, ...) fall back as they would on an older kernel.
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": libc::ENOSYS,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": listener,
+        "listenerMetadata": "strata-sandbox",
+        "syscalls": syscalls,
+    });
     serde_json::from_value(value).expect("the sandbox profile is a valid LinuxSeccomp")
 }
 
@@ -462,5 +551,139 @@ mod tests {
         );
         let f = strata_linux::seccomp::compile(&p).unwrap();
         assert!(f.has_notify());
+    }
+
+    /// Loads the built-in profile in a forked child and reports what a few calls return
+    /// (0 for success, else the errno), over a pipe. Trapped calls are not made: with the
+    /// listener closed they would only fail with ENOSYS.
+    fn under_the_profile(calls: &[fn() -> i64]) -> Vec<i64> {
+        let p = profile(
+            Path::new("/nonexistent/supervisor.sock"),
+            &Policy::builtin(),
+        );
+        let filter = strata_linux::seccomp::compile(&p).unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes raw syscalls and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                let listener = filter.load();
+                drop(listener);
+                for call in calls {
+                    let v = call().to_ne_bytes();
+                    // SAFETY: writes 8 bytes of ours to the pipe.
+                    unsafe {
+                        libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), v.as_ptr().cast(), 8)
+                    };
+                }
+                // SAFETY: ends the child without the test harness.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(w);
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut out).unwrap();
+                nix::sys::wait::waitpid(child, None).unwrap();
+                out.chunks(8)
+                    .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+        }
+    }
+
+    /// A raw syscall with integer arguments (null pointers at most): 0, or the errno.
+    fn sys(nr: libc::c_long, a: [u64; 5]) -> i64 {
+        // SAFETY: every call below passes integers or null pointers, which the kernel checks;
+        // no memory of ours is handed over.
+        let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) };
+        if r == 0 {
+            // SAFETY: a successful clone's child leaves at once, without the test harness.
+            unsafe { libc::_exit(0) }
+        }
+        if r > 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) as i64
+        }
+    }
+
+    #[test]
+    fn namespaces_raw_sockets_and_xattr_writes_are_refused_in_the_filter() {
+        const INET: u64 = libc::AF_INET as u64;
+        const INET6: u64 = libc::AF_INET6 as u64;
+        let got = under_the_profile(&[
+            || {
+                sys(
+                    libc::SYS_clone,
+                    [(libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0],
+                )
+            },
+            || {
+                let flags = libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::SIGCHLD;
+                sys(libc::SYS_clone, [flags as u64, 0, 0, 0, 0])
+            },
+            || sys(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0]),
+            || sys(libc::SYS_clone3, [0; 5]),
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [INET, libc::SOCK_RAW as u64, libc::IPPROTO_ICMP as u64, 0, 0],
+                )
+            },
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [
+                        INET,
+                        libc::SOCK_DGRAM as u64,
+                        libc::IPPROTO_ICMP as u64,
+                        0,
+                        0,
+                    ],
+                )
+            },
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [
+                        INET6,
+                        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                )
+            },
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [
+                        INET,
+                        libc::SOCK_DGRAM as u64,
+                        libc::IPPROTO_UDP as u64,
+                        0,
+                        0,
+                    ],
+                )
+            },
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0, 0, 0],
+                )
+            },
+            || sys(libc::SYS_fsetxattr, [0, 0, 0, 0, 0]),
+        ]);
+        let (eperm, enosys, eafns, eopnotsupp) = (
+            libc::EPERM as i64,
+            libc::ENOSYS as i64,
+            libc::EAFNOSUPPORT as i64,
+            libc::EOPNOTSUPP as i64,
+        );
+        assert_eq!(
+            got,
+            vec![eperm, eperm, 0, enosys, enosys, enosys, 0, 0, eafns, eopnotsupp]
+        );
     }
 }

@@ -24,7 +24,17 @@ use crate::{Ctx, Error, Result};
 /// process of its own (the runtime starts it afresh, so that it carries none of the
 /// runtime's memory).
 /// (The runtime gives it its own session and /dev/null for stdio.)
-pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
+/// What the supervisor enforces for one container, as the runtime records it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    pub policy: Policy,
+    /// The container's device rules (its `linux.resources.devices`, then the defaults), for
+    /// the device nodes the supervisor opens on its behalf.
+    pub devices: Vec<strata_linux::cgroups::devices::Rule>,
+}
+
+pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
+    let Config { policy, devices } = config;
     // The supervisor enters the container's mount namespace and root with the host's
     // privileges: no process of the container may reach its /proc entry (its exe, its
     // memory), even one sharing the host's pid namespace.
@@ -46,6 +56,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
     let mut guard: Option<crate::guard::Guard> = None;
     let mut datagram_hook: Option<std::thread::JoinHandle<()>> = None;
     let mut policy = Some(policy);
+    let mut devices = Some(devices);
     // Notify fds; the first is the init's, whose hang-up means the container is gone.
     let mut listeners: Vec<OwnedFd> = Vec::new();
     loop {
@@ -73,15 +84,22 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                     }
                     if emulator.is_none() {
                         let p = policy.take().unwrap_or_else(Policy::builtin);
-                        let datagram_dir = datagram_hook_dir(&p, pid);
+                        // The guard first: from here a supervisor that gives up takes the
+                        // container with it.
                         guard = Some(crate::guard::spawn(pid)?);
+                        let datagram_dir = datagram_hook_dir(&p, pid);
+                        let user_ns = std::fs::read_link(format!("/proc/{pid}/ns/user"))
+                            .map_err(|e| Error::Setup(format!("the init's user namespace: {e}")))?
+                            .to_string_lossy()
+                            .into_owned();
                         enter_container(pid)?;
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
                         let hook_policy = datagram_dir.is_some().then(|| p.clone());
+                        let rules = devices.take().unwrap_or_default();
                         emulator = Some(
-                            Emulator::new(proc_dup, p)
+                            Emulator::new(proc_dup, p, rules, user_ns)
                                 .ctx(|| "setting up the supervisor".into())?,
                         );
                         shed_startup_pages(&host_proc);
@@ -89,7 +107,7 @@ pub fn serve(listener: UnixListener, policy: Policy) -> Result<()> {
                         // done aside, and waited for before the first execve is let
                         // through, since no code of the container's own runs before it.
                         datagram_hook = datagram_dir.zip(hook_policy).map(|(dir, policy)| {
-                            std::thread::spawn(move || hook_datagrams(&policy, dir))
+                            std::thread::spawn(move || hook_network(&policy, dir))
                         });
                     }
                     listeners.push(fd);
@@ -170,12 +188,12 @@ pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
     }
 }
 
-/// The container's cgroup v2 directory, open, if the policy needs the datagram hooks (see
-/// `datagrams`). Opened in the host's mount namespace, before the supervisor enters the
-/// container's. Without one (a host with no cgroup v2 mount) the rest of the policy still
-/// holds, and the log says what does not.
+/// The container's cgroup v2 directory, open, if the policy needs the kernel's network
+/// programs (see `netfilter`). Opened in the host's mount namespace, before the supervisor
+/// enters the container's. The runtime refuses such a policy on a host without cgroup v2;
+/// should the directory still be missing, the supervisor fails closed.
 fn datagram_hook_dir(policy: &Policy, init: i32) -> Option<OwnedFd> {
-    if !crate::datagrams::needed(policy) {
+    if !crate::netfilter::needed(policy) {
         return None;
     }
     let dir = crate::guard::cgroup_dirs(init)
@@ -194,21 +212,24 @@ fn datagram_hook_dir(policy: &Policy, init: i32) -> Option<OwnedFd> {
             "the container has no cgroup v2 directory".into(),
         )),
     };
-    opened.map_err(|e| warn_unchecked_datagrams(&e)).ok()
-}
-
-/// Holds the container's unconnected datagram sends to the policy in the kernel.
-fn hook_datagrams(policy: &Policy, dir: OwnedFd) {
-    if let Err(e) = crate::datagrams::attach(policy, dir.as_fd()) {
-        warn_unchecked_datagrams(&e);
+    match opened {
+        Ok(fd) => Some(fd),
+        Err(e) => network_unenforced(&e),
     }
 }
 
-fn warn_unchecked_datagrams(e: &Error) {
-    tracing::warn!(
-        "sandbox: destinations given to sendmsg on unconnected datagram sockets are not \
-         checked for this container: {e}"
-    );
+/// Holds the container's IP traffic to the policy in the kernel.
+fn hook_network(policy: &Policy, dir: OwnedFd) {
+    if let Err(e) = crate::netfilter::attach(policy, dir.as_fd()) {
+        network_unenforced(&e);
+    }
+}
+
+/// The network policy cannot be enforced: the supervisor ends, and with it (by its guard)
+/// the container, before any code of the container's own has run.
+fn network_unenforced(e: &Error) -> ! {
+    tracing::error!("sandbox: the network policy cannot be enforced for this container: {e}");
+    std::process::exit(1)
 }
 
 /// MADV_PAGEOUT (Linux 5.4), not in the libc crate.

@@ -16,6 +16,16 @@ pub struct Insn {
 }
 
 pub const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+pub const LDX_MEM_H: u8 = 0x69;
+pub const LDX_MEM_B: u8 = 0x71;
+/// BPF_ST | BPF_MEM | BPF_W: store the immediate.
+pub const ST_MEM_W: u8 = 0x62;
+pub const MOV64_X: u8 = 0xbf;
+pub const MOV64_K: u8 = 0xb7;
+pub const ALU64_ADD_K: u8 = 0x07;
+pub const ALU32_LSH_K: u8 = 0x64;
+/// BPF_JMP | BPF_CALL: a helper, by number in the immediate.
+pub const CALL: u8 = 0x85;
 pub const ALU32_AND_K: u8 = 0x54;
 pub const ALU32_RSH_K: u8 = 0x74;
 pub const MOV32_X: u8 = 0xbc;
@@ -72,6 +82,11 @@ impl Asm {
     pub fn jump_if(&mut self, code: u8, dst: u8, imm: i32, l: Label) {
         self.jumps.push((self.prog.len(), l));
         self.prog.push(insn(code, dst, 0, 0, imm));
+    }
+
+    /// Whether some jump goes to `l`.
+    pub fn is_jumped_to(&self, l: Label) -> bool {
+        self.jumps.iter().any(|(_, j)| *j == l)
     }
 
     pub fn goto(&mut self, l: Label) {

@@ -13,7 +13,7 @@ use super::CgroupDir;
 use crate::error::{Error, Result};
 
 /// A rule in kernel terms: type 'a' | 'b' | 'c', major/minor (None = any), access bits.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     pub allow: bool,
     pub typ: char,
@@ -100,6 +100,22 @@ pub fn default_rules() -> Vec<Rule> {
         allow('c', Some(136), None),
         allow('c', Some(10), Some(200)),
     ]
+}
+
+/// Whether `rules` let a process open (access "r", "w" or "rw") or make ("m") the device
+/// `typ` ('c' or 'b') `major:minor`: as the v2 program decides it, the last rule that
+/// matches (type, numbers, and every requested access in the rule's) wins, and none denies.
+pub fn permits(rules: &[Rule], typ: char, major: i64, minor: i64, access: &str) -> bool {
+    for r in rules.iter().rev() {
+        if r.typ != 'a' {
+            let numbers = r.major.is_none_or(|m| m == major) && r.minor.is_none_or(|m| m == minor);
+            if r.typ != typ || !numbers || !access.chars().all(|c| r.access.contains(c)) {
+                continue;
+            }
+        }
+        return r.allow;
+    }
+    false
 }
 
 /// The rules to enforce: the spec's, then the defaults and the spec's own `linux.devices`.
@@ -244,6 +260,33 @@ mod tests {
         assert_eq!(r.v1_line(), "a");
         assert_eq!(allow('c', Some(1), Some(3)).v1_line(), "c 1:3 rwm");
         assert_eq!(allow('c', Some(136), None).v1_line(), "c 136:* rwm");
+    }
+
+    #[test]
+    fn rules_decide_as_the_last_match() {
+        let deny_all = Rule {
+            allow: false,
+            typ: 'a',
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        };
+        let mut rules = vec![deny_all];
+        rules.extend(default_rules());
+        // /dev/null yes, /dev/kvm (10:232) no, any device may be made.
+        assert!(permits(&rules, 'c', 1, 3, "rw"));
+        assert!(!permits(&rules, 'c', 10, 232, "r"));
+        assert!(permits(&rules, 'c', 10, 232, "m"));
+        assert!(!permits(&rules, 'b', 8, 0, "r"));
+        rules.push(Rule {
+            allow: true,
+            typ: 'c',
+            major: Some(10),
+            minor: Some(232),
+            access: "r".into(),
+        });
+        assert!(permits(&rules, 'c', 10, 232, "r"));
+        assert!(!permits(&rules, 'c', 10, 232, "rw"));
     }
 
     #[test]

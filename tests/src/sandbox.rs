@@ -1,0 +1,100 @@
+//! Helpers of the sandbox suites (tests/sandbox.rs, tests/sandbox_escapes.rs): running a
+//! script under a backend, the escape program, the tests' node policies.
+
+use std::path::PathBuf;
+
+use crate::*;
+
+/// Runs `script` in a fresh busybox container on `backend`; returns its stdout.
+pub fn run_on(backend: &str, script: &str, edit: impl FnOnce(&mut Bundle)) -> String {
+    run_with(backend, script, &[], edit)
+}
+
+pub fn run_with(
+    backend: &str,
+    script: &str,
+    global: &[&str],
+    edit: impl FnOnce(&mut Bundle),
+) -> String {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    edit(&mut b);
+    let id = container(&mut b, backend);
+    let mut args = vec!["--backend", backend];
+    args.extend_from_slice(global);
+    args.extend(["run", "-b", b.path().to_str().unwrap(), &id]);
+    let out = rt.run(&args);
+    assert!(
+        out.status.code().is_some(),
+        "{backend}: strata died: {out:?}"
+    );
+    assert!(rt.container_dirs().is_empty(), "{backend}: state left");
+    assert_eq!(cgroup_left(&id), None, "{backend}: cgroup left");
+    stdout(&out)
+}
+
+/// Runs `script` under native and then under the sandbox, and asserts what each printed:
+/// the attempt works under native (so the test can fail) and is refused under the sandbox.
+pub fn native_then_sandbox(
+    script: &str,
+    global: &[&str],
+    edit: impl Fn(&mut Bundle),
+    native: &str,
+    sandbox: &str,
+) {
+    assert_eq!(run_with("native", script, global, &edit), native, "native");
+    assert_eq!(
+        run_with("sandbox", script, global, &edit),
+        sandbox,
+        "sandbox"
+    );
+}
+
+/// Root and the escape program, or the test ends here (each says why it cannot run).
+#[macro_export]
+macro_rules! require_root_and_escape {
+    () => {
+        $crate::require_root!();
+        if $crate::sandbox::escape_binary().is_none() {
+            return;
+        }
+    };
+}
+
+/// The escape program (tests/programs/escape.c), built static once.
+pub fn escape_binary() -> Option<PathBuf> {
+    static_program("escape")
+}
+
+pub fn with_escape(b: &mut Bundle) {
+    let bin = escape_binary().expect("escape binary");
+    std::fs::copy(bin, b.rootfs().join("bin/escape")).unwrap();
+}
+
+/// The path sets of the tests' own policies: read everything, write /tmp and /dev, run /bin.
+pub const POLICY_SETS: &str =
+    "read_only = [\"/\"]\nread_write = [\"/tmp\", \"/dev\"]\nexec = [\"/bin\"]\n";
+
+/// A node config whose default sandbox policy is `policy` (TOML); returns the config path.
+pub fn node_with_policy(dir: &TempDir, policy: &str) -> String {
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let node = dir.path().join("config.toml");
+    std::fs::write(
+        &node,
+        format!("[sandbox]\npolicy = \"{}\"\n", file.display()),
+    )
+    .unwrap();
+    node.to_str().unwrap().to_string()
+}
+
+/// The host's network namespace: a new one's loopback is down, and only the host's has a
+/// route for a datagram to leave by.
+pub fn host_net(b: &mut Bundle) {
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network")
+    });
+}
