@@ -299,15 +299,24 @@ fn exec_cwd_stays_inside(global: &[&str]) {
     let log_file = log.path().join("log");
     let state_dir = rt.root.path().join(&id);
     for with_log in [false, true] {
-        for cwd in (3..10)
-            .map(|n| format!("/proc/self/fd/{n}"))
-            .chain(["/proc/self/cwd".into(), "/proc/1/cwd/..".into(), "/proc/self/root/..".into()])
-        {
+        for cwd in (3..10).map(|n| format!("/proc/self/fd/{n}")).chain([
+            "/proc/self/cwd".into(),
+            "/proc/1/cwd/..".into(),
+            "/proc/self/root/..".into(),
+        ]) {
             let mut args: Vec<&str> = Vec::new();
             if with_log {
                 args.extend(["--log", log_file.to_str().unwrap()]);
             }
-            args.extend(["exec", "--cwd", &cwd, &id, "sh", "-c", "ls -a . ..; touch planted"]);
+            args.extend([
+                "exec",
+                "--cwd",
+                &cwd,
+                &id,
+                "sh",
+                "-c",
+                "ls -a . ..; touch planted",
+            ]);
             let out = rt.run(&args);
             let s = stdout(&out);
             assert!(
@@ -319,7 +328,11 @@ fn exec_cwd_stays_inside(global: &[&str]) {
                 "{global:?} {cwd} log={with_log}: a file was written on the host"
             );
             if !out.status.success() {
-                assert!(stderr(&out).contains("process.cwd"), "{cwd}: {}", stderr(&out));
+                assert!(
+                    stderr(&out).contains("process.cwd"),
+                    "{cwd}: {}",
+                    stderr(&out)
+                );
             }
         }
     }
@@ -388,24 +401,36 @@ echo WROTE > /tmp/wrote
 "#;
     let mut b = Bundle::new(&["sh", "-c", attack]);
     // The dynamic loader and libc, so that the host binary can really start in there.
-    for lib in ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"] {
+    for lib in [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
         let dest = b.rootfs().join(lib.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(lib, &dest).unwrap();
     }
-    std::fs::write(b.rootfs().join("evil"), "#!/proc/self/exe
-").unwrap();
+    std::fs::write(
+        b.rootfs().join("evil"),
+        "#!/proc/self/exe
+",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("/proc/self/exe", b.rootfs().join("evil-link")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(b.rootfs().join("evil"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        b.rootfs().join("evil"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let id = container(&mut b, "cve5736");
     let run = |args: &[&str]| {
         let mut c = rt.cmd_of(&bin);
         c.args(args);
         output_via_files(&mut c)
     };
-    assert!(run(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]).status.success());
+    assert!(run(&["run", "-d", "-b", b.path().to_str().unwrap(), &id])
+        .status
+        .success());
     for _ in 0..20 {
         run(&["exec", &id, "/evil"]);
         run(&["exec", &id, "/evil-link", "--version"]);
@@ -414,9 +439,16 @@ echo WROTE > /tmp/wrote
     let got = b.rootfs().join("tmp/got").exists();
     let wrote = b.rootfs().join("tmp/wrote").exists();
     run(&["delete", "-f", &id]);
-    assert!(!got, "the container opened the host binary through /proc/<pid>/exe");
+    assert!(
+        !got,
+        "the container opened the host binary through /proc/<pid>/exe"
+    );
     assert!(!wrote, "the container wrote the host binary");
-    assert_eq!(std::fs::read(&bin).unwrap(), before, "the strata binary changed");
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        before,
+        "the strata binary changed"
+    );
 }
 
 #[test]
@@ -426,7 +458,15 @@ fn exec_cap_does_not_touch_the_inheritable_set() {
     let mut b = Bundle::new(&["sleep", "1000"]);
     let id = container(&mut b, "execcap");
     rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
-    let out = rt.ok(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "grep", "Cap", "/proc/self/status"]);
+    let out = rt.ok(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        &id,
+        "grep",
+        "Cap",
+        "/proc/self/status",
+    ]);
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -434,8 +474,16 @@ fn exec_cap_does_not_touch_the_inheritable_set() {
             .unwrap()
     };
     let sys_admin = 1u64 << 21;
-    assert_ne!(field("CapEff:") & sys_admin, 0, "--cap was not granted: {out}");
-    assert_eq!(field("CapInh:"), 0, "--cap leaked into the inheritable set: {out}");
+    assert_ne!(
+        field("CapEff:") & sys_admin,
+        0,
+        "--cap was not granted: {out}"
+    );
+    assert_eq!(
+        field("CapInh:"),
+        0,
+        "--cap leaked into the inheritable set: {out}"
+    );
     rt.ok(&["delete", "-f", &id]);
 }
 

@@ -107,7 +107,10 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
             "resolves to / (the host's own root); a container needs a root of its own",
         ));
     }
-    for (field, name) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+    for (field, name) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
         if let Some(name) = name {
             // sethostname takes bytes up to a length: a NUL would be stored, and cut the name
             // for every reader.
@@ -161,7 +164,10 @@ fn intel_rdt_refusal(rdt: &oci_spec::runtime::LinuxIntelRdt) -> Error {
             );
         }
     }
-    Error::config("linux.intelRdt", "Intel RDT (resctrl) is not supported by strata")
+    Error::config(
+        "linux.intelRdt",
+        "Intel RDT (resctrl) is not supported by strata",
+    )
 }
 
 /// The absolute rootfs path of a bundle.

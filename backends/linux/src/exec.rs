@@ -49,9 +49,14 @@ fn open_root_of(pid: i32, pidfd: &OwnedFd) -> Result<OwnedFd> {
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| format!("opening the root of the container's init {pid}"))?;
-    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).ctx(|| "poll".into())? != 0 {
-        return Err(Error::Child(format!("the container's init {pid} has exited")));
+        return Err(Error::Child(format!(
+            "the container's init {pid} has exited"
+        )));
     }
     Ok(root)
 }
@@ -135,8 +140,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
                 errfd: err_w.as_raw_fd(),
             };
             let err = match exec_child(
-                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, &lsm,
-                exec,
+                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, &lsm, exec,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,

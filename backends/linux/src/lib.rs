@@ -17,8 +17,8 @@ pub mod process;
 pub mod seccomp;
 pub mod sync;
 pub mod sysctl;
-pub mod trampoline;
 pub mod tmpcopyup;
+pub mod trampoline;
 pub mod tty;
 
 pub use error::{Error, Result};

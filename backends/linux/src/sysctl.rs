@@ -125,11 +125,11 @@ pub fn apply(sysctl: &HashMap<String, String>) -> Result<()> {
                     | ResolveFlag::RESOLVE_NO_SYMLINKS
                     | ResolveFlag::RESOLVE_NO_XDEV,
             );
-        let fd = openat2(sys.as_fd(), &rel, how).map_err(|e| Error::config(&field, e.to_string()))?;
+        let fd =
+            openat2(sys.as_fd(), &rel, how).map_err(|e| Error::config(&field, e.to_string()))?;
         let value = sysctl[key].as_bytes();
-        nix::unistd::write(&fd, value).map_err(|e| {
-            Error::config(&field, format!("writing {:?}: {e}", sysctl[key]))
-        })?;
+        nix::unistd::write(&fd, value)
+            .map_err(|e| Error::config(&field, format!("writing {:?}: {e}", sysctl[key])))?;
     }
     Ok(())
 }
@@ -142,7 +142,10 @@ mod tests {
     fn names_and_their_namespaces() {
         let ns = |k: &str| components(k).and_then(|p| namespace_of(&p));
         assert_eq!(ns("net.ipv4.ip_forward"), Some(NsType::Network));
-        assert_eq!(ns("net/ipv4/conf/eth0.100/rp_filter"), Some(NsType::Network));
+        assert_eq!(
+            ns("net/ipv4/conf/eth0.100/rp_filter"),
+            Some(NsType::Network)
+        );
         assert_eq!(ns("kernel.shmmax"), Some(NsType::Ipc));
         assert_eq!(ns("fs.mqueue.msg_max"), Some(NsType::Ipc));
         assert_eq!(ns("kernel.domainname"), Some(NsType::Uts));

@@ -44,10 +44,10 @@ fn code(errfd: i32) -> Vec<u8> {
     ];
     let report: Vec<u8> = [
         &mov_edi_errfd[..],
-        &[0x48, 0x89, 0xe6],       // mov rsi, rsp
-        &[0xba, 0x04, 0, 0, 0],    // mov edx, 4
-        &[0xb8, 0x01, 0, 0, 0],    // mov eax, SYS_write
-        &[0x0f, 0x05],             // syscall
+        &[0x48, 0x89, 0xe6],    // mov rsi, rsp
+        &[0xba, 0x04, 0, 0, 0], // mov edx, 4
+        &[0xb8, 0x01, 0, 0, 0], // mov eax, SYS_write
+        &[0x0f, 0x05],          // syscall
     ]
     .concat();
     let exit: &[u8] = &[
@@ -62,9 +62,9 @@ fn code(errfd: i32) -> Vec<u8> {
     c.extend_from_slice(&[0xba, 0x01, 0, 0, 0]); // mov edx, FD_CLOEXEC
     c.extend_from_slice(&[0xb8, 72, 0, 0, 0]); // mov eax, SYS_fcntl
     c.extend_from_slice(&[0x0f, 0x05]); // syscall
-    // EBADF: errfd is gone, so this is not the run the runtime started but a second one,
-    // the workload's path having led back to /proc/self/exe (a `#!/proc/self/exe` script):
-    // stop here rather than loop through exec forever.
+                                        // EBADF: errfd is gone, so this is not the run the runtime started but a second one,
+                                        // the workload's path having led back to /proc/self/exe (a `#!/proc/self/exe` script):
+                                        // stop here rather than loop through exec forever.
     c.extend_from_slice(&[0x83, 0xf8, (-libc::EBADF) as u8]); // cmp eax, -EBADF
     c.extend_from_slice(&[0x74, 0]); // je exit (patched)
     let to_exit = c.len() - 1;
@@ -75,14 +75,14 @@ fn code(errfd: i32) -> Vec<u8> {
     c.extend_from_slice(&mov_edi_errfd);
     c.extend_from_slice(&[0xb8, 3, 0, 0, 0]); // mov eax, SYS_close
     c.extend_from_slice(&[0x0f, 0x05]); // syscall
-    // execve(argv[0], &argv[1], &argv[argc + 1]); at entry [rsp] = argc, argv from rsp + 8.
+                                        // execve(argv[0], &argv[1], &argv[argc + 1]); at entry [rsp] = argc, argv from rsp + 8.
     c.extend_from_slice(&[0x48, 0x8b, 0x7c, 0x24, 0x08]); // mov rdi, [rsp + 8]
     c.extend_from_slice(&[0x48, 0x8d, 0x74, 0x24, 0x10]); // lea rsi, [rsp + 16]
     c.extend_from_slice(&[0x48, 0x8b, 0x04, 0x24]); // mov rax, [rsp]
     c.extend_from_slice(&[0x48, 0x8d, 0x54, 0xc4, 0x10]); // lea rdx, [rsp + rax * 8 + 16]
     c.extend_from_slice(&[0xb8, 59, 0, 0, 0]); // mov eax, SYS_execve
     c.extend_from_slice(&[0x0f, 0x05]); // syscall
-    // Failed: write(errfd, &errno, 4), then exit_group(127).
+                                        // Failed: write(errfd, &errno, 4), then exit_group(127).
     c.extend_from_slice(fail);
     c.extend_from_slice(&report);
     let exit_at = c.len();
@@ -156,12 +156,15 @@ impl Trampoline {
             .ctx(|| "memfd_create for the exec trampoline".into())?;
         let bytes = image(errfd);
         let mut file = std::fs::File::from(fd);
-        std::io::Write::write_all(&mut file, &bytes).ctx(|| "writing the exec trampoline".into())?;
+        std::io::Write::write_all(&mut file, &bytes)
+            .ctx(|| "writing the exec trampoline".into())?;
         let fd = OwnedFd::from(file);
-        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on an fd we own with an integer argument.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(std::io::Error::last_os_error()).ctx(|| "sealing the exec trampoline".into());
+            return Err(std::io::Error::last_os_error())
+                .ctx(|| "sealing the exec trampoline".into());
         }
         Ok(Trampoline { fd, errfd })
     }
@@ -177,7 +180,13 @@ impl Trampoline {
     /// that the caller can fall back to a plain execve. Between fork and exec: only fcntl,
     /// dup2, close and execveat on memory prepared by the caller (argv and envp are built
     /// here, as the runtime's own exec does).
-    pub fn exec(&mut self, channel: RawFd, path: &Path, args: &[String], env: &[String]) -> crate::Error {
+    pub fn exec(
+        &mut self,
+        channel: RawFd,
+        path: &Path,
+        args: &[String],
+        env: &[String],
+    ) -> crate::Error {
         use std::os::unix::ffi::OsStrExt;
         let strings = || -> Result<(Vec<CString>, Vec<CString>)> {
             let p = CString::new(path.as_os_str().as_bytes())
@@ -243,9 +252,11 @@ impl Trampoline {
             return Ok(());
         }
         // SAFETY: fcntl duplicates an fd we own onto a free number above errfd.
-        let new = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, self.errfd + 1) };
+        let new =
+            unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, self.errfd + 1) };
         if new < 0 {
-            return Err(std::io::Error::last_os_error()).ctx(|| "moving the exec trampoline".into());
+            return Err(std::io::Error::last_os_error())
+                .ctx(|| "moving the exec trampoline".into());
         }
         // SAFETY: the new number is ours; the old one is closed with the replaced OwnedFd.
         self.fd = unsafe { OwnedFd::from_raw_fd(new) };

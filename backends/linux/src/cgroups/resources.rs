@@ -124,7 +124,9 @@ pub fn apply(set: &CgroupSet, r: &LinuxResources) -> Result<()> {
 /// the container's own cgroup. Never the core `cgroup.*` files: `cgroup.procs` would move any
 /// host process into the container's cgroup (where `delete` kills it), `cgroup.kill` and
 /// `cgroup.freeze` act on the processes, `cgroup.subtree_control` changes the hierarchy.
-const UNIFIED_CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc"];
+const UNIFIED_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc",
+];
 
 /// Checks a `unified` key: `<controller>.<file>`, one file name, of a controller this cgroup
 /// has on v2 (on a hybrid host a controller mounted on v1 would be written in the wrong
@@ -138,7 +140,10 @@ fn unified_key(key: &str, dir: &CgroupDir) -> Result<()> {
     if !UNIFIED_CONTROLLERS.contains(&controller) {
         return Err(Error::config(
             &field,
-            format!("only controller files may be set ({}.*)", UNIFIED_CONTROLLERS.join(".*, ")),
+            format!(
+                "only controller files may be set ({}.*)",
+                UNIFIED_CONTROLLERS.join(".*, ")
+            ),
         ));
     }
     if !dir.controllers.iter().any(|c| c == controller) {
