@@ -59,7 +59,13 @@ pub struct Runtime {
     root: PathBuf,
     /// runsc only accepts `delete --force` and needs its network switched off.
     gvisor: bool,
+    /// Runs in the host's mount namespace, with its cgroup v2 mount: the sandbox's network
+    /// policy is held by cgroup v2 programs, and the sandbox refuses to run without them.
+    host_mounts: bool,
 }
+
+/// The mount namespace the harness started in, kept open before it leaves it.
+static HOST_MOUNTS: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
 
 impl Runtime {
     fn cmd(&self, args: &[&str]) -> Command {
@@ -68,6 +74,21 @@ impl Runtime {
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(ns) = HOST_MOUNTS.get().filter(|_| self.host_mounts) {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: between fork and exec the child makes one setns(2) call on an fd that
+            // stays open for the harness's life; nothing else.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         c
     }
 
@@ -132,6 +153,8 @@ fn which(name: &str) -> Option<PathBuf> {
 /// runtime runs in a private mount namespace without it, so they are measured alike.
 fn private_mount_namespace() -> Result<Vec<String>> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let host = std::fs::File::open("/proc/self/ns/mnt").context("/proc/self/ns/mnt")?;
+    let _ = HOST_MOUNTS.set(host.into());
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
     mount(
         None::<&str>,
@@ -145,7 +168,7 @@ fn private_mount_namespace() -> Result<Vec<String>> {
     if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
         umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH)
             .context("unmounting /sys/fs/cgroup/unified")?;
-        notes.push("with /sys/fs/cgroup/unified unmounted (crun 1.8 refuses this host's hybrid layout otherwise)".into());
+        notes.push("with /sys/fs/cgroup/unified unmounted (crun 1.8 refuses this host's hybrid layout otherwise), except for strata-sandbox, which runs in the host's mount namespace: its network policy is held by cgroup v2 programs".into());
     }
     Ok(notes)
 }
@@ -280,6 +303,7 @@ fn main() -> Result<()> {
             global: vec!["--root".into(), state.join("strata").display().to_string()],
             root: state.join("strata"),
             gvisor: false,
+            host_mounts: false,
         },
         Runtime {
             name: "strata-sandbox".into(),
@@ -292,6 +316,7 @@ fn main() -> Result<()> {
             ],
             root: state.join("strata-sandbox"),
             gvisor: false,
+            host_mounts: true,
         },
     ];
     for peer in ["crun", "runc", "runsc"] {
@@ -308,6 +333,7 @@ fn main() -> Result<()> {
                     global,
                     root,
                     gvisor: peer == "runsc",
+                    host_mounts: false,
                 });
             }
             None => {

@@ -250,3 +250,53 @@ fn personality_and_a_zero_pids_limit_are_applied() {
     assert_eq!(max.as_deref().map(str::trim), Some("0"));
     rt.ok(&["delete", "-f", &id]);
 }
+
+/// cgroupsPath naming a cgroup in use (a service's, a parent of other cgroups): its limits
+/// would apply to all of it, and delete would kill every process in it.
+#[test]
+fn a_cgroup_in_use_is_not_a_containers_cgroup() {
+    require_root!();
+    let name = unique("busy");
+    let dirs: Vec<std::path::PathBuf> = cgroup_mount_points()
+        .into_iter()
+        .map(|mp| mp.join("strata-test").join(&name))
+        .collect();
+    let pids = dirs
+        .iter()
+        .find(|d| d.parent().unwrap().parent().unwrap().ends_with("pids"))
+        .cloned()
+        .unwrap_or_else(|| dirs[0].clone());
+    std::fs::create_dir_all(&pids).unwrap();
+    let victim = Victim(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(pids.join("cgroup.procs"), victim.0.id().to_string()).unwrap();
+    refused(
+        |c| c["linux"]["cgroupsPath"] = json!(format!("/strata-test/{name}")),
+        &["linux.cgroupsPath", "holds processes"],
+    );
+    for d in dirs.iter().filter(|d| **d != pids) {
+        assert!(!d.exists(), "{} was made and left behind", d.display());
+    }
+    drop(victim);
+    eventually("the victim leaves its cgroup", || {
+        std::fs::read_to_string(pids.join("cgroup.procs"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    });
+    std::fs::remove_dir(&pids).unwrap();
+    // A parent of other cgroups.
+    let child = dirs[0].join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    refused(
+        |c| c["linux"]["cgroupsPath"] = json!(format!("/strata-test/{name}")),
+        &["linux.cgroupsPath", "holds other cgroups"],
+    );
+    std::fs::remove_dir(&child).unwrap();
+    std::fs::remove_dir(&dirs[0]).unwrap();
+}

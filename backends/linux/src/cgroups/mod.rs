@@ -173,7 +173,8 @@ impl CgroupSet {
             let rel = path.strip_prefix("/").unwrap_or(path);
             let dir = h.mount_point.join(rel);
             let mut created = Vec::new();
-            let mut res = mkdir_tracked(&h.mount_point, &dir, &mut created, &h.controllers);
+            let mut res = refuse_if_in_use(&dir)
+                .and_then(|()| mkdir_tracked(&h.mount_point, &dir, &mut created, &h.controllers));
             let mut controllers = h.controllers.clone();
             if h.unified && res.is_ok() {
                 match enable_v2_controllers(&h.mount_point, &dir) {
@@ -493,6 +494,35 @@ fn enable_v2_controllers(mount_point: &Path, dir: &Path) -> Result<Vec<String>> 
         cur.push(comp);
     }
     Ok(read(dir))
+}
+
+/// A container's cgroup is its own: an existing one that holds processes or other cgroups
+/// (a service's, another container's, a parent like /docker) is refused. Its limits would
+/// apply to everything in it, and `delete` kills every process in a container's cgroup.
+fn refuse_if_in_use(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let in_use = |what: &str| {
+        Err(Error::config(
+            "linux.cgroupsPath",
+            format!(
+                "{} is an existing cgroup that holds {what}; a container needs a cgroup of its own",
+                dir.display()
+            ),
+        ))
+    };
+    if entries
+        .flatten()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    {
+        return in_use("other cgroups");
+    }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    if !procs.trim().is_empty() {
+        return in_use("processes");
+    }
+    Ok(())
 }
 
 fn mkdir_tracked(
