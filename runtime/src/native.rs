@@ -22,11 +22,11 @@ pub struct Native;
 /// How long `delete --force` waits for SIGKILLed processes to be gone.
 const KILL_WAIT_MS: u16 = 10_000;
 
-/// What a stronger backend adds to a native container: another seccomp profile after the
-/// bundle's, and a last step before execve.
+/// What a stronger backend adds to a native container: seccomp profiles after the bundle's,
+/// and a last step before execve.
 #[derive(Default, Clone, Copy)]
 pub struct Extras<'a> {
-    pub seccomp: Option<&'a LinuxSeccomp>,
+    pub seccomp: &'a [LinuxSeccomp],
     pub before_exec: Option<&'a BeforeExec>,
 }
 
@@ -67,7 +67,7 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .into_iter()
-        .chain(extras.seccomp)
+        .chain(extras.seccomp.iter())
         .collect();
     let opts = ExecOptions {
         init_pid: rec.pid,

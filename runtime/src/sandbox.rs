@@ -58,11 +58,20 @@ pub fn choose_policy(spec: &Spec, node: &NodeConfig) -> Result<Policy> {
     })
 }
 
-fn landlock_step(policy: Policy) -> impl Fn() -> strata_linux::error::Result<()> + Sync {
+fn landlock_step(
+    policy: Policy,
+    host_network: bool,
+) -> impl Fn() -> strata_linux::error::Result<()> + Sync {
     move || {
-        strata_sandbox::landlock::restrict(&policy)
+        strata_sandbox::landlock::restrict(&policy, host_network)
             .map_err(|e| strata_linux::error::Error::config("sandbox", e.to_string()))
     }
+}
+
+/// Whether the bundle leaves the container in the host's network namespace.
+fn shares_host_network(spec: &Spec) -> Result<bool> {
+    let plan = strata_linux::namespaces::NamespacePlan::from_spec(spec)?;
+    Ok(!plan.owns(oci_spec::runtime::LinuxNamespaceType::Network))
 }
 
 fn supervisor_pid(state_dir: &Path) -> Option<(i32, u64)> {
@@ -81,8 +90,14 @@ fn kill_supervisor(state_dir: &Path) {
     }
 }
 
-fn profile_for(state_dir: &Path, policy: &Policy) -> oci_spec::runtime::LinuxSeccomp {
-    strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy)
+/// The sandbox's filters, after the bundle's: the refusals of the ioctls that change
+/// metadata through an fd, and its profile. In that order: the profile refuses seccomp(2), so
+/// nothing can be loaded after it.
+fn profiles_for(state_dir: &Path, policy: &Policy) -> [oci_spec::runtime::LinuxSeccomp; 2] {
+    [
+        strata_sandbox::profile::fd_metadata_profile(),
+        strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy),
+    ]
 }
 
 /// What the supervisor enforces, in the state dir: it reads it at start, exec reuses the
@@ -117,8 +132,9 @@ const WITHHELD_CAPS: [oci_spec::runtime::Capability; 2] = [
 
 /// The process as the sandbox runs it: noNewPrivileges (Landlock and an unprivileged filter
 /// load need it; setuid binaries gain nothing in a sandbox anyway), and without the
-/// withheld capabilities.
-fn confined_process(p: &Process) -> Process {
+/// withheld capabilities; in the host's network namespace also without CAP_NET_ADMIN, which
+/// would reconfigure the host's network.
+fn confined_process(p: &Process, host_network: bool) -> Process {
     let mut p = p.clone();
     p.set_no_new_privileges(Some(true));
     if let Some(mut caps) = p.capabilities().clone() {
@@ -126,6 +142,9 @@ fn confined_process(p: &Process) -> Process {
             set.clone().map(|mut s| {
                 for c in &WITHHELD_CAPS {
                     s.remove(c);
+                }
+                if host_network {
+                    s.remove(&oci_spec::runtime::Capability::NetAdmin);
                 }
                 s
             })
@@ -325,10 +344,10 @@ fn read_config(file: &Path) -> Result<SupervisorConfig> {
 }
 
 /// The native container with the sandbox's additions.
-fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
+fn create_confined(req: &CreateRequest, policy: Policy, host_network: bool) -> Result<Created> {
     let mut spec = req.spec.clone();
     if let Some(p) = spec.process() {
-        spec.set_process(Some(confined_process(p)));
+        spec.set_process(Some(confined_process(p, host_network)));
     }
     if strata_sandbox::profile::memfd_noexec_supported() {
         // Every memfd of the container's pid namespace is made non-executable, for good
@@ -340,10 +359,10 @@ fn create_confined(req: &CreateRequest, policy: Policy) -> Result<Created> {
         linux.set_sysctl(Some(sysctl));
         spec.set_linux(Some(linux));
     }
-    let profile = profile_for(req.state_dir, &policy);
-    let landlock = landlock_step(policy);
+    let profiles = profiles_for(req.state_dir, &policy);
+    let landlock = landlock_step(policy, host_network);
     let extras = Extras {
-        seccomp: Some(&profile),
+        seccomp: &profiles,
         before_exec: Some(&landlock),
     };
     native::create_with(req, &spec, extras)
@@ -354,9 +373,11 @@ impl Backend for Sandbox {
         let policy = choose_policy(req.spec, req.node)?;
         check_namespaces(req.spec)?;
         check_network_enforceable(&policy)?;
+        let host_network = shares_host_network(req.spec)?;
         let config = SupervisorConfig {
             policy: policy.clone(),
             devices: device_rules(req.spec)?,
+            host_network,
         };
         // The supervisor listens before the container exists: the init hands it the notify fd
         // during create.
@@ -367,7 +388,7 @@ impl Backend for Sandbox {
         let pid = spawn_supervisor(listener, &req.state_dir.join(POLICY_FILE))?;
         let start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
         let result = record_supervisor(req.state_dir, pid, start)
-            .and_then(|()| create_confined(req, policy));
+            .and_then(|()| create_confined(req, policy, host_network));
         if result.is_err() {
             // Whatever failed, the supervisor must not outlive the container it was for.
             // SAFETY: kill(2) on the child we just forked, whose PID cannot have been reused
@@ -389,14 +410,15 @@ impl Backend for Sandbox {
         if supervisor_pid(&rec.state_dir).is_none_or(|(p, s)| !state::process_alive(p, s)) {
             bail!("the container's sandbox supervisor is gone; refusing to exec unsupervised");
         }
-        let policy = read_config(&rec.state_dir.join(POLICY_FILE))?.policy;
-        let profile = profile_for(&rec.state_dir, &policy);
-        let landlock = landlock_step(policy);
+        let config = read_config(&rec.state_dir.join(POLICY_FILE))?;
+        let (policy, host_network) = (config.policy, config.host_network);
+        let profiles = profiles_for(&rec.state_dir, &policy);
+        let landlock = landlock_step(policy, host_network);
         let extras = Extras {
-            seccomp: Some(&profile),
+            seccomp: &profiles,
             before_exec: Some(&landlock),
         };
-        let process = confined_process(req.process);
+        let process = confined_process(req.process, host_network);
         let req = ExecRequest {
             process: &process,
             console: req.console,

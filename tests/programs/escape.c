@@ -30,11 +30,15 @@
  *                          memfd) or an O_TMPFILE file in /tmp (KIND tmpfile); the other
  *                          calls execve on it N times (EXECUTED if the copy ever ran)
  *   escape fd-meta PATH    opens PATH read-only, then fchmod, fchown, futimens, fsetxattr,
- *                          fchmodat2 and fchownat with AT_EMPTY_PATH through the fd
+ *                          fchmodat2 and fchownat with AT_EMPTY_PATH and chattr +d
+ *                          (FS_IOC_SETFLAGS) through the fd
  *   escape tfo IP PORT     TCP fast open: sendto(MSG_FASTOPEN) of a few bytes to IP:PORT;
  *                          tfo-msg the same with sendmsg(2)
  *   escape listen ADDR PORT  a TCP listener on ADDR:PORT (PORT 0 and ADDR "auto": listen(2)
  *                          without bind); prints the port, then each accepted peer for 3 s
+ *   escape abstract NAME   connect(2) to the abstract stream socket @NAME, and a datagram by
+ *                          sendmsg(2) to the abstract datagram socket @NAME
+ *   escape abstract-own NAME  binds and listens on @NAME, then connects to it
  *   escape udp-auto PORT   a datagram to 127.0.0.1:PORT from an unbound socket (which binds
  *                          it to every address), then prints the port and what arrives in 3 s
  * Prints what it managed (or the error); exit status 0. */
@@ -52,10 +56,12 @@
 #include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +146,15 @@ static void *flip_exec(void *arg) {
     return NULL;
 }
 
+/* chattr +d through the fd: FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with FS_NODUMP_FL, the
+ * request's high bits set (the kernel reads 32). */
+static int setflags_nodump(int fd) {
+    long flags = 0;
+    if (ioctl(fd, 0x80086601 /* FS_IOC_GETFLAGS */, &flags)) return -1;
+    flags |= 0x40; /* FS_NODUMP_FL */
+    return syscall(SYS_ioctl, fd, 0xffffffff40086602UL /* FS_IOC_SETFLAGS */, &flags) ? -1 : 0;
+}
+
 static int wait_readable(int fd, int ms) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return poll(&p, 1, ms) == 1;
@@ -222,6 +237,7 @@ int main(int argc, char **argv) {
             {"fsetxattr", fsetxattr(fd, "user.strata", "x", 1, 0)},
             {"fchmodat2", (int)syscall(452, fd, "", 0777, AT_EMPTY_PATH)},
             {"fchownat", fchownat(fd, "", 2, 2, AT_EMPTY_PATH)},
+            {"setflags", setflags_nodump(fd)},
         };
         for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++)
             printf("%s: %s\n", tries[i].what, tries[i].r == 0 ? "changed" : "refused");
@@ -270,6 +286,30 @@ int main(int argc, char **argv) {
             if (c >= 0) close(c);
         }
         printf("done\n");
+        return 0;
+    }
+    if (argc >= 3 && (strcmp(argv[1], "abstract") == 0 || strcmp(argv[1], "abstract-own") == 0)) {
+        struct sockaddr_un at = {.sun_family = AF_UNIX};
+        size_t n = strlen(argv[2]);
+        if (n > sizeof at.sun_path - 1) return 2;
+        memcpy(at.sun_path + 1, argv[2], n); /* sun_path[0] = 0: abstract */
+        socklen_t len = offsetof(struct sockaddr_un, sun_path) + 1 + n;
+        if (strcmp(argv[1], "abstract-own") == 0) {
+            int l = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (bind(l, (struct sockaddr *)&at, len) || listen(l, 1)) {
+                printf("bind: %s\n", strerror(errno));
+                return 0;
+            }
+        }
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        printf("%s\n", connect(c, (struct sockaddr *)&at, len) == 0 ? "connected" : strerror(errno));
+        struct sockaddr_un d = {.sun_family = AF_UNIX};
+        memcpy(d.sun_path + 1, argv[2], n);
+        int g = socket(AF_UNIX, SOCK_DGRAM, 0);
+        struct iovec io = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {.msg_name = &d, .msg_namelen = len, .msg_iov = &io, .msg_iovlen = 1};
+        if (strcmp(argv[1], "abstract") == 0)
+            printf("sendmsg: %s\n", sendmsg(g, &m, 0) == 1 ? "sent" : strerror(errno));
         return 0;
     }
     if (argc >= 3 && strcmp(argv[1], "udp-auto") == 0) {

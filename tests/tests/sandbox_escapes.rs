@@ -175,9 +175,9 @@ fn metadata_changes_through_an_fd_are_held_to_the_policy() {
     assert_eq!(
         out,
         "fchmod: refused\nfchown: refused\nfutimens: refused\nfsetxattr: refused\n\
-         fchmodat2: refused\nfchownat: refused\n\
+         fchmodat2: refused\nfchownat: refused\nsetflags: refused\n\
          fchmod: changed\nfchown: changed\nfutimens: changed\nfsetxattr: refused\n\
-         fchmodat2: changed\nfchownat: changed\n644\n"
+         fchmodat2: changed\nfchownat: changed\nsetflags: refused\n644\n"
     );
     let native = run_on(
         "native",
@@ -186,6 +186,7 @@ fn metadata_changes_through_an_fd_are_held_to_the_policy() {
     );
     assert!(
         native.starts_with("fchmod: changed\nfchown: changed\nfutimens: changed\n")
+            && native.contains("setflags: changed\n")
             && native.ends_with("777\n"),
         "{native}"
     );
@@ -345,6 +346,39 @@ fn a_datagram_socket_bound_by_its_first_send_hears_only_loopback() {
         };
         assert_eq!(rest, expected, "{backend}");
     }
+}
+
+/// In the host's network namespace the abstract Unix socket names are the host's: a
+/// sandboxed container reaches only the names it bound itself, by connect (the supervisor)
+/// and by sendmsg (Landlock's abstract-socket scope).
+#[test]
+fn host_abstract_sockets_are_out_of_reach_in_the_host_network() {
+    require_root_and_escape!();
+    use std::os::linux::net::SocketAddrExt;
+    let name = unique("strata-host-abstract");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let stream = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let dgram = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    dgram.set_nonblocking(true).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let script = format!("escape abstract {name}; escape abstract-own {name}-own");
+    native_then_sandbox(
+        &script,
+        &[],
+        add_escape_and_host_net,
+        "connected\nsendmsg: sent\nconnected\n",
+        "Permission denied\nsendmsg: Operation not permitted\nconnected\n",
+    );
+    // Native's connection and datagram arrived; the sandbox's did not (one of each).
+    let mut got = 0;
+    while stream.accept().is_ok() {
+        got += 1;
+    }
+    let mut buf = [0u8; 4];
+    while dgram.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 2, "the host's sockets heard from the sandbox");
 }
 
 /// Without a pid namespace of its own, the container would see the supervisor (a host

@@ -53,8 +53,8 @@ pub struct CreateOptions<'a> {
     /// Told the cgroups as soon as they exist, before any process is in them, so that a
     /// runtime killed from here on leaves a record `delete --force` can clean up from.
     pub on_cgroups: &'a dyn Fn(&CgroupSet),
-    /// A seccomp profile the backend adds after the bundle's own (the sandbox's).
-    pub extra_seccomp: Option<&'a LinuxSeccomp>,
+    /// Seccomp profiles the backend adds after the bundle's own (the sandbox's).
+    pub extra_seccomp: &'a [LinuxSeccomp],
     /// Runs in the init after every filter is loaded, right before execve (the sandbox's
     /// Landlock ruleset).
     pub before_exec: Option<&'a BeforeExec>,
@@ -274,7 +274,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .seccomp()
         .as_ref()
         .into_iter()
-        .chain(opts.extra_seccomp)
+        .chain(opts.extra_seccomp.iter())
         .collect();
     let filters = seccomp::compile_chain(&profiles)?;
     let cgroups = CgroupSet::create(&cg_path, &hs)?;

@@ -64,6 +64,11 @@ pub(crate) struct Emulator {
     devices: Vec<strata_linux::cgroups::devices::Rule>,
     /// The PID the caller of the call being performed has in its own pid namespace.
     caller_ns_pid: u32,
+    /// The container shares the host's network namespace (and with it the host's abstract
+    /// Unix socket names).
+    host_network: bool,
+    /// Abstract Unix socket names the container has bound (the bytes after sun_family).
+    abstract_names: HashSet<Vec<u8>>,
 }
 
 type R<T> = std::result::Result<T, Errno>;
@@ -75,6 +80,7 @@ impl Emulator {
         policy: Policy,
         devices: Vec<strata_linux::cgroups::devices::Rule>,
         user_ns: String,
+        host_network: bool,
     ) -> R<Emulator> {
         let root = openat_raw(
             libc::AT_FDCWD,
@@ -94,6 +100,8 @@ impl Emulator {
             ident: RefCell::new(Identity::current()?),
             devices,
             caller_ns_pid: 0,
+            host_network,
+            abstract_names: HashSet::new(),
         })
     }
 
@@ -912,6 +920,15 @@ impl Emulator {
                         self.deny(what, "@abstract", "network = none");
                         return Err(Errno::EACCES);
                     }
+                    // In the host's network namespace the abstract names are the host's
+                    // (X11, D-Bus, other runtimes' sockets): only names the container bound
+                    // itself are reached. (Landlock's abstract-socket scope holds sendmsg,
+                    // which is not trapped, to the same; it does not see this supervisor's
+                    // connect on the caller's behalf.)
+                    if self.host_network && !bind && !self.abstract_names.contains(raw) {
+                        self.deny(what, "@abstract", "not bound by the container");
+                        return Err(Errno::EACCES);
+                    }
                 } else if bind {
                     // A new name: bound as that one component from its checked parent, so
                     // nothing swapped into the path in between can move it.
@@ -950,7 +967,17 @@ impl Emulator {
             return defer(listener, id, move || sock_call(&sock, &kind, &addr));
         }
         let Some((dir, unix_addr)) = unix_at else {
-            return sock_call(&sock, &kind, addr);
+            let result = sock_call(&sock, &kind, addr);
+            if bind && family == libc::AF_UNIX && result.is_ok() {
+                // Abstract (or autobound, when the address is the family alone): the name
+                // the socket now has.
+                if let Some(name) = unix_name(&sock) {
+                    if self.abstract_names.len() < 65536 {
+                        self.abstract_names.insert(name);
+                    }
+                }
+            }
+            return result;
         };
         // The relative address resolves from `dir`: the supervisor's cwd for this one call.
         let here = openat_raw(
@@ -1492,6 +1519,33 @@ fn ip_endpoint(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
         }
         _ => None,
     }
+}
+
+/// The name a Unix socket is bound to (the bytes after sun_family), if it has one.
+fn unix_name(sock: &OwnedFd) -> Option<Vec<u8>> {
+    // SAFETY: sockaddr_un is plain data; getsockname fills at most `len` bytes of it.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above, with our fd.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_un).cast(),
+            &mut len,
+        )
+    };
+    let n = (len as usize).checked_sub(2)?;
+    if r != 0 || n == 0 {
+        return None;
+    }
+    // SAFETY: viewing the filled part of a plain-data struct as bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            addr.sun_path.as_ptr().cast::<u8>(),
+            n.min(addr.sun_path.len()),
+        )
+    };
+    Some(bytes.to_vec())
 }
 
 /// The errno behind an I/O error (EIO for one that has none).

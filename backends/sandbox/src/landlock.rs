@@ -11,17 +11,21 @@ use crate::{Error, Result};
 
 /// Restricts the calling process (and what it executes) to the policy. Paths the rootfs does
 /// not have are skipped. Kernels without Landlock leave the seccomp wall alone, with a
-/// warning.
-pub fn restrict(policy: &Policy) -> Result<()> {
+/// warning. With `scope_abstract_sockets` (the container shares the host's network
+/// namespace, whose abstract Unix names are the host's), sending to or connecting to an
+/// abstract socket made outside this process's domain is refused (Landlock ABI 6).
+pub fn restrict(policy: &Policy, scope_abstract_sockets: bool) -> Result<()> {
     let abi = ABI::V3;
     let all = AccessFs::from_all(abi);
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let err = |e: landlock::RulesetError| Error::Setup(format!("landlock: {e}"));
-    let mut rules = Ruleset::default()
-        .handle_access(all)
-        .map_err(err)?
-        .create()
-        .map_err(err)?;
+    let mut ruleset = Ruleset::default().handle_access(all).map_err(err)?;
+    if scope_abstract_sockets {
+        ruleset = ruleset
+            .scope(landlock::Scope::AbstractUnixSocket)
+            .map_err(err)?;
+    }
+    let mut rules = ruleset.create().map_err(err)?;
     let sets = [
         (&policy.read_only, read),
         (&policy.exec, read | AccessFs::Execute),

@@ -473,6 +473,18 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
                 refused,
                 &[(0, "SCMP_CMP_EQ", family as u64, 0)],
             ));
+        } else if family == libc::AF_NETLINK {
+            // Routing only (what `ip` and getifaddrs use): the other netlink families reach
+            // the audit log, uevents, every socket of a shared network namespace, netfilter.
+            syscalls.push(rule(
+                &["socket"],
+                "SCMP_ACT_ALLOW",
+                None,
+                &[
+                    (0, "SCMP_CMP_EQ", family as u64, 0),
+                    (2, "SCMP_CMP_EQ", libc::NETLINK_ROUTE as u64, 0),
+                ],
+            ));
         } else if ip && narrow_ip {
             for (typ, protocols) in ip_types {
                 for proto in *protocols {
@@ -530,6 +542,55 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
     serde_json::from_value(value).expect("the sandbox profile is a valid LinuxSeccomp")
 }
 
+/// ioctls that change a file's metadata through any fd, a read-only one too (the kernel asks
+/// only for ownership and a writable mount): inode flags (immutable, append-only, ...), project
+/// and extended flags, the inode version, encryption and verity (which make a file read-only
+/// for good). The cmd argument is 32 bits to the kernel: compared under that mask, so that
+/// high bits cannot slip a call past the rule.
+const METADATA_IOCTLS: &[u64] = &[
+    0x4008_6602, // FS_IOC_SETFLAGS
+    0x4004_6602, // FS_IOC32_SETFLAGS
+    0x4008_7602, // FS_IOC_SETVERSION
+    0x4004_7602, // FS_IOC32_SETVERSION
+    0x401c_5820, // FS_IOC_FSSETXATTR
+    0x800c_6613, // FS_IOC_SET_ENCRYPTION_POLICY
+    0x4080_6685, // FS_IOC_ENABLE_VERITY
+    0x4100_9432, // FS_IOC_SETFSLABEL
+];
+
+/// btrfs's ioctls (type 0x94) include making and deleting subvolumes and snapshots in a
+/// directory opened read-only: all refused.
+const BTRFS_IOCTL_TYPE: u64 = 0x94;
+
+/// A filter of its own, after the profile's: the profile allows ioctl unconditionally, and
+/// libseccomp lets an unconditional rule override conditional ones on the same syscall, so
+/// the refusals live here, on a default of "allow". The kernel applies the stricter action.
+pub fn fd_metadata_profile() -> LinuxSeccomp {
+    let mut syscalls: Vec<Value> = METADATA_IOCTLS
+        .iter()
+        .map(|cmd| {
+            rule(
+                &["ioctl"],
+                "SCMP_ACT_ERRNO",
+                Some(libc::ENOTTY as u32),
+                &[(1, "SCMP_CMP_MASKED_EQ", 0xffff_ffff, *cmd)],
+            )
+        })
+        .collect();
+    syscalls.push(rule(
+        &["ioctl"],
+        "SCMP_ACT_ERRNO",
+        Some(libc::ENOTTY as u32),
+        &[(1, "SCMP_CMP_MASKED_EQ", 0xff00, BTRFS_IOCTL_TYPE << 8)],
+    ));
+    let value = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": syscalls,
+    });
+    serde_json::from_value(value).expect("the ioctl profile is a valid LinuxSeccomp")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,12 +623,19 @@ mod tests {
             &Policy::builtin(),
         );
         let filter = strata_linux::seccomp::compile(&p).unwrap();
+        let ioctls = strata_linux::seccomp::compile(&fd_metadata_profile()).unwrap();
         let (r, w) = nix::unistd::pipe().unwrap();
         // SAFETY: the child only makes raw syscalls and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 // SAFETY: prctl with integer arguments.
                 unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                // As the runtime loads them: the ioctl filter first (the profile refuses
+                // seccomp(2), so nothing loads after it).
+                if ioctls.load().is_err() {
+                    // SAFETY: ends the child without the test harness.
+                    unsafe { libc::_exit(3) }
+                }
                 let listener = filter.load();
                 drop(listener);
                 for call in calls {
@@ -674,6 +742,23 @@ mod tests {
                 )
             },
             || sys(libc::SYS_fsetxattr, [0, 0, 0, 0, 0]),
+            || {
+                sys(
+                    libc::SYS_socket,
+                    [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0, 0, 0],
+                )
+            },
+            || {
+                let audit = libc::NETLINK_AUDIT as u64;
+                sys(
+                    libc::SYS_socket,
+                    [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, audit, 0, 0],
+                )
+            },
+            // FS_IOC_SETFLAGS on stdin, with high bits set that the kernel ignores.
+            || sys(libc::SYS_ioctl, [0, 0x4008_6602, 0, 0, 0]),
+            || sys(libc::SYS_ioctl, [0, 0xffff_ffff_4008_6602, 0, 0, 0]),
+            || sys(libc::SYS_ioctl, [0, 0x9400_0000_5000_9401, 0, 0, 0]),
         ]);
         let (eperm, enosys, eafns, eopnotsupp) = (
             libc::EPERM as i64,
@@ -683,7 +768,23 @@ mod tests {
         );
         assert_eq!(
             got,
-            vec![eperm, eperm, 0, enosys, enosys, enosys, 0, 0, eafns, eopnotsupp]
+            vec![
+                eperm,
+                eperm,
+                0,
+                enosys,
+                enosys,
+                enosys,
+                0,
+                0,
+                eafns,
+                eopnotsupp,
+                0,
+                enosys,
+                libc::ENOTTY as i64,
+                libc::ENOTTY as i64,
+                libc::ENOTTY as i64
+            ]
         );
     }
 }

@@ -31,10 +31,16 @@ pub struct Config {
     /// The container's device rules (its `linux.resources.devices`, then the defaults), for
     /// the device nodes the supervisor opens on its behalf.
     pub devices: Vec<strata_linux::cgroups::devices::Rule>,
+    /// The container shares the host's network namespace.
+    pub host_network: bool,
 }
 
 pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
-    let Config { policy, devices } = config;
+    let Config {
+        policy,
+        devices,
+        host_network,
+    } = config;
     // The supervisor enters the container's mount namespace and root with the host's
     // privileges: no process of the container may reach its /proc entry (its exe, its
     // memory), even one sharing the host's pid namespace.
@@ -99,7 +105,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                         let hook_policy = datagram_dir.is_some().then(|| p.clone());
                         let rules = devices.take().unwrap_or_default();
                         emulator = Some(
-                            Emulator::new(proc_dup, p, rules, user_ns)
+                            Emulator::new(proc_dup, p, rules, user_ns, host_network)
                                 .ctx(|| "setting up the supervisor".into())?,
                         );
                         shed_startup_pages(&host_proc);
