@@ -371,7 +371,13 @@ impl Agent {
     /// child's three fds, the extra runtime arguments, and our ends.
     fn stdio_for(&self, tty: bool, name: &str) -> Result<ProcStdio> {
         if tty {
-            let path = self.cfg.work.join("console").join(format!("{name}.sock"));
+            // Named by a hash of the process's name: a 64-hex container ID and an exec ID
+            // make a path longer than a Unix socket address holds (108 bytes).
+            let path = self
+                .cfg
+                .work
+                .join("console")
+                .join(format!("{:016x}.sock", short_hash(name)));
             let _ = std::fs::remove_file(&path);
             let listener = UnixListener::bind(&path).context("console socket")?;
             let null = || File::open("/dev/null").map(OwnedFd::from);
@@ -695,6 +701,14 @@ pub fn rewrite_spec(spec: &mut serde_json::Value, rootfs: &Path, files: &Path) {
             }
         }
     }
+}
+
+/// A stable 64-bit hash of a process's name, for short socket paths.
+fn short_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// Mounts what a container host needs, and the rootfs the host shares over virtio-fs.

@@ -231,6 +231,9 @@ pub struct ExecRequest<'a> {
     pub console: Option<RawFd>,
     pub preserve_fds: i32,
     pub extra_env: Vec<String>,
+    /// Runtime fds a process that outlives this command must not keep (the state lock: a
+    /// relay holding it would block every later command on the container).
+    pub close_in_child: Vec<RawFd>,
 }
 
 pub trait Backend {

@@ -521,6 +521,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         console: console.child_fd(),
         preserve_fds: listen + a.preserve_fds as i32,
         extra_env,
+        close_in_child: vec![dir.lock_fd()],
     };
     let pid = backend::backend(kind_of(&rec)?)?.exec(&rec, &req)?;
     strata_linux::fault::point("exec:after-spawn");

@@ -20,7 +20,7 @@ pub fn main_entry() -> ! {
     {
         crate::sandbox::supervisor_main();
     }
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -41,6 +41,13 @@ pub fn main_entry() -> ! {
             std::process::exit(2);
         }
     };
+    // A relative --root is taken from where strata was started: create changes its working
+    // directory (to bind sockets by short names) before it is done with the root.
+    if cli.root.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            cli.root = cwd.join(&cli.root);
+        }
+    }
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("strata: cannot open --log file: {e}");
     }

@@ -424,6 +424,7 @@ impl Backend for Sandbox {
             console: req.console,
             preserve_fds: req.preserve_fds,
             extra_env: req.extra_env.clone(),
+            close_in_child: req.close_in_child.clone(),
         };
         native::exec_with(rec, &req, extras)
     }

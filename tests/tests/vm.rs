@@ -487,3 +487,127 @@ fn a_container_allowed_vsock_cannot_reach_the_agent() {
     );
     assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
 }
+
+/// What container IDs from Docker, containerd and the kubelet look like: 64 hex digits.
+fn hex_id() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut out = String::new();
+    for i in 0..4u8 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (unique("hexid"), i).hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// `exec -t` with a 64-hex container ID (its guest console socket path used to pass the 108
+/// bytes a Unix socket address holds), and a detached exec that must not hold the
+/// container's lock (its relay used to inherit it: `kill --all` waited for the exec'd
+/// process to end).
+#[test]
+fn long_ids_get_terminals_and_a_detached_exec_blocks_nothing() {
+    let Some(v) = vm_runtime() else { return };
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    let id = hex_id();
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(format!("/strata-test/{id}")));
+    let run = run_dir(&v.rt, &id);
+    v.rt.ok(&["run", "--detach", "-b", b.path().to_str().unwrap(), &id]);
+    let cmd = format!(
+        "{} --root {} --config {} exec -t {id} sh -c 'tty; exit 7'",
+        strata_bin().display(),
+        v.rt.root.path().display(),
+        v.config.display(),
+    );
+    let (shown, code) = on_pty(&cmd, Duration::from_secs(120));
+    assert_eq!(code, 7, "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown:?}");
+    v.rt.ok(&["exec", "--detach", &id, "sleep", "60"]);
+    let t = std::time::Instant::now();
+    v.rt.ok(&["kill", "--all", &id, "KILL"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "kill --all waited {:?} behind the detached exec",
+        t.elapsed()
+    );
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+/// Root in the guest (a bundle granting the capabilities) against the host's filesystem: no
+/// device node lands in the shared rootfs (virtiofsd serves without CAP_MKNOD), a read-only
+/// root stays read-only on the host whatever the guest remounts, and the console log the
+/// guest can fill is kept to its first MiB.
+#[test]
+fn guest_root_cannot_make_devices_or_write_a_read_only_root_or_fill_the_host() {
+    let Some(v) = vm_runtime() else { return };
+    let caps = |c: &mut Value| {
+        for set in ["bounding", "effective", "permitted"] {
+            let list = c["process"]["capabilities"][set].as_array_mut().unwrap();
+            list.extend([json!("CAP_MKNOD"), json!("CAP_SYS_ADMIN")]);
+        }
+    };
+    let script = "mknod /disk b 8 0 2>/dev/null && echo MADE || echo REFUSED; \
+                  mount -o remount,rw / 2>/dev/null; touch /proof 2>/dev/null && echo WROTE || echo READ-ONLY; \
+                  mknod /dev/ttyS0 c 4 64 && dd if=/dev/zero of=/dev/ttyS0 bs=64k count=24 2>/dev/null; \
+                  echo done; sleep 1000";
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    b.edit(|c| {
+        caps(c);
+        c["root"]["readonly"] = json!(true);
+        // The guest's serial port, for the console test.
+        c["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"allow": true, "type": "c", "major": 4, "minor": 64, "access": "rwm"}));
+    });
+    let id = container(&mut b, "vmguestroot");
+    let run = run_dir(&v.rt, &id);
+    let out_dir = TempDir::new("vmguestroot-out");
+    let out = out_dir.path().join("out");
+    let st =
+        v.rt.cmd()
+            .args(["run", "--detach", "-b", b.path().to_str().unwrap(), &id])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .status()
+            .unwrap();
+    assert!(st.success());
+    eventually_for("the script to finish", Duration::from_secs(120), || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("done")
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("REFUSED\nREAD-ONLY\n"), "{text}");
+    assert!(
+        !b.rootfs().join("disk").exists(),
+        "a device node reached the host"
+    );
+    assert!(
+        !b.rootfs().join("proof").exists(),
+        "the read-only root was written"
+    );
+    // The guest wrote 1.5 MiB to its console: the log holds the first MiB and says so.
+    eventually_for("the console to be cut", Duration::from_secs(60), || {
+        std::fs::read(run.join("console.log"))
+            .is_ok_and(|t| String::from_utf8_lossy(&t).contains("is not kept"))
+    });
+    let console = std::fs::metadata(run.join("console.log")).unwrap().len();
+    assert!(
+        console <= (1 << 20) + 4096,
+        "the console log grew to {console} bytes"
+    );
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+}
+
+/// Waits (bounded by `limit`) until `f` holds.
+fn eventually_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod layout;
 pub mod mptable;
 pub mod seccomp;
+pub mod share;
 pub mod tiny_guest;
 pub mod vm;
 

@@ -42,6 +42,8 @@ pub enum VmError {
     Fs(#[from] crate::devices::fs::FsError),
     #[error("invalid VM configuration: {0}")]
     Config(String),
+    #[error("confining the shares: {0}")]
+    Setup(String),
     #[error("VM setup: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -72,6 +74,8 @@ pub struct VmConfig {
     pub vsock: Option<(u64, PathBuf)>,
     /// virtio-fs shares: tag and host directory.
     pub fs: Vec<(String, PathBuf)>,
+    /// Tags of the shares the guest may not write (see `share`).
+    pub fs_readonly: Vec<String>,
     /// Confine VMM threads with seccomp once the guest runs.
     pub seccomp: bool,
 }
@@ -133,6 +137,16 @@ pub fn validate(config: &VmConfig) -> Result<(), VmError> {
 /// Builds the VM, runs it until the guest resets or fails, and returns how it ended.
 pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
     validate(config)?;
+    if !config.fs.is_empty() {
+        let ro: Vec<&std::path::Path> = config
+            .fs
+            .iter()
+            .filter(|(tag, _)| config.fs_readonly.contains(tag))
+            .map(|(_, dir)| dir.as_path())
+            .collect();
+        crate::share::read_only(&ro)?;
+        crate::share::drop_mknod()?;
+    }
     let kvm_sys = Kvm::new().map_err(VmError::OpenKvm)?;
     let vm = kvm("create a VM", kvm_sys.create_vm())?;
     // Intel needs a TSS region below 4 GiB; others ignore it.
@@ -188,7 +202,10 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
     let output: Box<dyn Write + Send> = match &config.serial {
         SerialOutput::Off => Box::new(std::io::sink()),
         SerialOutput::Stderr => Box::new(std::io::stderr()),
-        SerialOutput::File(path) => Box::new(std::fs::File::create(path)?),
+        SerialOutput::File(path) => Box::new(crate::devices::legacy::Capped::new(
+            std::fs::File::create(path)?,
+            crate::devices::legacy::CONSOLE_LIMIT,
+        )),
     };
     let shared = Arc::new(Shared {
         ports: Mutex::new(PortBus::new(output, serial_irq, exit.clone())),

@@ -95,11 +95,51 @@ impl AgentAddr {
     }
 }
 
-/// One request on an open connection.
+/// Reads from a connection until a deadline for the whole reply: a guest that sends its
+/// answer a byte at a time cannot keep a host command waiting past it (each read alone would
+/// stay within a per-read timeout).
+struct Deadline<'a> {
+    s: &'a UnixStream,
+    until: Option<std::time::Instant>,
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(until) = self.until {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.s.set_read_timeout(Some(left))?;
+        }
+        std::io::Read::read(&mut self.s, buf)
+    }
+}
+
+/// Text from the guest, fit to print on the host: control characters (a terminal's escape
+/// sequences, newlines) escaped, and no longer than a line should be. The guest may be in a
+/// hostile container's hands.
+pub fn from_guest(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(1024) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One request on an open connection; `timeout` bounds the whole reply.
 pub fn call_on(s: &mut UnixStream, req: &Request, timeout: Option<Duration>) -> Result<Response> {
     s.set_read_timeout(timeout)?;
     write_frame(s, req).context("sending a request to the guest agent")?;
-    let reply = read_frame::<_, Response>(s).map_err(|e| match e {
+    let mut reader = Deadline {
+        s,
+        until: timeout.map(|t| std::time::Instant::now() + t),
+    };
+    let reply = read_frame::<_, Response>(&mut reader).map_err(|e| match e {
         FrameError::Io(e)
             if e.kind() == std::io::ErrorKind::WouldBlock
                 || e.kind() == std::io::ErrorKind::TimedOut =>
@@ -112,10 +152,15 @@ pub fn call_on(s: &mut UnixStream, req: &Request, timeout: Option<Duration>) -> 
         FrameError::Closed => {
             anyhow::anyhow!("the guest agent closed the connection (did the VM stop?)")
         }
-        other => anyhow::anyhow!("guest agent: {other}"),
+        other => anyhow::anyhow!("guest agent: {}", from_guest(&other.to_string())),
     })?;
     s.set_read_timeout(None)?;
-    Ok(reply)
+    Ok(match reply {
+        Response::Error { message } => Response::Error {
+            message: from_guest(&message),
+        },
+        other => other,
+    })
 }
 
 /// Waits for the agent's ready connection on `listener` (bound before the VM started).

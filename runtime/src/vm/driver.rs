@@ -27,6 +27,9 @@ pub struct Launch<'a> {
     pub memory_mib: u32,
     pub vcpus: u8,
     pub rootfs: &'a Path,
+    /// The bundle's `root.readonly`: the share is read-only on the host side, so that guest
+    /// root cannot undo it in the guest.
+    pub readonly_rootfs: bool,
     /// Sockets and the console log live here (a short path: socket names are limited).
     pub run_dir: &'a Path,
 }
@@ -92,6 +95,22 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// The first CONSOLE_LIMIT bytes of the guest's console; the rest is read and dropped, so
+/// that the guest never blocks on it.
+const CONSOLE_LIMIT: u64 = 1 << 20;
+
+fn keep_console(mut from: impl std::io::Read, to: std::fs::File) {
+    use std::io::{Read, Write};
+    // Unbuffered: the monitor quotes the last line when the guest does not come up.
+    let mut kept = to;
+    let copied = std::io::copy(&mut (&mut from).take(CONSOLE_LIMIT), &mut kept).unwrap_or(0);
+    if copied == CONSOLE_LIMIT {
+        let _ = kept.write_all(b"\n[strata: console output past this point is not kept]\n");
+    }
+    drop(kept);
+    let _ = std::io::copy(&mut from, &mut std::io::sink());
+}
+
 /// The kernel command line both drivers share.
 fn guest_cmdline() -> String {
     format!("strata.rootfs={ROOTFS_TAG} quiet")
@@ -122,6 +141,9 @@ impl Hypervisor for StrataVmm {
         ));
         cmd.arg("--fs")
             .arg(format!("{ROOTFS_TAG}={}", l.rootfs.display()));
+        if l.readonly_rootfs {
+            cmd.args(["--fs-readonly", ROOTFS_TAG]);
+        }
         cmd.arg("--serial").arg(l.run_dir.join("console.log"));
         cmd.arg("--cmdline").arg(guest_cmdline());
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
@@ -187,11 +209,16 @@ impl Hypervisor for Qemu {
         let listener = UnixListener::bind(&fs_sock).context("binding the virtio-fs socket")?;
         let fs_fd: OwnedFd = listener.into();
         let mut fs = Command::new(program("virtiofsd")?);
+        // No device nodes from the guest: virtiofsd acts as root on the host, and a guest
+        // could otherwise leave (say) a world-writable node of the host's disk in the share.
         fs.arg(format!("--fd={}", 3))
             .arg("--shared-dir")
             .arg(l.rootfs)
-            .args(["--cache=auto", "--log-level=error"])
-            .stdin(Stdio::null())
+            .args(["--cache=auto", "--log-level=error", "--modcaps=-mknod"]);
+        if l.readonly_rootfs {
+            fs.arg("--readonly");
+        }
+        fs.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(
                 l.run_dir.join("virtiofsd.log"),
@@ -257,7 +284,13 @@ impl Hypervisor for Qemu {
             "-object",
             &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
         ]);
-        q.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        q.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         q.arg("-kernel").arg(l.kernel);
         q.arg("-initrd").arg(l.initrd);
         q.args(["-append", &cmdline]);
@@ -270,17 +303,21 @@ impl Hypervisor for Qemu {
         q.arg("-chardev")
             .arg(format!("socket,id=vs0,path={}", vhost_sock.display()));
         q.args(["-device", "vhost-user-vsock-device,chardev=vs0"]);
-        q.arg("-serial")
-            .arg(format!("file:{}", l.run_dir.join("console.log").display()));
-        q.stdin(Stdio::null()).stdout(Stdio::null());
+        // The console comes to us on QEMU's stdout, and only its first CONSOLE_LIMIT bytes
+        // are kept: the guest writes what it likes there, and the log is host memory.
+        q.args(["-serial", "stdio"]);
+        q.stdin(Stdio::null()).stdout(Stdio::piped());
         q.stderr(Stdio::from(std::fs::File::create(
             l.run_dir.join("qemu.log"),
         )?));
-        children.push(
-            die_with_parent(&mut q)
-                .spawn()
-                .context("starting qemu-system-x86_64")?,
-        );
+        let mut qemu = die_with_parent(&mut q)
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        let console = std::fs::File::create(l.run_dir.join("console.log"))?;
+        if let Some(out) = qemu.stdout.take() {
+            std::thread::spawn(move || keep_console(out, console));
+        }
+        children.push(qemu);
         Ok(children)
     }
 }

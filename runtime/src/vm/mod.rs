@@ -109,15 +109,20 @@ impl Vm {
     }
 }
 
+/// Host fds cannot cross into a VM: `--preserve-fds` (or LISTEN_FDS) is refused.
+fn refuse_preserved_fds(n: i32) -> Result<()> {
+    if n > 0 {
+        bail!(
+            "vm backend: --preserve-fds (or LISTEN_FDS) asks to pass {n} host fds to the \
+             container, and fds cannot cross into a VM"
+        );
+    }
+    Ok(())
+}
+
 impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
-        if req.preserve_fds > 0 {
-            bail!(
-                "vm backend: --preserve-fds (or LISTEN_FDS) asks to pass {} host fds to the \
-                 container, and fds cannot cross into a VM",
-                req.preserve_fds
-            );
-        }
+        refuse_preserved_fds(req.preserve_fds)?;
         let plan = plan::plan(req.spec, req.bundle, req.node)?;
         let kernel = Self::kernel(req)?;
         let cache = crate::check::cache_dir();
@@ -225,6 +230,7 @@ impl Backend for Vm {
     }
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
+        refuse_preserved_fds(req.preserve_fds)?;
         let process = serde_json::to_value(req.process)?;
         let exec_id = format!(
             "exec-{}-{}",
@@ -248,6 +254,11 @@ impl Backend for Vm {
         match unsafe { fork() }.context("forking the exec relay")? {
             ForkResult::Child => {
                 drop(report_r);
+                for fd in &req.close_in_child {
+                    // SAFETY: the runtime named these fds as its own; the relay does not use
+                    // them (the state lock would otherwise stay held as long as the relay).
+                    unsafe { libc::close(*fd) };
+                }
                 std::process::exit(monitor::relay(setup, report_w));
             }
             ForkResult::Parent { child } => {

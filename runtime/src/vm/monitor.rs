@@ -253,6 +253,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         memory_mib: setup.plan.memory_mib,
         vcpus: setup.plan.vcpus,
         rootfs: &setup.plan.rootfs,
+        readonly_rootfs: setup.plan.readonly_rootfs,
         run_dir: &setup.run_dir,
     };
     children.extend(setup.driver.launch(&launch)?);

@@ -27,6 +27,61 @@ const MAX_FILE: u64 = 1 << 20;
 /// Where the agent places those files; see the agent's spec rewrite.
 pub const FILE_PREFIX: &str = "@strata-file/";
 
+/// The most memory a VM gets.
+pub const MAX_MEMORY_MIB: u32 = 65536;
+
+/// The guest-side device a host device node stands for, when a bind mount names one: the
+/// guest has its own null, zero, full, random and urandom; nothing else of the host's /dev
+/// can cross into a VM.
+fn guest_device(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !meta.file_type().is_char_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    match (libc::major(rdev), libc::minor(rdev)) {
+        (1, 3) => Some("/dev/null"),
+        (1, 5) => Some("/dev/zero"),
+        (1, 7) => Some("/dev/full"),
+        (1, 8) => Some("/dev/random"),
+        (1, 9) => Some("/dev/urandom"),
+        _ => None,
+    }
+}
+
+/// A host file a bind mount carries into the guest: a regular file (checked on the open fd,
+/// without blocking on a FIFO), read up to MAX_FILE bytes (a file that grows past it while
+/// it is read is refused too).
+fn read_small_file(source: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let what = || format!("vm backend: bind mount source {}", source.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(source)
+        .with_context(what)?;
+    let meta = file.metadata().with_context(what)?;
+    if !meta.is_file() {
+        bail!(
+            "{}: only regular files (and the host's null, zero, full, random and urandom \
+             devices) are carried into the guest",
+            what()
+        );
+    }
+    let mut content = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut content)
+        .with_context(what)?;
+    if content.len() as u64 > MAX_FILE {
+        bail!(
+            "{}: more than {MAX_FILE} bytes; files up to that are carried into the guest",
+            what()
+        );
+    }
+    Ok(content)
+}
+
 #[derive(Debug)]
 pub struct GuestPlan {
     pub spec: serde_json::Value,
@@ -37,6 +92,8 @@ pub struct GuestPlan {
     pub allow_vsock: bool,
     /// The host directory shared as the guest's container rootfs.
     pub rootfs: PathBuf,
+    /// The bundle's `root.readonly`.
+    pub readonly_rootfs: bool,
 }
 
 fn annotation<'a>(spec: &'a Spec, node: &NodeConfig, key: &str) -> Option<&'a str> {
@@ -102,6 +159,18 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             );
         }
     }
+    // The guest's own pid and mount namespaces are the agent's: a container in them could
+    // reach it (its fds, its memory, its vsock listener) with a capability or two.
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    for (typ, name) in [(Ns::Pid, "pid"), (Ns::Mount, "mount")] {
+        let listed = linux.namespaces().as_deref().unwrap_or_default();
+        if !listed.iter().any(|n| n.typ() == typ) {
+            bail!(
+                "vm backend: linux.namespaces: a vm container needs a {name} namespace of its \
+                 own (without one it would share the guest agent's)"
+            );
+        }
+    }
     let rootfs = strata_linux::container::rootfs_of(spec, bundle)?;
     let mut guest = serde_json::to_value(spec).context("serializing the spec")?;
     let mut files = Vec::new();
@@ -125,6 +194,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             };
             let meta = std::fs::metadata(&source)
                 .with_context(|| format!("vm backend: bind mount source {}", source.display()))?;
+            if let Some(dev) = guest_device(&meta) {
+                // The guest has its own /dev/null and friends: bound from there.
+                json["source"] = dev.into();
+                continue;
+            }
             if meta.is_dir() {
                 if m.destination() == Path::new("/dev/shm") {
                     // Shared memory with the host means nothing across a VM boundary: the
@@ -141,16 +215,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
                     m.destination().display()
                 );
             }
-            if meta.len() > MAX_FILE {
-                bail!(
-                    "vm backend: bind mount source {} is {} bytes; files up to {MAX_FILE} bytes \
-                     are carried into the guest",
-                    source.display(),
-                    meta.len()
-                );
-            }
-            let content = std::fs::read(&source)
-                .with_context(|| format!("vm backend: reading {}", source.display()))?;
+            let content = read_small_file(&source)?;
             let name = i.to_string();
             json["source"] = format!("{FILE_PREFIX}{name}").into();
             files.push(GuestFile {
@@ -166,20 +231,44 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         linux.remove("cgroupsPath");
     }
     let limits = linux.resources().clone().unwrap_or_default();
-    let from_limit = limits
+    let from_limit = match limits
         .memory()
         .as_ref()
         .and_then(|m| m.limit())
         .filter(|l| *l > 0)
-        .map(|l| (l as u64).div_ceil(1 << 20) as u32 + GUEST_OVERHEAD_MIB);
+    {
+        Some(l) => {
+            let mib = (l as u64).div_ceil(1 << 20) + u64::from(GUEST_OVERHEAD_MIB);
+            if mib > u64::from(MAX_MEMORY_MIB) {
+                bail!(
+                    "vm backend: linux.resources.memory.limit: {l} bytes is more than a VM here \
+                     can have ({MAX_MEMORY_MIB} MiB)"
+                );
+            }
+            Some(mib as u32)
+        }
+        None => None,
+    };
     let memory_mib = match annotation(spec, node, MEMORY_ANNOTATION) {
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (64..=65536).contains(m))
-            .with_context(|| {
-                format!("annotation {MEMORY_ANNOTATION}: expected 64 to 65536, got {v:?}")
-            })?,
+        Some(v) => {
+            let mib = v
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (64..=MAX_MEMORY_MIB).contains(m))
+                .with_context(|| {
+                    format!(
+                        "annotation {MEMORY_ANNOTATION}: expected 64 to {MAX_MEMORY_MIB}, got {v:?}"
+                    )
+                })?;
+            // The bundle's limit is the container's; the annotation sizes the VM within it.
+            if let Some(cap) = from_limit.filter(|cap| mib > *cap) {
+                bail!(
+                    "annotation {MEMORY_ANNOTATION}: {mib} MiB is above what the bundle's memory \
+                     limit allows the VM ({cap} MiB with the guest's own)"
+                );
+            }
+            mib
+        }
         None => from_limit
             .or(node.vm.memory_mib)
             .unwrap_or(DEFAULT_MEMORY_MIB),
@@ -214,6 +303,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         vcpus,
         allow_vsock,
         rootfs,
+        readonly_rootfs: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
     })
 }
 
@@ -221,10 +315,17 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
 mod tests {
     use super::*;
 
+    /// The default spec with `json`'s top-level fields; `linux` is merged field by field.
     fn spec(json: serde_json::Value) -> Spec {
         let mut base = crate::default_spec::default_spec(false);
         for (k, v) in json.as_object().unwrap() {
-            base[k] = v.clone();
+            if k == "linux" {
+                for (lk, lv) in v.as_object().unwrap() {
+                    base["linux"][lk] = lv.clone();
+                }
+            } else {
+                base[k] = v.clone();
+            }
         }
         serde_json::from_value(base).unwrap()
     }
@@ -331,6 +432,76 @@ mod tests {
         );
         let e = plan(&s, &b.0, &node).unwrap_err().to_string();
         assert!(e.contains("/etc") && e.contains("/data"), "{e}");
+    }
+
+    #[test]
+    fn a_container_gets_pid_and_mount_namespaces_of_its_own() {
+        let b = bundle();
+        for typ in ["pid", "mount"] {
+            let mut s = crate::default_spec::default_spec(false);
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != typ);
+            let s: Spec = serde_json::from_value(s).unwrap();
+            let e = plan(&s, &b.0, &NodeConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{typ} namespace of its own")), "{e}");
+        }
+    }
+
+    #[test]
+    fn bind_sources_are_small_regular_files_or_the_guests_own_devices() {
+        let b = bundle();
+        let node = NodeConfig::default();
+        let bind = |src: &str| {
+            spec(serde_json::json!({"mounts": [
+                {"destination": "/x", "type": "bind", "source": src, "options": ["rbind"]}
+            ]}))
+        };
+        // /dev/zero would be read for ever: the guest's own is bound instead.
+        let p = plan(&bind("/dev/zero"), &b.0, &node).unwrap();
+        assert_eq!(p.spec["mounts"][0]["source"], "/dev/zero");
+        assert!(p.files.is_empty());
+        // A FIFO would block create; other devices cannot cross.
+        let fifo = b.0.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = plan(&bind(fifo.to_str().unwrap()), &b.0, &node)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only regular files"), "{e}");
+        let e = plan(&bind("/dev/kmsg"), &b.0, &node)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only regular files"), "{e}");
+        let big = b.0.join("big");
+        std::fs::write(&big, vec![0u8; (MAX_FILE + 1) as usize]).unwrap();
+        let e = plan(&bind(big.to_str().unwrap()), &b.0, &node)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn the_vm_stays_within_the_bundles_memory_limit() {
+        let b = bundle();
+        let node = NodeConfig::default();
+        let s = spec(serde_json::json!({
+            "annotations": {MEMORY_ANNOTATION: "65536"},
+            "linux": {"resources": {"memory": {"limit": 16 << 20}}}
+        }));
+        let e = plan(&s, &b.0, &node).unwrap_err().to_string();
+        assert!(
+            e.contains(MEMORY_ANNOTATION) && e.contains("memory limit"),
+            "{e}"
+        );
+        // Limits too large for a VM: one line, no overflow.
+        for limit in [1i64 << 52, ((1i64 << 32) - 1) << 20, i64::MAX] {
+            let s = spec(serde_json::json!({"linux": {"resources": {"memory": {"limit": limit}}}}));
+            let e = plan(&s, &b.0, &node).unwrap_err().to_string();
+            assert!(e.contains("more than a VM"), "{limit}: {e}");
+        }
     }
 
     #[test]

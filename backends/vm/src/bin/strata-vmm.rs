@@ -33,6 +33,9 @@ struct Args {
     /// virtio-fs share: TAG=DIR; repeatable.
     #[arg(long = "fs")]
     fs: Vec<String>,
+    /// A share's tag the guest may only read; repeatable.
+    #[arg(long = "fs-readonly")]
+    fs_readonly: Vec<String>,
     /// Do not confine the VMM's threads with seccomp (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -76,6 +79,7 @@ fn config(args: Args) -> Result<VmConfig, String> {
         serial,
         vsock,
         fs,
+        fs_readonly: args.fs_readonly,
         seccomp: !args.no_seccomp,
     })
 }

@@ -72,6 +72,51 @@ impl PortBus {
     }
 }
 
+/// The most of the guest's console a file keeps: the guest writes what it likes to its
+/// serial port, and the file lives on the host (usually under /run, a tmpfs: host memory).
+/// What matters for diagnosis, the boot, comes first.
+pub const CONSOLE_LIMIT: u64 = 1 << 20;
+
+/// A writer that passes the first `limit` bytes on, says once that it stopped, and swallows
+/// the rest (the guest must never block on its console).
+pub struct Capped<W> {
+    inner: W,
+    left: u64,
+    said: bool,
+}
+
+impl<W: Write> Capped<W> {
+    pub fn new(inner: W, limit: u64) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            said: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        if n > 0 {
+            let written = self.inner.write(&buf[..n])?;
+            self.left -= written as u64;
+            return Ok(written);
+        }
+        if !self.said {
+            self.said = true;
+            let _ = self
+                .inner
+                .write_all(b"\n[strata: console output past this point is not kept]\n");
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +132,21 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn console_output_stops_at_its_limit() {
+        let sink = Sink::default();
+        let mut w = Capped::new(sink.clone(), 5);
+        w.write_all(b"abc").unwrap();
+        w.write_all(b"defgh").unwrap();
+        w.write_all(b"ijk").unwrap();
+        let got = sink.0.lock().unwrap().clone();
+        assert!(
+            got.starts_with(b"abcde\n[strata: console output"),
+            "{got:?}"
+        );
+        assert_eq!(got.iter().filter(|b| **b == b'[').count(), 1);
     }
 
     #[test]
