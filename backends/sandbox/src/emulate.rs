@@ -62,8 +62,10 @@ pub(crate) struct Emulator {
     ident: RefCell<Identity>,
     /// The container's device rules, for opens of device nodes.
     devices: Vec<strata_linux::cgroups::devices::Rule>,
-    /// The PID the caller of the call being performed has in its own pid namespace.
+    /// The PID the caller of the call being performed has in its own pid namespace, and its
+    /// process's.
     caller_ns_pid: u32,
+    caller_ns_tgid: u32,
     /// The container shares the host's network namespace (and with it the host's abstract
     /// Unix socket names).
     host_network: bool,
@@ -100,6 +102,7 @@ impl Emulator {
             ident: RefCell::new(Identity::current()?),
             devices,
             caller_ns_pid: 0,
+            caller_ns_tgid: 0,
             host_network,
             abstract_names: HashSet::new(),
         })
@@ -514,6 +517,7 @@ impl Emulator {
     ) -> R<Outcome> {
         self.ident.borrow_mut().apply(&Target::of(c, false))?;
         self.caller_ns_pid = c.ns_pid;
+        self.caller_ns_tgid = c.ns_tgid;
         match op {
             Op::Open {
                 dirfd,
@@ -631,7 +635,13 @@ impl Emulator {
                 Ok(Outcome::Value(0))
             }
             Op::Mkdir { dirfd, path, mode } => {
-                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                let (parent, last) = match self.parent(tid, c, dirfd, &path) {
+                    // "/", "." and ".." have no last name to make, and always exist.
+                    Err(Errno::EINVAL) if self.resolve(tid, c, dirfd, &path, 0).is_ok() => {
+                        return Err(Errno::EEXIST)
+                    }
+                    r => r?,
+                };
                 self.check_named(&parent, &last, Access::Write, "mkdir")?;
                 // SAFETY: as above.
                 let r = unsafe { libc::mkdirat(parent.as_raw_fd(), last.as_ptr(), mode) };
@@ -799,10 +809,11 @@ impl Emulator {
                 // memfds, which live on no path and so escape Landlock, cannot be made
                 // executable in the container (vm.memfd_noexec = 2 in its pid namespace).
                 let keep = libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH;
-                let fd = self.resolve(tid, c, dirfd, &path, flags & keep)?;
+                // /proc/self/exe (a program re-executing itself) is a final magic link.
+                let fd = self.resolve_following_proc_links(tid, c, dirfd, &path, flags & keep)?;
                 self.check(&fd, Access::Exec, "execve")?;
-                // The new image may run with other capabilities.
-                self.cache.forget_process(c.tgid);
+                // The new image may run with other credentials.
+                self.cache.exec_starts(c.tgid, tid);
                 Ok(Outcome::Continue)
             }
             Op::Socket { kind, fd, addr } => self.socket(tid, c, kind, fd, addr, listener, id),
@@ -838,7 +849,14 @@ impl Emulator {
                 self.check(&fd, access, "open")?;
                 if flags & libc::O_PATH == 0 {
                     self.check_device(&fd, flags)?;
+                    self.check_other_process_memory(&fd)?;
                 }
+                // /dev/tty is the caller's controlling terminal, not the supervisor's.
+                let fd = if flags & libc::O_PATH == 0 && is_dev_tty(&fd) {
+                    self.callers_tty(c)?
+                } else {
+                    fd
+                };
                 if flags & libc::O_PATH != 0 {
                     // The kernel will not pass an O_PATH file through ADDFD, so this open is
                     // let through after the check. An O_PATH fd grants no access, only a
@@ -846,9 +864,12 @@ impl Emulator {
                     // and checked against the real path again.
                     return Ok(Outcome::Continue);
                 } else {
-                    // Reopen the inode we checked, with the caller's flags (and identity).
+                    // Reopen the inode we checked, with the caller's flags (and identity). Never
+                    // as the supervisor's controlling terminal: a tty it opened that way would
+                    // let the container's ^C and hang-ups reach the supervisor and its guard.
                     let reopen = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)
-                        | libc::O_CLOEXEC;
+                        | libc::O_CLOEXEC
+                        | libc::O_NOCTTY;
                     let target = proc_fd_path(fd.as_raw_fd());
                     if flags & libc::O_NONBLOCK == 0 && is_fifo(&fd) {
                         // A FIFO's open waits for the other end, which may be this
@@ -862,6 +883,38 @@ impl Emulator {
                                 cloexec,
                             })
                         });
+                    }
+                    if is_regular(&fd) && flags & libc::O_NONBLOCK == 0 {
+                        // An open that must break a lease waits up to lease-break-time (45 s):
+                        // tried without waiting, and waited for on a thread of its own.
+                        match openat_raw(
+                            self.host_proc.as_raw_fd(),
+                            &target,
+                            reopen | libc::O_NONBLOCK,
+                            0,
+                        ) {
+                            Ok(opened) => {
+                                clear_nonblock(&opened)?;
+                                return Ok(Outcome::Fd {
+                                    fd: opened,
+                                    cloexec,
+                                });
+                            }
+                            Err(Errno::EWOULDBLOCK) => {
+                                let proc_dir =
+                                    self.host_proc.try_clone().map_err(|_| Errno::EMFILE)?;
+                                return defer(listener, id, move || {
+                                    let _probe = fd;
+                                    let opened =
+                                        openat_raw(proc_dir.as_raw_fd(), &target, reopen, 0)?;
+                                    Ok(Outcome::Fd {
+                                        fd: opened,
+                                        cloexec,
+                                    })
+                                });
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     openat_raw(self.host_proc.as_raw_fd(), &target, reopen, 0)?
                 }
@@ -947,6 +1000,9 @@ impl Emulator {
                     held_socket_file = Some(sock_file);
                 }
             }
+            // Routing sockets (the only netlink family the profile lets be made): binding
+            // one sets its groups, as `ip` does.
+            libc::AF_NETLINK => {}
             _ => {
                 if self.policy.network != crate::policy::Network::Any {
                     self.deny(
@@ -960,37 +1016,98 @@ impl Emulator {
         }
         // Act on the caller's own socket, with the address we checked.
         let sock = self.caller_fd(c, fd)?;
-        if family != libc::AF_UNIX && !bind && blocks(&sock, &kind) {
-            // A blocking connect or send to a remote host can take as long as the network
-            // does: answered from a thread of its own.
+        // Unix peers see who connected or sent (SO_PEERCRED, SCM_CREDENTIALS): the caller's
+        // IDs, not the supervisor's root.
+        let as_caller = family == libc::AF_UNIX;
+        let caller = c.clone();
+        if matches!(kind, SockOp::Connect) {
+            // A connect may wait (a remote host, a full Unix backlog), and whether it does
+            // can change under us (another thread clears O_NONBLOCK): always from a thread
+            // of its own, which answers the caller itself.
+            let unix_at = unix_at
+                .map(|(dir, a)| Ok::<_, Errno>((dir.into_owned()?, a)))
+                .transpose()?;
             let addr = addr.to_vec();
-            return defer(listener, id, move || sock_call(&sock, &kind, &addr));
+            return defer(listener, id, move || {
+                let _held = held_socket_file;
+                worker_call(&sock, &kind, unix_at, &addr, as_caller.then_some(&caller))
+            });
         }
-        let Some((dir, unix_addr)) = unix_at else {
-            let result = sock_call(&sock, &kind, addr);
-            if bind && family == libc::AF_UNIX && result.is_ok() {
-                // Abstract (or autobound, when the address is the family alone): the name
-                // the socket now has.
-                if let Some(name) = unix_name(&sock) {
-                    if self.abstract_names.len() < 65536 {
-                        self.abstract_names.insert(name);
-                    }
+        if let SockOp::SendTo { data, asked, flags } = &kind {
+            if flags & libc::MSG_DONTWAIT == 0 && blocks(&sock, &kind) {
+                // Tried without waiting first; a send that would wait is waited for on a
+                // thread of its own (a full Unix receiver, a full socket buffer).
+                let now = SockOp::SendTo {
+                    data: data.clone(),
+                    asked: *asked,
+                    flags: flags | libc::MSG_DONTWAIT,
+                };
+                let tried = self.unix_or_ip_call(
+                    &sock,
+                    &now,
+                    unix_at.as_ref(),
+                    addr,
+                    as_caller.then_some(c),
+                );
+                if !matches!(tried, Err(Errno::EAGAIN)) {
+                    drop(held_socket_file);
+                    return tried;
+                }
+                let unix_at = unix_at
+                    .map(|(dir, a)| Ok::<_, Errno>((dir.into_owned()?, a)))
+                    .transpose()?;
+                let addr = addr.to_vec();
+                return defer(listener, id, move || {
+                    let _held = held_socket_file;
+                    worker_call(&sock, &kind, unix_at, &addr, as_caller.then_some(&caller))
+                });
+            }
+        }
+        let result =
+            self.unix_or_ip_call(&sock, &kind, unix_at.as_ref(), addr, as_caller.then_some(c));
+        drop(held_socket_file);
+        if bind && family == libc::AF_UNIX && result.is_ok() {
+            // The name the socket now has: abstract (or autobound, when the address is the
+            // family alone), or a path (which the abstract rule ignores).
+            if let Some(name) = unix_name(&sock) {
+                if self.abstract_names.len() < 65536 {
+                    self.abstract_names.insert(name);
                 }
             }
-            return result;
-        };
-        // The relative address resolves from `dir`: the supervisor's cwd for this one call.
-        let here = openat_raw(
-            libc::AT_FDCWD,
-            c".",
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )?;
-        nix::unistd::fchdir(dir.as_fd())?;
-        let result = sock_call(&sock, &kind, &unix_addr);
-        let _ = nix::unistd::fchdir(here.as_fd());
-        drop(held_socket_file);
+        }
         result
+    }
+
+    /// bind or sendto on the caller's socket from this (the serving) thread: a Unix path
+    /// relative to its checked directory (this thread's cwd for the one call), with the
+    /// caller's IDs for Unix peers when `caller` is given.
+    fn unix_or_ip_call(
+        &mut self,
+        sock: &OwnedFd,
+        kind: &SockOp,
+        unix_at: Option<&(Dir, Vec<u8>)>,
+        addr: &[u8],
+        caller: Option<&Creds>,
+    ) -> R<Outcome> {
+        let call = || -> R<Outcome> {
+            let Some((dir, unix_addr)) = unix_at else {
+                return sock_call(sock, kind, addr);
+            };
+            let here = openat_raw(
+                libc::AT_FDCWD,
+                c".",
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            )?;
+            nix::unistd::fchdir(dir.as_fd())?;
+            let result = sock_call(sock, kind, unix_addr);
+            let _ = nix::unistd::fchdir(here.as_fd());
+            result
+        };
+        match caller {
+            Some(c) => self.ident.borrow_mut().with_caller_ids(c, call)?,
+            None => call(),
+        }
     }
 
     /// A copy of the caller's fd `fd` (the same open file), through pidfd_getfd.
@@ -1164,6 +1281,59 @@ impl Emulator {
             return Ok(());
         }
         self.check_path(&path, access, syscall)
+    }
+
+    /// `/proc/<pid>/mem` of another process (or a thread of one): its memory, which ptrace
+    /// and process_vm_readv, refused by the profile, would give. The supervisor opens it, so
+    /// no Landlock ptrace rule of the caller's applies; refused here, whatever the path sets.
+    fn check_other_process_memory(&mut self, fd: &OwnedFd) -> R<()> {
+        let Ok(path) = self.real_path(fd) else {
+            return Ok(());
+        };
+        let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
+        let pid = match parts.as_slice() {
+            [_, proc, pid, mem] if *proc == "proc" && *mem == "mem" => pid,
+            [_, proc, pid, task, _, mem] if *proc == "proc" && *task == "task" && *mem == "mem" => {
+                pid
+            }
+            _ => return Ok(()),
+        };
+        let own = [self.caller_ns_pid, self.caller_ns_tgid].map(|p| p.to_string());
+        if own.iter().any(|p| std::ffi::OsStr::new(p) == *pid) {
+            return Ok(());
+        }
+        self.deny(
+            "open",
+            &path.display().to_string(),
+            "memory of another process",
+        );
+        Err(Errno::EACCES)
+    }
+
+    /// The caller's controlling terminal, for its open of /dev/tty: the pty named by its
+    /// stat's tty_nr, in the container's devpts. None (ENXIO, as the kernel says) without
+    /// one, or with one that is not a pty of the container's.
+    fn callers_tty(&mut self, c: &Creds) -> R<OwnedFd> {
+        let stat = read_at(&self.host_proc, &format!("{}/stat", c.tgid))?;
+        let tty_nr: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(4))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let major = (tty_nr >> 8) & 0xfff;
+        let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xf_ff00);
+        if !(136..=143).contains(&major) {
+            return Err(Errno::ENXIO);
+        }
+        let n = (major - 136) * 256 + minor;
+        let path = CString::new(format!("dev/pts/{n}")).map_err(|_| Errno::EINVAL)?;
+        let fd = openat2(self.root.as_raw_fd(), &path, libc::O_PATH, 0, 0)?;
+        let st = nix::sys::stat::fstat(fd.as_fd())?;
+        if st.st_rdev != libc::makedev(major as u32, minor as u32) {
+            return Err(Errno::ENXIO);
+        }
+        self.check_device(&fd, libc::O_RDWR)?;
+        Ok(fd)
     }
 
     /// The container's device rules (its `linux.resources.devices` and the default set),
@@ -1453,6 +1623,28 @@ fn is_memfd(fd: &OwnedFd, path: &Path) -> bool {
         && nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_nlink == 0)
 }
 
+/// /dev/tty (c 5:0): "the controlling terminal of whoever opens it".
+fn is_dev_tty(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && libc::major(st.st_rdev) == 5
+            && libc::minor(st.st_rdev) == 0
+    })
+}
+
+fn is_regular(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+/// Takes back the O_NONBLOCK an open added for itself.
+fn clear_nonblock(fd: &OwnedFd) -> R<()> {
+    // SAFETY: fcntl on our fd with integer arguments.
+    let fl = Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
 fn is_fifo(fd: &OwnedFd) -> bool {
     nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
@@ -1481,14 +1673,52 @@ fn defer(
     work: impl FnOnce() -> R<Outcome> + Send + 'static,
 ) -> R<Outcome> {
     let listener = listener.try_clone_to_owned().map_err(errno_of)?;
-    std::thread::Builder::new()
+    // The threads are the supervisor's, outside the container's pids limit: a bounded number.
+    if !crate::waits::reserve() {
+        return Err(Errno::EAGAIN);
+    }
+    let spawned = std::thread::Builder::new()
         .name("strata-sandbox-wait".into())
         .spawn(move || {
+            // Until the answer: the supervisor may interrupt the wait if the caller goes away
+            // (see `waits`).
+            let registered = crate::waits::begin(id, listener.as_raw_fd());
             let outcome = work().unwrap_or_else(Outcome::Errno);
+            drop(registered);
             crate::supervisor::answer(listener.as_fd(), id, outcome);
-        })
-        .map_err(|_| Errno::EAGAIN)?;
+            crate::waits::release();
+        });
+    if spawned.is_err() {
+        crate::waits::release();
+        return Err(Errno::EAGAIN);
+    }
     Ok(Outcome::Deferred)
+}
+
+/// A connect or send on a worker thread (see `defer`), which answers the caller itself: a
+/// Unix path relative to its checked directory (the worker's own cwd: it leaves the shared
+/// filesystem context first, so the serving thread's is untouched), with the caller's IDs
+/// for Unix peers when `caller` is given. The thread ends after the call, so nothing of
+/// either is undone.
+fn worker_call(
+    sock: &OwnedFd,
+    kind: &SockOp,
+    unix_at: Option<(OwnedFd, Vec<u8>)>,
+    addr: &[u8],
+    caller: Option<&Creds>,
+) -> R<Outcome> {
+    if let Some(c) = caller {
+        crate::identity::set_caller_ids(c)?;
+    }
+    match unix_at {
+        Some((dir, unix_addr)) => {
+            // SAFETY: unshare with a flag; only this thread's filesystem context changes.
+            Errno::result(unsafe { libc::unshare(libc::CLONE_FS) })?;
+            nix::unistd::fchdir(dir.as_fd())?;
+            sock_call(sock, kind, &unix_addr)
+        }
+        None => sock_call(sock, kind, addr),
+    }
 }
 
 /// A sockaddr_un for `path` (relative to the directory the call is made from).

@@ -26,14 +26,18 @@ type R<T> = std::result::Result<T, Errno>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Creds {
     pub uid: u32,
+    pub euid: u32,
     pub fsuid: u32,
     pub gid: u32,
+    pub egid: u32,
     pub fsgid: u32,
     pub groups: Vec<u32>,
     pub cap_eff: u64,
     pub umask: u32,
     /// The caller's PID inside its own pid namespace (for /proc/self).
     pub ns_pid: u32,
+    /// Its process's PID there.
+    pub ns_tgid: u32,
     pub tgid: u32,
 }
 
@@ -56,8 +60,10 @@ impl Creds {
         }
         Ok(Creds {
             uid: uid[0] as u32,
+            euid: uid[1] as u32,
             fsuid: uid[3] as u32,
             gid: gid[0] as u32,
+            egid: gid[1] as u32,
             fsgid: gid[3] as u32,
             groups: numbers("Groups:").into_iter().map(|g| g as u32).collect(),
             cap_eff: line("CapEff:")
@@ -67,6 +73,7 @@ impl Creds {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
                 .unwrap_or(0o022),
             ns_pid: numbers("NSpid:").last().copied().unwrap_or(0) as u32,
+            ns_tgid: numbers("NStgid:").last().copied().unwrap_or(0) as u32,
             tgid: numbers("Tgid:").first().copied().unwrap_or(tid as u64) as u32,
         })
     }
@@ -84,6 +91,11 @@ struct Entry {
 /// Callers' identities by thread ID.
 pub(crate) struct CredsCache {
     entries: HashMap<u32, Entry>,
+    /// Processes with an execve in flight by a thread other than their leader, and a pidfd of
+    /// that thread. Until it ends, nothing of the process is cached: if the exec succeeds, the
+    /// exec'ing thread takes over the leader's thread ID (and its pidfd, which stays alive),
+    /// so an identity cached for the old leader meanwhile would serve the new image.
+    exec_in_flight: HashMap<u32, (u32, OwnedFd)>,
     /// Kernels without PIDFD_THREAD: read /proc every time.
     disabled: bool,
     /// The container's user namespace (as /proc/<pid>/ns/user reads): capabilities count
@@ -99,15 +111,61 @@ impl CredsCache {
     pub fn new(user_ns: String) -> CredsCache {
         CredsCache {
             entries: HashMap::new(),
+            exec_in_flight: HashMap::new(),
             disabled: false,
             user_ns,
         }
     }
 
     /// The cached identity of `tid`, if that very thread is still alive.
-    pub fn get(&self, tid: u32) -> Option<Rc<Creds>> {
+    pub fn get(&mut self, tid: u32) -> Option<Rc<Creds>> {
+        let tgid = self.entries.get(&tid)?.creds.tgid;
+        if !self.settle_exec(tgid, tid) {
+            return None;
+        }
+        // Looked up again: settling an exec that succeeded drops the process's entries.
         let e = self.entries.get(&tid)?;
         alive(e.pidfd.as_raw_fd()).then(|| e.creds.clone())
+    }
+
+    /// An execve by `tid` of process `tgid` is about to be let through.
+    pub fn exec_starts(&mut self, tgid: u32, tid: u32) {
+        self.forget_process(tgid);
+        if tid == tgid {
+            // The leader itself: its other threads die in the exec, and it makes no other
+            // call until the exec returns.
+            return;
+        }
+        // SAFETY: pidfd_open with integers; a new fd is returned.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+        if let Ok(fd) = Errno::result(fd) {
+            // SAFETY: pidfd_open returned a new fd that we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            self.exec_in_flight.insert(tgid, (tid, fd));
+        } else {
+            // No way to watch it: cache nothing of the process from here.
+            self.disabled = true;
+        }
+    }
+
+    /// Whether an identity of `tgid` (seen in a call from `tid`) may be cached or used from
+    /// the cache: not while an exec of the process is in flight. The exec is over when its
+    /// thread makes a call again (it failed) or is gone (it succeeded, or the thread died);
+    /// after a success, everything cached for the process before is dropped.
+    fn settle_exec(&mut self, tgid: u32, tid: u32) -> bool {
+        let Some((exec_tid, fd)) = self.exec_in_flight.get(&tgid) else {
+            return true;
+        };
+        if *exec_tid == tid {
+            self.exec_in_flight.remove(&tgid);
+            return true;
+        }
+        if alive(fd.as_raw_fd()) {
+            return false;
+        }
+        self.exec_in_flight.remove(&tgid);
+        self.forget_process(tgid);
+        true
     }
 
     /// Reads `tid`'s identity through the host's /proc and caches it. `still_caller` must
@@ -147,6 +205,9 @@ impl CredsCache {
         }
         if !still_caller() {
             return Err(Errno::ENOENT);
+        }
+        if !self.settle_exec(creds.tgid, tid) {
+            return Ok(creds);
         }
         if let Some(pidfd) = pidfd {
             if self.entries.len() >= SWEEP_AT {
@@ -191,6 +252,30 @@ fn alive(pidfd: RawFd) -> bool {
         // Unsure: treat as gone, so the identity is read again.
         Err(_) => false,
     }
+}
+
+/// Makes the calling thread's real and effective IDs the caller's (its saved IDs stay the
+/// supervisor's root), with raw per-thread syscalls: Unix socket peers see them in
+/// SO_PEERCRED and SCM_CREDENTIALS when the supervisor connects or sends for the caller.
+/// The kernel changes fsuid/fsgid and the effective capabilities along; a thread that goes on
+/// serving must [`Identity::reset`] afterwards.
+pub(crate) fn set_caller_ids(c: &Creds) -> R<()> {
+    let keep = u32::MAX;
+    // SAFETY: integer arguments; the gid first, while the thread is still root.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, c.gid, c.egid, keep) })?;
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, c.uid, c.euid, keep) })?;
+    Ok(())
+}
+
+/// Undoes [`set_caller_ids`]: the saved IDs are root, so the thread may return to them.
+fn set_root_ids() -> R<()> {
+    let keep = u32::MAX;
+    // SAFETY: integer arguments; the uid first (the saved uid is 0), then the gid as root.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, keep) })?;
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, keep) })?;
+    Ok(())
 }
 
 /// The filesystem identity a thread acts with.
@@ -348,6 +433,19 @@ impl Identity {
         Ok(())
     }
 
+    /// Runs `f` with the caller's real and effective IDs too (see [`set_caller_ids`]), then
+    /// returns to root and forgets what was applied, so that the next call applies it all.
+    pub fn with_caller_ids<T>(&mut self, c: &Creds, f: impl FnOnce() -> T) -> R<T> {
+        set_caller_ids(c)?;
+        let r = f();
+        set_root_ids()?;
+        // fsuid, fsgid and the effective capabilities moved with the IDs: nothing is known.
+        self.applied.fsuid = u32::MAX;
+        self.applied.fsgid = u32::MAX;
+        self.applied.caps = u64::MAX;
+        Ok(r)
+    }
+
     /// Runs the supervisor's own step `f` (reaching into the caller's /proc entry or memory)
     /// first with the identity applied, and only if that is refused with the supervisor's
     /// full privilege, which is then given up again.
@@ -372,7 +470,7 @@ mod tests {
 
     const STATUS: &str = "Name:\tsh\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t812\n\
         Ngid:\t0\nPid:\t815\nPPid:\t1\nUid:\t1000\t1001\t1002\t1003\n\
-        Gid:\t2000\t2001\t2002\t2003\nGroups:\t10 20 \nNSpid:\t815\t4\n\
+        Gid:\t2000\t2001\t2002\t2003\nGroups:\t10 20 \nNStgid:\t812\t1\nNSpid:\t815\t4\n\
         CapEff:\t00000000a80425fb\n";
 
     #[test]
@@ -382,13 +480,16 @@ mod tests {
             c,
             Creds {
                 uid: 1000,
+                euid: 1001,
                 fsuid: 1003,
                 gid: 2000,
+                egid: 2001,
                 fsgid: 2003,
                 groups: vec![10, 20],
                 cap_eff: 0xa80425fb,
                 umask: 0o027,
                 ns_pid: 4,
+                ns_tgid: 1,
                 tgid: 812,
             }
         );

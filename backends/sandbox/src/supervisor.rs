@@ -52,6 +52,22 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
         tracing::error!("sandbox supervisor panicked: {info}; the container goes with it");
         std::process::abort();
     }));
+    // No terminal's signals reach the supervisor or its guard (forked from here, with these
+    // dispositions): neither ever has a controlling terminal, but a hang-up or ^C must not
+    // end them should one appear.
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ] {
+        // SAFETY: setting a signal's disposition to "ignore" has no memory effects.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    crate::waits::install_handler();
+    let mut checked_waits = std::time::Instant::now();
     let host_proc = nix::fcntl::open(
         "/proc",
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -72,10 +88,20 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                 .iter()
                 .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
         );
-        match poll(&mut fds, PollTimeout::NONE) {
+        // With workers waiting, wake at least once a second to cut short the stale waits.
+        let timeout = if crate::waits::any() {
+            PollTimeout::from(1000u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).ctx(|| "poll".into()),
+        }
+        if crate::waits::any() && checked_waits.elapsed() >= std::time::Duration::from_secs(1) {
+            crate::waits::interrupt_stale();
+            checked_waits = std::time::Instant::now();
         }
         let ready: Vec<PollFlags> = fds
             .iter()
@@ -307,9 +333,12 @@ fn accept_notify_fd(listener: &UnixListener) -> Result<(i32, OwnedFd)> {
     Ok((pid as i32, fd))
 }
 
-/// Into the container's mount namespace, chrooted at its root: from here every path the
-/// supervisor resolves is the container's.
+/// Into the container's namespaces (all but pid and user) and its root: from here every path
+/// the supervisor resolves is the container's, and what a namespace decides for the opener
+/// is decided for the container (a tun device attaches to the opener's network namespace,
+/// /proc/sys/net and /proc/sysvipc show the reader's).
 fn enter_container(pid: i32) -> Result<()> {
+    use nix::sched::CloneFlags as F;
     let open = |p: String| {
         nix::fcntl::open(
             p.as_str(),
@@ -319,9 +348,17 @@ fn enter_container(pid: i32) -> Result<()> {
         .ctx(|| p.clone())
     };
     let root = open(format!("/proc/{pid}/root"))?;
-    let mnt = open(format!("/proc/{pid}/ns/mnt"))?;
-    nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS)
-        .ctx(|| "joining the container's mount namespace".into())?;
+    // The mount namespace last: the others are opened through the host's /proc.
+    for (name, flag) in [
+        ("net", F::CLONE_NEWNET),
+        ("ipc", F::CLONE_NEWIPC),
+        ("uts", F::CLONE_NEWUTS),
+        ("cgroup", F::CLONE_NEWCGROUP),
+        ("mnt", F::CLONE_NEWNS),
+    ] {
+        let ns = open(format!("/proc/{pid}/ns/{name}"))?;
+        nix::sched::setns(ns, flag).ctx(|| format!("joining the container's {name} namespace"))?;
+    }
     nix::unistd::fchdir(root.as_fd()).ctx(|| "entering the container's root".into())?;
     nix::unistd::chroot(".").ctx(|| "chroot into the container's root".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
