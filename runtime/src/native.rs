@@ -80,6 +80,7 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
         before_exec: extras.before_exec,
         state: rec.hook_state(rec.pid, "running"),
         personality: container::personality_of_spec(&rec.spec)?,
+        close_in_child: req.close_in_child.clone(),
     };
     Ok(exec::spawn(&opts)?)
 }

@@ -366,6 +366,38 @@ impl Runtime {
         err
     }
 
+    /// Runs, failing the test (after killing the command) if it takes more than `secs`:
+    /// for calls a hostile container or config could make hang.
+    pub fn run_within(&self, secs: u64, args: &[&str]) -> Output {
+        let dir = TempDir::new("out");
+        let out_path = dir.path().join("stdout");
+        let err_path = dir.path().join("stderr");
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("strata {args:?} still running after {secs} s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap(),
+            stderr: std::fs::read(&err_path).unwrap(),
+        }
+    }
+
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }

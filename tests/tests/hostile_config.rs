@@ -215,6 +215,11 @@ fn fields_the_kernel_would_take_wrongly_are_refused() {
         |c| c["linux"]["resources"]["memory"] = json!({"limit": -5}),
         &["linux.resources.memory.limit", "-5"],
     );
+    // Any negative quota but -1 would lift the limit (written as -1, or "max").
+    refused(
+        |c| c["linux"]["resources"]["cpu"] = json!({"quota": -5, "period": 100000}),
+        &["linux.resources.cpu.quota", "-5"],
+    );
     refused(
         |c| c["linux"]["intelRdt"] = json!({"closID": "../../etc"}),
         &["linux.intelRdt.closID"],
@@ -299,4 +304,175 @@ fn a_cgroup_in_use_is_not_a_containers_cgroup() {
     );
     std::fs::remove_dir(&child).unwrap();
     std::fs::remove_dir(&dirs[0]).unwrap();
+}
+
+/// The runtime's own namespaces named by path (`/proc/<pid>/ns/...` of a host process) are
+/// the host's: the rootfs is not built there (no pivot, no mounts, no read-only remount of
+/// the host's "/"), and the host's hostname is not set.
+#[test]
+fn the_hosts_namespaces_joined_by_path_are_not_the_containers_to_change() {
+    require_root!();
+    let _restore = Restore::new("/proc/sys/kernel/hostname");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let me = std::process::id();
+    let join = |c: &mut Value, typ: &str, ns: &str| {
+        drop_namespace(c, typ);
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": typ, "path": format!("/proc/{me}/ns/{ns}")}));
+    };
+    let root_mount = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .map(str::to_string)
+    };
+    let before = root_mount();
+    let mounts = mount_count();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "test -x /bin/busybox && test -e /marker/x && echo inside",
+    ]);
+    let id = container(&mut b, "hostmnt");
+    b.edit(|c| {
+        join(c, "mount", "mnt");
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/marker", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    std::fs::create_dir_all(b.rootfs().join("marker")).unwrap();
+    std::fs::write(b.rootfs().join("marker/x"), "").unwrap();
+    let out = rt.run_within(30, &["run", "-b", &bundle_str(&b), &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The tmpfs would hide marker/x: it was not mounted, and nothing else was either.
+    assert_eq!(stdout(&out), "inside\n");
+    assert_eq!(mount_count(), mounts, "mounts made in the host's namespace");
+    assert_eq!(root_mount(), before, "the host's / was changed");
+    refused(
+        |c| {
+            join(c, "mount", "mnt");
+            c["root"]["readonly"] = json!(true);
+        },
+        &["root.readonly", "mount namespace"],
+    );
+    assert_eq!(root_mount(), before, "the host's / was changed");
+    refused(
+        |c| {
+            join(c, "uts", "uts");
+            c["hostname"] = json!("strata-pwned");
+        },
+        &["hostname", "uts namespace"],
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+}
+
+/// Mounts that would reach past the container's own: a remount of a filesystem (not of a
+/// bind: it changes the host's mounts of it too), a mount over the container's root by a
+/// symlink or "..", a device node put outside /dev, a namespace "file" that is a FIFO.
+#[test]
+fn mounts_devices_and_namespace_paths_stay_the_containers_own() {
+    require_root!();
+    // The filesystem bound in is a tmpfs of a mount namespace of the test's own, where
+    // strata runs too: the host's mounts stay as they are for the tests running beside.
+    let host = TempDir::new("hosttmpfs");
+    let src = host.path().to_str().unwrap().to_string();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "remount");
+    b.edit(|c| {
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind"]}));
+        m.push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["remount", "ro"]}));
+    });
+    let strata = rt.cmd();
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"d=$1; shift; mount -t tmpfs tmpfs "$d" || exit 99; "$@"; rc=$?; touch "$d/w" && echo writable; exit $rc"#)
+        .arg("sh")
+        .arg(&src)
+        .arg(strata.get_program())
+        .args(strata.get_args())
+        .args(["create", "-b", &bundle_str(&b), &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("remount") && err.contains("only for bind mounts"),
+        "{err}"
+    );
+    assert_eq!(
+        stdout(&out),
+        "writable\n",
+        "the tmpfs was remounted read-only: {err}"
+    );
+    assert!(rt.container_dirs().is_empty());
+    assert_eq!(cgroup_left(&id), None);
+
+    // A symlink to "/" as a destination: the mount would cover the whole rootfs.
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "rootlink");
+    std::os::unix::fs::symlink("/", b.rootfs().join("rootlink")).unwrap();
+    b.edit(|c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/rootlink", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let err = rt.fails(&["run", "-b", &bundle_str(&b), &id]);
+    assert!(err.contains("resolves to the container's root"), "{err}");
+    assert!(rt.container_dirs().is_empty());
+    // "/.." is "/", which is the rootfs itself: not a mount.
+    let mut b = Bundle::new(&["cat", "/etc/passwd"]);
+    let id = container(&mut b, "dotdot");
+    b.edit(|c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/..", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    assert!(rt
+        .ok(&["run", "-b", &bundle_str(&b), &id])
+        .contains("root:"));
+
+    refused(
+        |c| {
+            c["linux"]["devices"] =
+                json!([{"path": "/dev/../etc/evil", "type": "c", "major": 1, "minor": 3}])
+        },
+        &["linux.devices[0]", "under /dev"],
+    );
+
+    // open(2) of a FIFO blocks until a writer comes: a namespace path is checked first.
+    let dir = TempDir::new("nsfifo");
+    let fifo = dir.path().join("ns");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "nsfifo");
+    b.edit(|c| {
+        drop_namespace(c, "network");
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "network", "path": fifo}));
+    });
+    let out = rt.run_within(10, &["create", "-b", &bundle_str(&b), &id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a namespace file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(rt.container_dirs().is_empty());
 }

@@ -553,3 +553,47 @@ fn lsm_fields_the_host_cannot_apply_are_warned_about_once() {
     }
     rt.ok(&["delete", "-f", &id]);
 }
+
+/// Before its execve an exec'd process is still strata, inside the container: what it reads
+/// there (/etc/passwd for $HOME, /dev/ptmx for a terminal) is the container's to plant. A
+/// FIFO must not hang it, a /proc magic link must not hand it one of its own fds.
+#[test]
+fn the_containers_files_cannot_stall_or_steer_an_exec() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "rm /etc/passwd && mkfifo /etc/passwd && rm /dev/ptmx && ln -s /proc/self/fd/0 /dev/ptmx && touch /ready && sleep 1000",
+    ]);
+    let id = container(&mut b, "plant");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let ready = b.rootfs().join("ready");
+    eventually("the container's plants", || ready.exists());
+    // $HOME comes from /etc/passwd when the process has none: a FIFO there is no passwd.
+    let out = rt.run_within(10, &["exec", &id, "sh", "-c", "echo $HOME"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "/\n");
+    // A terminal from something that is not the pty multiplexer is refused by name.
+    let dir = TempDir::new("ptmx");
+    let sock = dir.path().join("console.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = rt.run_within(
+        10,
+        &[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            &id,
+            "true",
+        ],
+    );
+    assert!(!out.status.success());
+    // The magic link is not followed (ELOOP); reopened, it would have been the exec's
+    // stdin, and the error grantpt's.
+    let err = stderr(&out);
+    assert!(err.contains("opening /dev/ptmx"), "{err}");
+    rt.ok(&["delete", "-f", &id]);
+}

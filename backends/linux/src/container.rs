@@ -608,7 +608,7 @@ impl Init<'_> {
         self.build_rootfs(chan, process)?;
         let linux = self.spec.linux().clone().unwrap_or_default();
         if let Some(h) = self.spec.hostname() {
-            if !plan.is_new(NsType::Uts) && plan.joins(NsType::Uts).is_none() {
+            if !plan.owns(NsType::Uts) {
                 return Err(Error::config(
                     "hostname",
                     "setting the hostname needs a uts namespace",
@@ -617,7 +617,7 @@ impl Init<'_> {
             nix::unistd::sethostname(h).map_err(|e| Error::config("hostname", e.to_string()))?;
         }
         if let Some(d) = self.spec.domainname() {
-            if !plan.is_new(NsType::Uts) && plan.joins(NsType::Uts).is_none() {
+            if !plan.owns(NsType::Uts) {
                 return Err(Error::config(
                     "domainname",
                     "setting the domainname needs a uts namespace",
@@ -631,16 +631,15 @@ impl Init<'_> {
                 ));
             }
         }
-        mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
-        mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
-        if self
-            .spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false)
-        {
-            mounts::readonly_root()?;
+        // Only in a mount namespace of its own: in the host's these would be mounts on the
+        // host (the chroot is no mount boundary), and what they hide (/proc, /sys) is not
+        // mounted there.
+        if self.owns_mounts() {
+            mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
+            mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
+            if self.readonly_root() {
+                mounts::readonly_root()?;
+            }
         }
         self.lsm.apply_before_exec()?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
@@ -749,15 +748,35 @@ impl Init<'_> {
     }
 
     /// Whether the container has a mount namespace of its own (new or joined) to mount in.
+    fn readonly_root(&self) -> bool {
+        self.spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+    }
+
+    /// Whether the container's mount namespace is not the runtime's: a joined one that is
+    /// (`/proc/1/ns/mnt` on most hosts) is treated as none, or the rootfs would be built,
+    /// and pivoted into, in the host's mounts.
     fn owns_mounts(&self) -> bool {
-        self.plan.is_new(NsType::Mount) || self.plan.joins(NsType::Mount).is_some()
+        self.plan.owns(NsType::Mount)
     }
 
     /// Without a mount namespace of its own the container shares the host's mounts: nothing
     /// is mounted (that would change the host), the process is only chrooted into the rootfs.
     fn chroot_rootfs(&self, chan: &Channel, process: &Process) -> Result<()> {
+        if self.readonly_root() {
+            // Remounting the chroot's "/" read-only would remount the host's mount it is on.
+            return Err(Error::config(
+                "root.readonly",
+                "a read-only root needs a mount namespace of the container's own",
+            ));
+        }
         if self.spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
-            tracing::warn!("mounts are ignored: the container shares the host's mount namespace");
+            tracing::warn!(
+                "mounts are ignored: the container shares the runtime's mount namespace"
+            );
         }
         let root = nix::fcntl::open(
             self.rootfs,

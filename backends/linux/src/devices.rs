@@ -71,8 +71,17 @@ pub fn create_devices(
                 ))
             }
         };
-        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
-            return Err(Error::config(field, "path must be absolute and under /dev"));
+        // Component-wise, "/dev/../etc/shadow" starts with "/dev": ".." is refused outright.
+        let p = d.path();
+        if !p.is_absolute()
+            || !p.starts_with("/dev")
+            || p == std::path::Path::new("/dev")
+            || p.components().any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(Error::config(
+                field,
+                "path must be absolute and under /dev, without \"..\"",
+            ));
         }
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
         make_node(

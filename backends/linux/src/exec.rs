@@ -38,6 +38,9 @@ pub struct ExecOptions<'a> {
     pub state: Vec<u8>,
     /// The container's `linux.personality`, for personality(2).
     pub personality: Option<libc::c_ulong>,
+    /// The runtime's own fds (the state lock), closed in the child before it joins the
+    /// container.
+    pub close_in_child: Vec<RawFd>,
 }
 
 /// The init's root directory, opened through /proc while the pidfd proves that `pid` is still
@@ -140,7 +143,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
                 errfd: err_w.as_raw_fd(),
             };
             let err = match exec_child(
-                opts, pidfd, root, flags, &placement, v2_procs, keep, &chan, &filters, &lsm, exec,
+                opts, pidfd, root, flags, placement, v2_procs, keep, &chan, &filters, &lsm, exec,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -203,7 +206,7 @@ fn exec_child(
     pidfd: OwnedFd,
     root: OwnedFd,
     flags: CloneFlags,
-    placement: &crate::cgroups::Placement,
+    placement: crate::cgroups::Placement,
     v2_procs: Option<std::fs::File>,
     keep: i32,
     chan: &Channel,
@@ -213,11 +216,17 @@ fn exec_child(
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
+    for fd in &opts.close_in_child {
+        // SAFETY: the runtime named these fds as its own, unused by the child.
+        unsafe { libc::close(*fd) };
+    }
     placement.join_v1_self()?;
     if let Some(mut f) = v2_procs {
         f.write_all(b"0")
             .ctx(|| "joining the container's cgroup".into())?;
     }
+    // The cgroup files are writable host files: not carried into the container.
+    drop(placement);
     setns(pidfd.as_fd(), flags).ctx(|| "joining the container's namespaces".into())?;
     drop(pidfd);
     // The init's root, whether it pivoted into it (a mount namespace of its own: then setns

@@ -311,6 +311,15 @@ pub fn for_mount(index: usize, m: &Mount) -> Result<MountOptions> {
             ));
         }
     }
+    // A remount that is not of a bind changes the filesystem already mounted there, for
+    // every mount of it, the host's included (a bind-mounted host directory made read-only
+    // everywhere); a bind's remount changes only the container's mount.
+    if opts.flags.contains(MsFlags::MS_REMOUNT) && !bind {
+        return Err(Error::config(
+            field(),
+            "option \"remount\" is only for bind mounts: it would change the filesystem mounted there for all its mounts",
+        ));
+    }
     if opts.tmpcopyup && (bind || typ != "tmpfs") {
         return Err(Error::config(
             field(),

@@ -200,7 +200,9 @@ fn mount_point_of(path: &Path) -> Result<Option<PathBuf>> {
 
 pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        if m.destination() == Path::new("/") {
+        // The rootfs is the root: a mount on it (also spelled "/.." or "//.") is not one
+        // of the container's mounts.
+        if proc_mounts::lexical(m.destination()) == Path::new("/") {
             continue;
         }
         let opts = mount_options::for_mount(i, m)?;
@@ -238,6 +240,23 @@ fn path_in_rootfs(fd: &OwnedFd, rootfs: &Path) -> Result<PathBuf> {
         )
     })?;
     Ok(Path::new("/").join(rel))
+}
+
+/// Where an opened destination is in the container. Never its root: a mount there (by a
+/// symlink to "/", say) would cover the whole rootfs, which is the bundle's `root`.
+fn resolved_destination(
+    target: &OwnedFd,
+    ctx: &RootfsContext,
+    field: &dyn Fn() -> String,
+) -> Result<PathBuf> {
+    let inside = path_in_rootfs(target, ctx.rootfs)?;
+    if inside == Path::new("/") {
+        return Err(Error::config(
+            field(),
+            "the destination resolves to the container's root",
+        ));
+    }
+    Ok(inside)
 }
 
 fn mount_one(
@@ -285,7 +304,7 @@ fn mount_one(
             };
             open_in_root(root, dest, kind)?
         };
-        proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
+        proc_rule(&resolved_destination(&target, ctx, field)?, what)?;
         let tpath = fd_path(&target);
         let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
         mount(Some(&src), tpath.as_str(), None::<&str>, bind, None::<&str>)
@@ -320,7 +339,7 @@ fn mount_one(
     } else {
         open_in_root(root, dest, Create::Dir)?
     };
-    proc_rule(&path_in_rootfs(&target, ctx.rootfs)?, what)?;
+    proc_rule(&resolved_destination(&target, ctx, field)?, what)?;
     let tpath = fd_path(&target);
     let src = src
         .map(|s| s.to_string_lossy().into_owned())
@@ -463,6 +482,7 @@ fn mount_cgroup(
         return Ok(false);
     };
     let target = open_in_root(root, dest, Create::Dir)?;
+    resolved_destination(&target, ctx, &|| format!("mounts ({})", dest.display()))?;
     let tpath = fd_path(&target);
     let only_v2 = set.dirs.len() == 1 && set.dirs[0].name.is_empty();
     let leaf_flags = opts.flags

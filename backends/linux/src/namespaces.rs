@@ -131,8 +131,7 @@ impl NamespacePlan {
 
 fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
     let field = format!("linux.namespaces[{}].path", proc_name(typ));
-    let file = File::open(path)
-        .map_err(|e| Error::config(&field, format!("cannot open {}: {e}", path.display())))?;
+    let file = open_nsfs(path).map_err(|e| Error::config(&field, e))?;
     // NS_GET_NSTYPE tells whether the file really is a namespace of that type.
     // SAFETY: ioctl on an fd we own with an argument-less request; the result is an int.
     let got = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), NS_GET_NSTYPE) };
@@ -156,6 +155,27 @@ fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
         is_runtimes,
     })
 }
+
+/// Opens `path` only if it is on nsfs: an open(2) of a FIFO or a device a hostile config
+/// names would block or act before NS_GET_NSTYPE could say what it is. The path is opened
+/// O_PATH (no side effect), checked, then reopened through that fd.
+fn open_nsfs(path: &Path) -> std::result::Result<File, String> {
+    use std::os::fd::AsRawFd;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot open {}: {e}", path.display());
+    let probe = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| cannot(&e))?;
+    let fs = nix::sys::statfs::fstatfs(&probe).map_err(|e| cannot(&e))?;
+    if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+        return Err(format!("{} is not a namespace file", path.display()));
+    }
+    File::open(format!("/proc/self/fd/{}", probe.as_raw_fd())).map_err(|e| cannot(&e))
+}
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// Whether the open file and the file at `path` are one inode.
 fn same_file(file: &File, path: &str) -> bool {

@@ -3,11 +3,13 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
+use nix::fcntl::OFlag;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimit, PosixRlimitType, Process};
 
@@ -298,8 +300,25 @@ pub fn build_env(process: &Process, extra: &[String]) -> Vec<String> {
     env
 }
 
+/// The home directory of `uid` in the container's /etc/passwd: read only if it is a
+/// regular file of a sane size (a FIFO there would hang the exec, a huge file fill memory).
 fn home_of(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    use std::io::Read;
+    const MAX: u64 = 4 << 20;
+    let fd = open_in_own_root(
+        Path::new("/etc/passwd"),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+    )
+    .ok()?;
+    let st = nix::sys::stat::fstat(&fd).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > MAX {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(MAX)
+        .read_to_string(&mut text)
+        .ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
@@ -358,8 +377,6 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf> {
 /// so no fd the runtime holds, and no /proc/<pid>/cwd or root of another process, can give
 /// the workload a directory outside the container (CVE-2024-21626).
 pub fn enter_cwd(cwd: &Path) -> Result<()> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    use std::path::Component;
     let fail = |e: nix::Error| Error::config("process.cwd", format!("{}: {e}", cwd.display()));
     if !cwd.is_absolute() {
         return Err(Error::config(
@@ -367,13 +384,23 @@ pub fn enter_cwd(cwd: &Path) -> Result<()> {
             format!("{} is not an absolute path", cwd.display()),
         ));
     }
+    let dir = open_in_own_root(cwd, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(fail)?;
+    nix::unistd::fchdir(std::os::fd::AsFd::as_fd(&dir)).map_err(fail)
+}
+
+/// Opens `path` as the container sees it from the current root (call after pivot_root or
+/// chroot), with `flags` and O_CLOEXEC: symlinks stay inside that root, and /proc magic
+/// links (a container's `/etc/passwd -> /proc/self/fd/N`, reaching an fd the runtime
+/// holds) are refused.
+pub fn open_in_own_root(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+    use std::path::Component;
     let root = nix::fcntl::open(
         "/",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
-    )
-    .map_err(fail)?;
-    let mut rel: PathBuf = cwd
+    )?;
+    let mut rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
         .collect();
@@ -381,10 +408,9 @@ pub fn enter_cwd(cwd: &Path) -> Result<()> {
         rel = PathBuf::from(".");
     }
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let dir = openat2(std::os::fd::AsFd::as_fd(&root), &rel, how).map_err(fail)?;
-    nix::unistd::fchdir(std::os::fd::AsFd::as_fd(&dir)).map_err(fail)
+    openat2(std::os::fd::AsFd::as_fd(&root), &rel, how)
 }
 
 /// Sets `linux.personality` (checked by [`personality_of`]).

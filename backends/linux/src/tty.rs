@@ -7,12 +7,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::pty::{grantpt, ptsname_r, unlockpt, PtyMaster};
 use nix::sys::socket::{
     connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use nix::sys::stat::Mode;
 
 use crate::error::{Context, Error, Result};
 
@@ -37,19 +36,45 @@ pub struct Pty {
     pub name: String,
 }
 
+// _IO('T', 0x41)
+const TIOCGPTPEER: libc::c_ulong = 0x5441;
+
 /// Opens a new pty from the current /dev/ptmx (the container's, once pivoted).
 pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .ctx(|| "opening /dev/ptmx".into())?;
+    // /dev/ptmx is the container's: reached inside its root and without /proc magic links
+    // (a `/dev/ptmx -> /proc/self/fd/N` would reopen an fd of the runtime's), and only if
+    // it is the pty multiplexer (not a FIFO or another device).
+    let ptmx =
+        crate::process::open_in_own_root(Path::new("/dev/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
+            .ctx(|| "opening /dev/ptmx".into())?;
+    let st = nix::sys::stat::fstat(&ptmx).ctx(|| "/dev/ptmx".into())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(5, 2) {
+        return Err(Error::Child(
+            "/dev/ptmx in the container is not the pty multiplexer (c 5:2)".into(),
+        ));
+    }
+    // SAFETY: the fd is an open ptmx that `master` now owns alone.
+    let master = unsafe { PtyMaster::from_owned_fd(ptmx) };
     grantpt(&master).ctx(|| "grantpt".into())?;
     unlockpt(&master).ctx(|| "unlockpt".into())?;
     let name = ptsname_r(&master).ctx(|| "ptsname".into())?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("opening {name}"))?;
+    // The slave through the master (TIOCGPTPEER), not by a path the container could swap.
+    // SAFETY: an ioctl on the master we own; the kernel returns a new fd or -1.
+    let peer = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if peer < 0 {
+        return Err(Error::Child(format!(
+            "opening {name}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(peer) };
     if let Some((h, w)) = size {
         set_size(slave.as_raw_fd(), h, w)?;
     }

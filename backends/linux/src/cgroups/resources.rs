@@ -349,6 +349,14 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 
 fn cpu(c: &Controllers, cpu: &LinuxCpu) -> Result<()> {
     let f = "linux.resources.cpu";
+    // As for memory: -1 is "no quota", any other negative value a mistake that would
+    // otherwise lift the limit.
+    if let Some(q) = cpu.quota().filter(|q| *q < -1) {
+        return Err(Error::config(
+            format!("{f}.quota"),
+            format!("{q} is not a quota (use -1 for none)"),
+        ));
+    }
     let wants_cpu = cpu.shares().is_some()
         || cpu.quota().is_some()
         || cpu.period().is_some()
