@@ -41,6 +41,10 @@
  *   escape abstract-own NAME  binds and listens on @NAME, then connects to it
  *   escape udp-auto PORT   a datagram to 127.0.0.1:PORT from an unbound socket (which binds
  *                          it to every address), then prints the port and what arrives in 3 s
+ *   escape peercred-serve PATH  a Unix stream listener at PATH and a datagram socket at
+ *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
+ *                          and the SCM_CREDENTIALS of the first datagram
+ *   escape peercred-connect PATH  connects to PATH and sends a datagram to PATH.dg
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -158,6 +162,20 @@ static int setflags_nodump(int fd) {
 static int wait_readable(int fd, int ms) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return poll(&p, 1, ms) == 1;
+}
+
+/* A sockaddr_un for ADDR: a path, or @NAME for the abstract NAME; returns its length. */
+static socklen_t unix_addr(struct sockaddr_un *a, const char *addr) {
+    size_t n = strlen(addr);
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (n > sizeof a->sun_path - 1) n = sizeof a->sun_path - 1;
+    memcpy(a->sun_path, addr, n);
+    if (addr[0] == '@') {
+        a->sun_path[0] = 0;
+        return offsetof(struct sockaddr_un, sun_path) + n;
+    }
+    return offsetof(struct sockaddr_un, sun_path) + n + 1;
 }
 
 int main(int argc, char **argv) {
@@ -444,9 +462,56 @@ int main(int argc, char **argv) {
         printf("unix ok\n");
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "peercred-serve") == 0) {
+        struct sockaddr_un a, d;
+        char dg[128];
+        snprintf(dg, sizeof dg, "%s.dg", argv[2]);
+        socklen_t la = unix_addr(&a, argv[2]), ld = unix_addr(&d, dg);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0), g = socket(AF_UNIX, SOCK_DGRAM, 0), one = 1;
+        if (bind(l, (struct sockaddr *)&a, la) || listen(l, 1) || bind(g, (struct sockaddr *)&d, ld) ||
+            chmod(argv[2], 0777) || chmod(dg, 0777) ||
+            setsockopt(g, SOL_SOCKET, SO_PASSCRED, &one, sizeof one)) {
+            printf("serve: %s\n", strerror(errno));
+            return 0;
+        }
+        printf("ready\n");
+        struct ucred u;
+        socklen_t len = sizeof u;
+        int c = wait_readable(l, 10000) ? accept(l, NULL, NULL) : -1;
+        if (c < 0 || getsockopt(c, SOL_SOCKET, SO_PEERCRED, &u, &len)) {
+            printf("no peer: %s\n", strerror(errno));
+            return 0;
+        }
+        printf("stream peer uid %d gid %d\n", (int)u.uid, (int)u.gid);
+        char b[8], cbuf[CMSG_SPACE(sizeof(struct ucred))];
+        struct iovec io = {.iov_base = b, .iov_len = sizeof b};
+        struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = cbuf,
+                           .msg_controllen = sizeof cbuf};
+        if (!wait_readable(g, 10000) || recvmsg(g, &m, 0) < 0) {
+            printf("no datagram: %s\n", strerror(errno));
+            return 0;
+        }
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (!cm || cm->cmsg_type != SCM_CREDENTIALS) { printf("no credentials\n"); return 0; }
+        memcpy(&u, CMSG_DATA(cm), sizeof u);
+        printf("datagram sender uid %d gid %d\n", (int)u.uid, (int)u.gid);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "peercred-connect") == 0) {
+        struct sockaddr_un a, d;
+        char dg[128];
+        snprintf(dg, sizeof dg, "%s.dg", argv[2]);
+        socklen_t la = unix_addr(&a, argv[2]), ld = unix_addr(&d, dg);
+        int s = socket(AF_UNIX, SOCK_STREAM, 0), g = socket(AF_UNIX, SOCK_DGRAM, 0);
+        printf("%s\n", connect(s, (struct sockaddr *)&a, la) == 0 ? "connected" : strerror(errno));
+        long n = sendto(g, "x", 1, 0, (struct sockaddr *)&d, ld);
+        printf("%s\n", n == 1 ? "sent" : strerror(errno));
+        return 0;
+    }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
-                    "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT\n");
+                    "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
+                    "peercred-serve|peercred-connect PATH\n");
     return 2;
 }

@@ -98,3 +98,42 @@ pub fn host_net(b: &mut Bundle) {
             .retain(|n| n["type"] != "network")
     });
 }
+
+/// A container started detached (`run -d`), its stdout in a file of its own. The runtime's
+/// drop deletes it.
+pub struct Detached {
+    pub id: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Detached {
+    pub fn start(rt: &Runtime, b: &mut Bundle, backend: &str, global: &[&str]) -> Detached {
+        let dir = TempDir::new("detached");
+        let log = dir.path().join("stdout");
+        let id = container(b, backend);
+        let status = rt
+            .cmd()
+            .args(global)
+            .args(["--backend", backend, "run", "-d", "-b"])
+            .arg(b.path())
+            .arg(&id)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{backend}: run -d failed");
+        Detached { id, log, _dir: dir }
+    }
+
+    /// What the container has printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the container has printed `what`.
+    pub fn wait_for(&self, what: &str) {
+        eventually(&format!("{:?} from the container", what), || {
+            self.output().contains(what)
+        });
+    }
+}

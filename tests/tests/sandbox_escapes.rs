@@ -449,3 +449,32 @@ fn a_process_reaches_its_own_proc_entries_in_the_sandbox() {
         "/\nnet:[\nstat-ok\n1\nrenamed\nend\n",
     );
 }
+
+/// SO_PEERCRED and SCM_CREDENTIALS tell a Unix server who connected or sent: for a connect
+/// and a sendto the supervisor performs, the caller (an exec as nobody), not the
+/// supervisor's root.
+#[test]
+fn a_supervised_unix_connect_and_send_carry_the_callers_ids() {
+    require_root_and_escape!();
+    let rt = Runtime::new();
+    // The init lives on after the server: its end would kill the exec (a pid namespace's).
+    let mut b = Bundle::new(&["sh", "-c", "escape peercred-serve /tmp/s; sleep 1000"]);
+    with_escape(&mut b);
+    let c = Detached::start(&rt, &mut b, "sandbox", &[]);
+    c.wait_for("ready\n");
+    let out = rt.ok(&[
+        "exec",
+        "--user",
+        "65534:65534",
+        &c.id,
+        "escape",
+        "peercred-connect",
+        "/tmp/s",
+    ]);
+    assert_eq!(out, "connected\nsent\n");
+    c.wait_for("datagram sender");
+    assert_eq!(
+        c.output(),
+        "ready\nstream peer uid 65534 gid 65534\ndatagram sender uid 65534 gid 65534\n"
+    );
+}
