@@ -41,6 +41,9 @@
  *   escape abstract-own NAME  binds and listens on @NAME, then connects to it
  *   escape udp-auto PORT   a datagram to 127.0.0.1:PORT from an unbound socket (which binds
  *                          it to every address), then prints the port and what arrives in 3 s
+ *   escape unix-send ADDR [bind]  a Unix datagram to ADDR (a path, or @NAME for an abstract
+ *                          name) by sendto(2), then by sendmsg(2); with "bind", from a receiver
+ *                          bound at ADDR first, which then says how many arrived
  *   escape peercred-serve PATH  a Unix stream listener at PATH and a datagram socket at
  *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
  *                          and the SCM_CREDENTIALS of the first datagram
@@ -462,6 +465,28 @@ int main(int argc, char **argv) {
         printf("unix ok\n");
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "unix-send") == 0) {
+        struct sockaddr_un a;
+        socklen_t len = unix_addr(&a, argv[2]);
+        int r = -1, s = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (argc >= 4 && strcmp(argv[3], "bind") == 0) {
+            r = socket(AF_UNIX, SOCK_DGRAM, 0);
+            if (bind(r, (struct sockaddr *)&a, len)) { printf("bind: %s\n", strerror(errno)); return 0; }
+        }
+        long n = sendto(s, "t", 1, MSG_DONTWAIT, (struct sockaddr *)&a, len);
+        printf("sendto: %s\n", n == 1 ? "sent" : strerror(errno));
+        struct iovec io = {.iov_base = "m", .iov_len = 1};
+        struct msghdr m = {.msg_name = &a, .msg_namelen = len, .msg_iov = &io, .msg_iovlen = 1};
+        n = sendmsg(s, &m, MSG_DONTWAIT);
+        printf("sendmsg: %s\n", n == 1 ? "sent" : strerror(errno));
+        if (r >= 0) {
+            char b[4];
+            int got = 0;
+            while (recv(r, b, sizeof b, MSG_DONTWAIT) > 0) got++;
+            printf("received %d\n", got);
+        }
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "peercred-serve") == 0) {
         struct sockaddr_un a, d;
         char dg[128];
@@ -512,6 +537,6 @@ int main(int argc, char **argv) {
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
                     "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
-                    "peercred-serve|peercred-connect PATH\n");
+                    "unix-send ADDR [bind] | peercred-serve|peercred-connect PATH\n");
     return 2;
 }

@@ -450,6 +450,55 @@ fn a_process_reaches_its_own_proc_entries_in_the_sandbox() {
     );
 }
 
+/// sendmsg(2) keeps its destination in memory the filter cannot read, so the supervisor never
+/// sees it: a Unix datagram by sendmsg to a path is refused by the kernel's hook (EPERM), the
+/// container's own sockets included (the price of a hook that cannot resolve paths); by
+/// sendto(2) it is checked against the write set and sent by the supervisor. Abstract names,
+/// which live in the container's network namespace, are left to it.
+#[test]
+fn a_unix_datagram_by_sendmsg_is_held_to_the_write_set() {
+    require_root_and_escape!();
+    let name = unique("strata-own-abstract");
+    let script = format!(
+        "escape unix-send /etc/hs; escape unix-send /tmp/own bind; escape unix-send @{name} bind"
+    );
+    for (backend, expected, reached) in [
+        (
+            "native",
+            "sendto: sent\nsendmsg: sent\nsendto: sent\nsendmsg: sent\nreceived 2\n\
+             sendto: sent\nsendmsg: sent\nreceived 2\n",
+            2,
+        ),
+        (
+            "sandbox",
+            "sendto: Permission denied\nsendmsg: Operation not permitted\n\
+             sendto: sent\nsendmsg: Operation not permitted\nreceived 1\n\
+             sendto: sent\nsendmsg: sent\nreceived 2\n",
+            0,
+        ),
+    ] {
+        // A socket of the host's in a place the policy lets the container read only.
+        let mut host = None;
+        let out = run_on(backend, &script, |b| {
+            with_escape(b);
+            let s = std::os::unix::net::UnixDatagram::bind(b.rootfs().join("etc/hs")).unwrap();
+            s.set_nonblocking(true).unwrap();
+            host = Some(s);
+        });
+        assert_eq!(out, expected, "{backend}");
+        let host = host.unwrap();
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while host.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert_eq!(
+            got, reached,
+            "{backend}: datagrams the host's socket received"
+        );
+    }
+}
+
 /// SO_PEERCRED and SCM_CREDENTIALS tell a Unix server who connected or sent: for a connect
 /// and a sendto the supervisor performs, the caller (an exec as nobody), not the
 /// supervisor's root.
