@@ -44,6 +44,9 @@
  *   escape unix-send ADDR [bind]  a Unix datagram to ADDR (a path, or @NAME for an abstract
  *                          name) by sendto(2), then by sendmsg(2); with "bind", from a receiver
  *                          bound at ADDR first, which then says how many arrived
+ *   escape setversion PATH opens PATH read-only and sets the inode version (generation)
+ *                          through the fd with EXT4_IOC_SETVERSION and FS_IOC_SETVERSION, then
+ *                          says whether FS_IOC_GETVERSION reads another one
  *   escape peercred-serve PATH  a Unix stream listener at PATH and a datagram socket at
  *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
  *                          and the SCM_CREDENTIALS of the first datagram
@@ -487,6 +490,24 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "setversion") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        long before = 0, after = 0;
+        if (fd < 0 || ioctl(fd, 0x80087601 /* FS_IOC_GETVERSION */, &before)) {
+            printf("getversion: %s\n", strerror(errno));
+            return 0;
+        }
+        struct { const char *name; unsigned long cmd; } sets[] = {
+            {"EXT4_IOC_SETVERSION", 0x40086604}, {"FS_IOC_SETVERSION", 0x40087602}};
+        for (unsigned i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+            long v = before + 1 + i;
+            int r = ioctl(fd, sets[i].cmd, &v);
+            printf("%s: %s\n", sets[i].name, r == 0 ? "changed" : strerror(errno));
+        }
+        ioctl(fd, 0x80087601, &after);
+        printf("version %s\n", after == before ? "unchanged" : "changed");
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "peercred-serve") == 0) {
         struct sockaddr_un a, d;
         char dg[128];
@@ -537,6 +558,7 @@ int main(int argc, char **argv) {
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
                     "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
-                    "unix-send ADDR [bind] | peercred-serve|peercred-connect PATH\n");
+                    "unix-send ADDR [bind] | setversion PATH | "
+                    "peercred-serve|peercred-connect PATH\n");
     return 2;
 }

@@ -499,6 +499,61 @@ fn a_unix_datagram_by_sendmsg_is_held_to_the_write_set() {
     }
 }
 
+/// The inode version (generation) set through a read-only fd of a file in a read-only path,
+/// with ext4's own ioctl and the generic one: ENOTTY from the ioctl filter, and the version
+/// read back (FS_IOC_GETVERSION, a read, still works) is the one it had.
+#[test]
+fn the_inode_version_is_not_set_through_a_read_only_fd() {
+    require_root_and_escape!();
+    let run = |backend: &str| -> (String, u64, u64) {
+        let rt = Runtime::new();
+        let mut b = Bundle::new(&["escape", "setversion", "/etc/passwd"]);
+        with_escape(&mut b);
+        let file = b.rootfs().join("etc/passwd");
+        let before = inode_version(&file);
+        let id = container(&mut b, backend);
+        let out = rt.ok(&[
+            "--backend",
+            backend,
+            "run",
+            "-b",
+            b.path().to_str().unwrap(),
+            &id,
+        ]);
+        (out, before, inode_version(&file))
+    };
+    let (native, before, after) = run("native");
+    if !native.starts_with("EXT4_IOC_SETVERSION: changed") {
+        // tmpfs, or ext4 with metadata_csum: the kernel has no version to set.
+        eprintln!("SKIPPED: the filesystem of the bundles does not set inode versions: {native}");
+        return;
+    }
+    assert_ne!(before, after, "native");
+    let (out, before, after) = run("sandbox");
+    assert_eq!(
+        out,
+        "EXT4_IOC_SETVERSION: Inappropriate ioctl for device\n\
+         FS_IOC_SETVERSION: Inappropriate ioctl for device\nversion unchanged\n"
+    );
+    assert_eq!(before, after, "the version of /etc/passwd changed");
+}
+
+/// A file's inode version, as FS_IOC_GETVERSION reads it (through a read-only fd).
+fn inode_version(path: &std::path::Path) -> u64 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let mut v: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes at most a long into `v`, which is ours.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_7601, &mut v) };
+    assert_eq!(
+        r,
+        0,
+        "FS_IOC_GETVERSION: {}",
+        std::io::Error::last_os_error()
+    );
+    v as u64
+}
+
 /// SO_PEERCRED and SCM_CREDENTIALS tell a Unix server who connected or sent: for a connect
 /// and a sendto the supervisor performs, the caller (an exec as nobody), not the
 /// supervisor's root.
