@@ -554,6 +554,65 @@ fn inode_version(path: &std::path::Path) -> u64 {
     v as u64
 }
 
+/// network = "any" with a `bind` list: listen(2) on a socket nobody bound would bind it to
+/// every address and a port no bind hook sees; refused. A socket bound as the list says
+/// listens, and a host client reaches it.
+#[test]
+fn listen_without_bind_is_held_to_the_bind_list() {
+    require_root_and_escape!();
+    let port = TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = TempDir::new("sandbox-bind");
+    let config = node_with_policy(
+        &cfg,
+        &format!("{POLICY_SETS}network = \"any\"\nbind = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let rt = Runtime::with_global(&["--config", &config]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        &format!("escape listen auto 0; escape listen 127.0.0.1 {port}"),
+    ]);
+    add_escape_and_host_net(&mut b);
+    let id = container(&mut b, "sbx-listen");
+    let mut child = rt
+        .cmd()
+        .args([
+            "--backend",
+            "sandbox",
+            "run",
+            "-b",
+            b.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        out.read_line(&mut lines).unwrap();
+    }
+    assert_eq!(
+        lines,
+        format!("listen: Permission denied\nport {port}\n"),
+        "the unbound listener"
+    );
+    let client = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    );
+    assert!(client.is_ok(), "{client:?}");
+    drop(client);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let _ = child.wait();
+    assert_eq!(rest, "accepted 127.0.0.1\ndone\n");
+}
+
 /// SO_PEERCRED and SCM_CREDENTIALS tell a Unix server who connected or sent: for a connect
 /// and a sendto the supervisor performs, the caller (an exec as nobody), not the
 /// supervisor's root.

@@ -416,8 +416,17 @@ fn rule(names: &[&str], action: &str, errno: Option<u32>, args: &[(u32, &str, u6
 /// The profile for a container under `policy`; `listener` is the supervisor's socket
 /// (`listenerPath`).
 pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
+    // Under a `bind` list, listen(2) on a socket nobody bound binds it itself, to every
+    // address and a port of the kernel's choosing, which no bind hook sees: the supervisor
+    // holds that to the list (and lets a bound socket listen).
+    let trap_listen = policy.bind.is_some();
+    let allowed: Vec<&str> = ALLOWED
+        .iter()
+        .copied()
+        .filter(|s| !(trap_listen && *s == "listen"))
+        .collect();
     let mut syscalls = vec![
-        rule(ALLOWED, "SCMP_ACT_ALLOW", None, &[]),
+        rule(&allowed, "SCMP_ACT_ALLOW", None, &[]),
         rule(TRAPPED, "SCMP_ACT_NOTIFY", None, &[]),
         rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None, &[]),
         rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32), &[]),
@@ -428,6 +437,9 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
             &[],
         ),
     ];
+    if trap_listen {
+        syscalls.push(rule(&["listen"], "SCMP_ACT_NOTIFY", None, &[]));
+    }
     if memfd_noexec_supported() {
         syscalls.push(rule(&["memfd_create"], "SCMP_ACT_ALLOW", None, &[]));
     }
@@ -637,6 +649,28 @@ mod tests {
         );
         let f = strata_linux::seccomp::compile(&p).unwrap();
         assert!(f.has_notify());
+    }
+
+    /// listen(2) binds a socket nobody bound: trapped where a `bind` list must see that,
+    /// allowed elsewhere.
+    #[test]
+    fn listen_is_trapped_only_under_a_bind_list() {
+        let actions = |text: &str| -> Vec<String> {
+            let policy = Policy::parse(text, Path::new("p.toml")).unwrap();
+            let v = serde_json::to_value(profile(Path::new("/s"), &policy)).unwrap();
+            v["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == "listen"))
+                .map(|r| r["action"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(actions("network = \"any\""), ["SCMP_ACT_ALLOW"]);
+        assert_eq!(
+            actions("network = \"any\"\nbind = [\"127.0.0.1:80\"]"),
+            ["SCMP_ACT_NOTIFY"]
+        );
     }
 
     /// Loads the built-in profile in a forked child and reports what a few calls return
