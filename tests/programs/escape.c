@@ -51,6 +51,9 @@
  *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
  *                          and the SCM_CREDENTIALS of the first datagram
  *   escape peercred-connect PATH  connects to PATH and sends a datagram to PATH.dg
+ *   escape self-exec       re-executes itself through /proc/self/exe
+ *   escape tty             opens /dev/tty without a controlling terminal, then in a new
+ *                          session with a pty as its terminal, and says which device it got
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -182,6 +185,15 @@ static socklen_t unix_addr(struct sockaddr_un *a, const char *addr) {
         return offsetof(struct sockaddr_un, sun_path) + n;
     }
     return offsetof(struct sockaddr_un, sun_path) + n + 1;
+}
+
+/* A pty master, unlocked; its slave's path in `slave`. */
+static int open_pty(char *slave, size_t len) {
+    int m = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+    int n = -1, unlock = 0;
+    if (m < 0 || ioctl(m, TIOCSPTLCK, &unlock) || ioctl(m, TIOCGPTN, &n)) return -1;
+    snprintf(slave, len, "/dev/pts/%d", n);
+    return m;
 }
 
 int main(int argc, char **argv) {
@@ -554,11 +566,44 @@ int main(int argc, char **argv) {
         printf("%s\n", n == 1 ? "sent" : strerror(errno));
         return 0;
     }
+    if (argc >= 2 && strcmp(argv[1], "self-exec") == 0) {
+        if (argc >= 3) { printf("re-executed\n"); return 0; }
+        char *av[] = {"escape", "self-exec", "again", NULL};
+        execv("/proc/self/exe", av);
+        printf("execv: %s\n", strerror(errno));
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "tty") == 0) {
+        int fd = open("/dev/tty", O_RDWR);
+        printf("without a terminal: %s\n", fd >= 0 ? "opened" : strerror(errno));
+        if (fd >= 0) close(fd);
+        char slave[64];
+        int m = open_pty(slave, sizeof slave);
+        if (m < 0) { printf("ptmx: %s\n", strerror(errno)); return 0; }
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            /* A session of its own, the pty as its terminal. */
+            int s = setsid() < 0 ? -1 : open(slave, O_RDWR | O_NOCTTY);
+            if (s < 0 || ioctl(s, TIOCSCTTY, 0)) { printf("terminal: %s\n", strerror(errno)); _exit(0); }
+            /* What is written to /dev/tty must come out of this pty's master. */
+            int t = open("/dev/tty", O_RDWR);
+            char b[4] = {0};
+            if (t < 0) printf("with a terminal: %s\n", strerror(errno));
+            else if (write(t, "ok", 2) != 2 || !wait_readable(m, 2000) || read(m, b, 2) != 2 ||
+                     memcmp(b, "ok", 2) != 0)
+                printf("with a terminal: another one\n");
+            else printf("with a terminal: its pty\n");
+            _exit(0);
+        }
+        waitpid(child, NULL, 0);
+        return 0;
+    }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
                     "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
                     "unix-send ADDR [bind] | setversion PATH | "
-                    "peercred-serve|peercred-connect PATH\n");
+                    "peercred-serve|peercred-connect PATH | self-exec | tty\n");
     return 2;
 }

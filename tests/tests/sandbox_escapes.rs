@@ -641,3 +641,28 @@ fn a_supervised_unix_connect_and_send_carry_the_callers_ids() {
         "ready\nstream peer uid 65534 gid 65534\ndatagram sender uid 65534 gid 65534\n"
     );
 }
+
+/// What the review found broken for ordinary programs works as under native: `mkdir -p`
+/// through directories that exist (/ first; /etc, read-only), mkdir of an existing name in a
+/// read-only place (EEXIST, not EACCES), a program re-executing itself through
+/// /proc/self/exe, `ip` (a netlink socket it binds), and /dev/tty as the caller's terminal.
+#[test]
+fn ordinary_calls_the_review_found_broken_work() {
+    require_root_and_escape!();
+    let script = "mkdir -p /tmp/a/b && echo made; mkdir -p /etc && echo exists; \
+                  mkdir /etc 2>&1; escape self-exec; ip addr show lo | grep -c LOOPBACK; \
+                  escape tty";
+    let expected = "made\nexists\nmkdir: can't create directory '/etc': File exists\n\
+                    re-executed\n1\nwithout a terminal: No such device or address\n\
+                    with a terminal: its pty\n";
+    native_then_sandbox(
+        script,
+        &[],
+        |b| {
+            with_escape(b);
+            std::os::unix::fs::symlink("busybox", b.rootfs().join("bin/ip")).unwrap();
+        },
+        expected,
+        expected,
+    );
+}

@@ -647,6 +647,12 @@ impl Emulator {
                     }
                     r => r?,
                 };
+                // A name that exists is EEXIST, as the kernel says before it checks any
+                // permission (`mkdir -p` of a directory that exists in a read-only place),
+                // where the policy lets the name be seen.
+                if exists_at(&parent, &last) && self.readable_named(&parent, &last) {
+                    return Err(Errno::EEXIST);
+                }
                 self.check_named(&parent, &last, Access::Write, "mkdir")?;
                 // SAFETY: as above.
                 let r = unsafe { libc::mkdirat(parent.as_raw_fd(), last.as_ptr(), mode) };
@@ -1407,6 +1413,17 @@ impl Emulator {
         self.check_path(&path, access, syscall)
     }
 
+    /// Whether the policy lets `name` in `parent` be read (nothing logged: a question, not
+    /// a refusal).
+    fn readable_named(&self, parent: &OwnedFd, name: &CStr) -> bool {
+        self.granted_everywhere(Access::Read)
+            || self.real_path(parent).is_ok_and(|p| {
+                self.policy
+                    .check(&p.join(OsStr::from_bytes(name.to_bytes())), Access::Read)
+                    .is_ok()
+            })
+    }
+
     fn granted_everywhere(&self, access: Access) -> bool {
         self.everywhere[access as usize]
     }
@@ -1659,6 +1676,11 @@ fn is_dev_tty(fd: &OwnedFd) -> bool {
             && libc::major(st.st_rdev) == 5
             && libc::minor(st.st_rdev) == 0
     })
+}
+
+/// Whether `name` exists in `dir` (a dangling symlink too).
+fn exists_at(dir: &OwnedFd, name: &CStr) -> bool {
+    nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
 }
 
 fn is_regular(fd: &OwnedFd) -> bool {
