@@ -47,10 +47,23 @@
  *   escape setversion PATH opens PATH read-only and sets the inode version (generation)
  *                          through the fd with EXT4_IOC_SETVERSION and FS_IOC_SETVERSION, then
  *                          says whether FS_IOC_GETVERSION reads another one
+ *   escape tun NODE NAME   opens NODE (c 10:200) and attaches the tun device NAME to it, says
+ *                          whether its own network namespace has NAME, and holds the device
+ *                          until /tmp/release exists
  *   escape peercred-serve PATH  a Unix stream listener at PATH and a datagram socket at
  *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
  *                          and the SCM_CREDENTIALS of the first datagram
  *   escape peercred-connect PATH  connects to PATH and sends a datagram to PATH.dg
+ *   escape pty c|q|h       opens a pty's slave without O_NOCTTY (whoever opens it may take it
+ *                          as its controlling terminal), then types ^C (c) or ^\ (q) on the
+ *                          master, or closes the master (h: a hang-up)
+ *   escape fifo-leak PATH N  N opens of the FIFO PATH, which has no writer, each cut short by
+ *                          SIGALRM after 3 ms
+ *   escape unix-backlog PATH N  a Unix stream listener at PATH with a backlog of 0, and N
+ *                          children connecting to it (all but the first wait); never returns
+ *   escape lease PATH      takes a read lease on PATH, never gives it up, and has a child open
+ *                          PATH for writing (which waits for the lease); never returns
+ *   escape mem PID         reads 16 bytes of /proc/PID/mem at the first mapping of its maps
  *   escape self-exec       re-executes itself through /proc/self/exe
  *   escape tty             opens /dev/tty without a controlling terminal, then in a new
  *                          session with a pty as its terminal, and says which device it got
@@ -79,6 +92,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/time.h>
 
 static char path[64] = "/tmp/ok";
 static volatile int stop;
@@ -186,6 +202,8 @@ static socklen_t unix_addr(struct sockaddr_un *a, const char *addr) {
     }
     return offsetof(struct sockaddr_un, sun_path) + n + 1;
 }
+
+static void on_alarm(int sig) { (void)sig; }
 
 /* A pty master, unlocked; its slave's path in `slave`. */
 static int open_pty(char *slave, size_t len) {
@@ -520,6 +538,20 @@ int main(int argc, char **argv) {
         printf("version %s\n", after == before ? "unchanged" : "changed");
         return 0;
     }
+    if (argc >= 4 && strcmp(argv[1], "tun") == 0) {
+        int fd = open(argv[2], O_RDWR);
+        if (fd < 0) { printf("open: %s\n", strerror(errno)); return 0; }
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strncpy(ifr.ifr_name, argv[3], IFNAMSIZ - 1);
+        ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+        if (ioctl(fd, TUNSETIFF, &ifr)) { printf("TUNSETIFF: %s\n", strerror(errno)); return 0; }
+        printf("attached\n");
+        printf("in its own network: %s\n", if_nametoindex(argv[3]) ? "yes" : "no");
+        for (int i = 0; i < 1000 && access("/tmp/release", F_OK) != 0; i++)
+            usleep(10000);
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "peercred-serve") == 0) {
         struct sockaddr_un a, d;
         char dg[128];
@@ -566,6 +598,84 @@ int main(int argc, char **argv) {
         printf("%s\n", n == 1 ? "sent" : strerror(errno));
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "pty") == 0) {
+        char slave[64];
+        int m = open_pty(slave, sizeof slave);
+        if (m < 0) { printf("ptmx: %s\n", strerror(errno)); return 0; }
+        int s = open(slave, O_RDWR);
+        if (s < 0) { printf("%s: %s\n", slave, strerror(errno)); return 0; }
+        if (argv[2][0] == 'h') {
+            close(m);
+        } else {
+            char c = argv[2][0] == 'c' ? 3 : 28;
+            if (write(m, &c, 1) != 1) { printf("write: %s\n", strerror(errno)); return 0; }
+        }
+        usleep(200000);
+        printf("typed %s\n", argv[2]);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "fifo-leak") == 0) {
+        struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART: the open fails */
+        sigaction(SIGALRM, &sa, NULL);
+        int n = atoi(argv[3]), cut = 0;
+        for (int i = 0; i < n; i++) {
+            struct itimerval t = {.it_value = {.tv_usec = 3000}};
+            setitimer(ITIMER_REAL, &t, NULL);
+            int fd = open(argv[2], O_RDONLY);
+            if (fd >= 0) close(fd);
+            else if (errno == EINTR || errno == EAGAIN) cut++;
+        }
+        printf("cut short %d of %d\n", cut, n);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "unix-backlog") == 0) {
+        struct sockaddr_un a;
+        socklen_t len = unix_addr(&a, argv[2]);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(l, (struct sockaddr *)&a, len) || listen(l, 0)) {
+            printf("listen: %s\n", strerror(errno));
+            return 0;
+        }
+        for (int i = 0; i < atoi(argv[3]); i++) {
+            if (fork() == 0) {
+                int s = socket(AF_UNIX, SOCK_STREAM, 0);
+                connect(s, (struct sockaddr *)&a, len);
+                pause();
+                _exit(0);
+            }
+        }
+        usleep(300000);
+        printf("connecting\n");
+        for (;;) pause();
+    }
+    if (argc >= 3 && strcmp(argv[1], "lease") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        signal(SIGIO, SIG_IGN); /* told to give the lease up, it never does */
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) { printf("lease: %s\n", strerror(errno)); return 0; }
+        if (fork() == 0) {
+            open(argv[2], O_WRONLY);
+            _exit(0);
+        }
+        usleep(300000);
+        printf("opening\n");
+        for (;;) pause();
+    }
+    if (argc >= 3 && strcmp(argv[1], "mem") == 0) {
+        char p[64], line[256];
+        unsigned long lo = 0;
+        snprintf(p, sizeof p, "/proc/%s/maps", argv[2]);
+        FILE *f = fopen(p, "r");
+        if (!f || !fgets(line, sizeof line, f) || sscanf(line, "%lx-", &lo) != 1) {
+            printf("maps: %s\n", strerror(errno));
+            return 0;
+        }
+        snprintf(p, sizeof p, "/proc/%s/mem", argv[2]);
+        int fd = open(p, O_RDONLY);
+        if (fd < 0) { printf("open: %s\n", strerror(errno)); return 0; }
+        char b[16];
+        printf("%s\n", pread(fd, b, sizeof b, lo) == sizeof b ? "read" : strerror(errno));
+        return 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "self-exec") == 0) {
         if (argc >= 3) { printf("re-executed\n"); return 0; }
         char *av[] = {"escape", "self-exec", "again", NULL};
@@ -603,7 +713,8 @@ int main(int argc, char **argv) {
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
                     "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
-                    "unix-send ADDR [bind] | setversion PATH | "
-                    "peercred-serve|peercred-connect PATH | self-exec | tty\n");
+                    "unix-send ADDR [bind] | setversion PATH | tun NODE NAME | "
+                    "peercred-serve|peercred-connect PATH | pty c|q|h | fifo-leak PATH N | "
+                    "unix-backlog PATH N | lease PATH | mem PID | self-exec | tty\n");
     return 2;
 }

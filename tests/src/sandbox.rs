@@ -137,3 +137,22 @@ impl Detached {
         });
     }
 }
+
+/// The PID of container `id`'s supervisor, as its state directory records it.
+pub fn supervisor_pid(rt: &Runtime, id: &str) -> i32 {
+    let text = std::fs::read_to_string(rt.root.path().join(id).join("supervisor.pid")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A field of /proc/PID/status (None once the process is gone).
+pub fn proc_status(pid: i32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether `pid` is alive (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    proc_status(pid, "State:").is_some_and(|s| !s.starts_with('Z'))
+}
