@@ -41,6 +41,32 @@
  *   escape abstract-own NAME  binds and listens on @NAME, then connects to it
  *   escape udp-auto PORT   a datagram to 127.0.0.1:PORT from an unbound socket (which binds
  *                          it to every address), then prints the port and what arrives in 3 s
+ *   escape unix-send ADDR [bind]  a Unix datagram to ADDR (a path, or @NAME for an abstract
+ *                          name) by sendto(2), then by sendmsg(2); with "bind", from a receiver
+ *                          bound at ADDR first, which then says how many arrived
+ *   escape setversion PATH opens PATH read-only and sets the inode version (generation)
+ *                          through the fd with EXT4_IOC_SETVERSION and FS_IOC_SETVERSION, then
+ *                          says whether FS_IOC_GETVERSION reads another one
+ *   escape tun NODE NAME   opens NODE (c 10:200) and attaches the tun device NAME to it, says
+ *                          whether its own network namespace has NAME, and holds the device
+ *                          until /tmp/release exists
+ *   escape peercred-serve PATH  a Unix stream listener at PATH and a datagram socket at
+ *                          PATH.dg (both mode 0777); prints the SO_PEERCRED of the first peer
+ *                          and the SCM_CREDENTIALS of the first datagram
+ *   escape peercred-connect PATH  connects to PATH and sends a datagram to PATH.dg
+ *   escape pty c|q|h       opens a pty's slave without O_NOCTTY (whoever opens it may take it
+ *                          as its controlling terminal), then types ^C (c) or ^\ (q) on the
+ *                          master, or closes the master (h: a hang-up)
+ *   escape fifo-leak PATH N  N opens of the FIFO PATH, which has no writer, each cut short by
+ *                          SIGALRM after 3 ms
+ *   escape unix-backlog PATH N  a Unix stream listener at PATH with a backlog of 0, and N
+ *                          children connecting to it (all but the first wait); never returns
+ *   escape lease PATH      takes a read lease on PATH, never gives it up, and has a child open
+ *                          PATH for writing (which waits for the lease); never returns
+ *   escape mem PID         reads 16 bytes of /proc/PID/mem at the first mapping of its maps
+ *   escape self-exec       re-executes itself through /proc/self/exe
+ *   escape tty             opens /dev/tty without a controlling terminal, then in a new
+ *                          session with a pty as its terminal, and says which device it got
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -66,6 +92,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/time.h>
 
 static char path[64] = "/tmp/ok";
 static volatile int stop;
@@ -158,6 +187,31 @@ static int setflags_nodump(int fd) {
 static int wait_readable(int fd, int ms) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return poll(&p, 1, ms) == 1;
+}
+
+/* A sockaddr_un for ADDR: a path, or @NAME for the abstract NAME; returns its length. */
+static socklen_t unix_addr(struct sockaddr_un *a, const char *addr) {
+    size_t n = strlen(addr);
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (n > sizeof a->sun_path - 1) n = sizeof a->sun_path - 1;
+    memcpy(a->sun_path, addr, n);
+    if (addr[0] == '@') {
+        a->sun_path[0] = 0;
+        return offsetof(struct sockaddr_un, sun_path) + n;
+    }
+    return offsetof(struct sockaddr_un, sun_path) + n + 1;
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* A pty master, unlocked; its slave's path in `slave`. */
+static int open_pty(char *slave, size_t len) {
+    int m = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+    int n = -1, unlock = 0;
+    if (m < 0 || ioctl(m, TIOCSPTLCK, &unlock) || ioctl(m, TIOCGPTN, &n)) return -1;
+    snprintf(slave, len, "/dev/pts/%d", n);
+    return m;
 }
 
 int main(int argc, char **argv) {
@@ -444,9 +498,223 @@ int main(int argc, char **argv) {
         printf("unix ok\n");
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "unix-send") == 0) {
+        struct sockaddr_un a;
+        socklen_t len = unix_addr(&a, argv[2]);
+        int r = -1, s = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (argc >= 4 && strcmp(argv[3], "bind") == 0) {
+            r = socket(AF_UNIX, SOCK_DGRAM, 0);
+            if (bind(r, (struct sockaddr *)&a, len)) { printf("bind: %s\n", strerror(errno)); return 0; }
+        }
+        long n = sendto(s, "t", 1, MSG_DONTWAIT, (struct sockaddr *)&a, len);
+        printf("sendto: %s\n", n == 1 ? "sent" : strerror(errno));
+        struct iovec io = {.iov_base = "m", .iov_len = 1};
+        struct msghdr m = {.msg_name = &a, .msg_namelen = len, .msg_iov = &io, .msg_iovlen = 1};
+        n = sendmsg(s, &m, MSG_DONTWAIT);
+        printf("sendmsg: %s\n", n == 1 ? "sent" : strerror(errno));
+        if (r >= 0) {
+            char b[4];
+            int got = 0;
+            while (recv(r, b, sizeof b, MSG_DONTWAIT) > 0) got++;
+            printf("received %d\n", got);
+        }
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "setversion") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        long before = 0, after = 0;
+        if (fd < 0 || ioctl(fd, 0x80087601 /* FS_IOC_GETVERSION */, &before)) {
+            printf("getversion: %s\n", strerror(errno));
+            return 0;
+        }
+        struct { const char *name; unsigned long cmd; } sets[] = {
+            {"EXT4_IOC_SETVERSION", 0x40086604}, {"FS_IOC_SETVERSION", 0x40087602}};
+        for (unsigned i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+            long v = before + 1 + i;
+            int r = ioctl(fd, sets[i].cmd, &v);
+            printf("%s: %s\n", sets[i].name, r == 0 ? "changed" : strerror(errno));
+        }
+        ioctl(fd, 0x80087601, &after);
+        printf("version %s\n", after == before ? "unchanged" : "changed");
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "tun") == 0) {
+        int fd = open(argv[2], O_RDWR);
+        if (fd < 0) { printf("open: %s\n", strerror(errno)); return 0; }
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strncpy(ifr.ifr_name, argv[3], IFNAMSIZ - 1);
+        ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+        if (ioctl(fd, TUNSETIFF, &ifr)) { printf("TUNSETIFF: %s\n", strerror(errno)); return 0; }
+        printf("attached\n");
+        printf("in its own network: %s\n", if_nametoindex(argv[3]) ? "yes" : "no");
+        for (int i = 0; i < 1000 && access("/tmp/release", F_OK) != 0; i++)
+            usleep(10000);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "peercred-serve") == 0) {
+        struct sockaddr_un a, d;
+        char dg[128];
+        snprintf(dg, sizeof dg, "%s.dg", argv[2]);
+        socklen_t la = unix_addr(&a, argv[2]), ld = unix_addr(&d, dg);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0), g = socket(AF_UNIX, SOCK_DGRAM, 0), one = 1;
+        if (bind(l, (struct sockaddr *)&a, la) || listen(l, 1) || bind(g, (struct sockaddr *)&d, ld) ||
+            chmod(argv[2], 0777) || chmod(dg, 0777) ||
+            setsockopt(g, SOL_SOCKET, SO_PASSCRED, &one, sizeof one)) {
+            printf("serve: %s\n", strerror(errno));
+            return 0;
+        }
+        printf("ready\n");
+        struct ucred u;
+        socklen_t len = sizeof u;
+        int c = wait_readable(l, 10000) ? accept(l, NULL, NULL) : -1;
+        if (c < 0 || getsockopt(c, SOL_SOCKET, SO_PEERCRED, &u, &len)) {
+            printf("no peer: %s\n", strerror(errno));
+            return 0;
+        }
+        printf("stream peer uid %d gid %d\n", (int)u.uid, (int)u.gid);
+        char b[8], cbuf[CMSG_SPACE(sizeof(struct ucred))];
+        struct iovec io = {.iov_base = b, .iov_len = sizeof b};
+        struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = cbuf,
+                           .msg_controllen = sizeof cbuf};
+        if (!wait_readable(g, 10000) || recvmsg(g, &m, 0) < 0) {
+            printf("no datagram: %s\n", strerror(errno));
+            return 0;
+        }
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (!cm || cm->cmsg_type != SCM_CREDENTIALS) { printf("no credentials\n"); return 0; }
+        memcpy(&u, CMSG_DATA(cm), sizeof u);
+        printf("datagram sender uid %d gid %d\n", (int)u.uid, (int)u.gid);
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "peercred-connect") == 0) {
+        struct sockaddr_un a, d;
+        char dg[128];
+        snprintf(dg, sizeof dg, "%s.dg", argv[2]);
+        socklen_t la = unix_addr(&a, argv[2]), ld = unix_addr(&d, dg);
+        int s = socket(AF_UNIX, SOCK_STREAM, 0), g = socket(AF_UNIX, SOCK_DGRAM, 0);
+        printf("%s\n", connect(s, (struct sockaddr *)&a, la) == 0 ? "connected" : strerror(errno));
+        long n = sendto(g, "x", 1, 0, (struct sockaddr *)&d, ld);
+        printf("%s\n", n == 1 ? "sent" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "pty") == 0) {
+        char slave[64];
+        int m = open_pty(slave, sizeof slave);
+        if (m < 0) { printf("ptmx: %s\n", strerror(errno)); return 0; }
+        int s = open(slave, O_RDWR);
+        if (s < 0) { printf("%s: %s\n", slave, strerror(errno)); return 0; }
+        if (argv[2][0] == 'h') {
+            close(m);
+        } else {
+            char c = argv[2][0] == 'c' ? 3 : 28;
+            if (write(m, &c, 1) != 1) { printf("write: %s\n", strerror(errno)); return 0; }
+        }
+        usleep(200000);
+        printf("typed %s\n", argv[2]);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "fifo-leak") == 0) {
+        struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART: the open fails */
+        sigaction(SIGALRM, &sa, NULL);
+        int n = atoi(argv[3]), cut = 0;
+        for (int i = 0; i < n; i++) {
+            struct itimerval t = {.it_value = {.tv_usec = 3000}};
+            setitimer(ITIMER_REAL, &t, NULL);
+            int fd = open(argv[2], O_RDONLY);
+            if (fd >= 0) close(fd);
+            else if (errno == EINTR || errno == EAGAIN) cut++;
+        }
+        printf("cut short %d of %d\n", cut, n);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "unix-backlog") == 0) {
+        struct sockaddr_un a;
+        socklen_t len = unix_addr(&a, argv[2]);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(l, (struct sockaddr *)&a, len) || listen(l, 0)) {
+            printf("listen: %s\n", strerror(errno));
+            return 0;
+        }
+        for (int i = 0; i < atoi(argv[3]); i++) {
+            if (fork() == 0) {
+                int s = socket(AF_UNIX, SOCK_STREAM, 0);
+                connect(s, (struct sockaddr *)&a, len);
+                pause();
+                _exit(0);
+            }
+        }
+        usleep(300000);
+        printf("connecting\n");
+        for (;;) pause();
+    }
+    if (argc >= 3 && strcmp(argv[1], "lease") == 0) {
+        int fd = open(argv[2], O_RDONLY);
+        signal(SIGIO, SIG_IGN); /* told to give the lease up, it never does */
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) { printf("lease: %s\n", strerror(errno)); return 0; }
+        if (fork() == 0) {
+            open(argv[2], O_WRONLY);
+            _exit(0);
+        }
+        usleep(300000);
+        printf("opening\n");
+        for (;;) pause();
+    }
+    if (argc >= 3 && strcmp(argv[1], "mem") == 0) {
+        char p[64], line[256];
+        unsigned long lo = 0;
+        snprintf(p, sizeof p, "/proc/%s/maps", argv[2]);
+        FILE *f = fopen(p, "r");
+        if (!f || !fgets(line, sizeof line, f) || sscanf(line, "%lx-", &lo) != 1) {
+            printf("maps: %s\n", strerror(errno));
+            return 0;
+        }
+        snprintf(p, sizeof p, "/proc/%s/mem", argv[2]);
+        int fd = open(p, O_RDONLY);
+        if (fd < 0) { printf("open: %s\n", strerror(errno)); return 0; }
+        char b[16];
+        printf("%s\n", pread(fd, b, sizeof b, lo) == sizeof b ? "read" : strerror(errno));
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "self-exec") == 0) {
+        if (argc >= 3) { printf("re-executed\n"); return 0; }
+        char *av[] = {"escape", "self-exec", "again", NULL};
+        execv("/proc/self/exe", av);
+        printf("execv: %s\n", strerror(errno));
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "tty") == 0) {
+        int fd = open("/dev/tty", O_RDWR);
+        printf("without a terminal: %s\n", fd >= 0 ? "opened" : strerror(errno));
+        if (fd >= 0) close(fd);
+        char slave[64];
+        int m = open_pty(slave, sizeof slave);
+        if (m < 0) { printf("ptmx: %s\n", strerror(errno)); return 0; }
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            /* A session of its own, the pty as its terminal. */
+            int s = setsid() < 0 ? -1 : open(slave, O_RDWR | O_NOCTTY);
+            if (s < 0 || ioctl(s, TIOCSCTTY, 0)) { printf("terminal: %s\n", strerror(errno)); _exit(0); }
+            /* What is written to /dev/tty must come out of this pty's master. */
+            int t = open("/dev/tty", O_RDWR);
+            char b[4] = {0};
+            if (t < 0) printf("with a terminal: %s\n", strerror(errno));
+            else if (write(t, "ok", 2) != 2 || !wait_readable(m, 2000) || read(m, b, 2) != 2 ||
+                     memcmp(b, "ok", 2) != 0)
+                printf("with a terminal: another one\n");
+            else printf("with a terminal: its pty\n");
+            _exit(0);
+        }
+        waitpid(child, NULL, 0);
+        return 0;
+    }
     fprintf(stderr, "usage: escape race-path|race-link N | dirfd | dirfd-rename | socket F | "
                     "sendto|sendmsg IP PORT | sendmsg6 IP6 PORT | chmod2 PATH | touch PATH | unix"
                     " | userns | open-dev PATH | memfd-exec | race-exec N memfd|tmpfile | "
-                    "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT\n");
+                    "fd-meta PATH | tfo|tfo-msg IP PORT | listen ADDR PORT | udp-auto PORT | "
+                    "unix-send ADDR [bind] | setversion PATH | tun NODE NAME | "
+                    "peercred-serve|peercred-connect PATH | pty c|q|h | fifo-leak PATH N | "
+                    "unix-backlog PATH N | lease PATH | mem PID | self-exec | tty\n");
     return 2;
 }

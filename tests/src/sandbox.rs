@@ -98,3 +98,61 @@ pub fn host_net(b: &mut Bundle) {
             .retain(|n| n["type"] != "network")
     });
 }
+
+/// A container started detached (`run -d`), its stdout in a file of its own. The runtime's
+/// drop deletes it.
+pub struct Detached {
+    pub id: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Detached {
+    pub fn start(rt: &Runtime, b: &mut Bundle, backend: &str, global: &[&str]) -> Detached {
+        let dir = TempDir::new("detached");
+        let log = dir.path().join("stdout");
+        let id = container(b, backend);
+        let status = rt
+            .cmd()
+            .args(global)
+            .args(["--backend", backend, "run", "-d", "-b"])
+            .arg(b.path())
+            .arg(&id)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{backend}: run -d failed");
+        Detached { id, log, _dir: dir }
+    }
+
+    /// What the container has printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the container has printed `what`.
+    pub fn wait_for(&self, what: &str) {
+        eventually(&format!("{:?} from the container", what), || {
+            self.output().contains(what)
+        });
+    }
+}
+
+/// The PID of container `id`'s supervisor, as its state directory records it.
+pub fn supervisor_pid(rt: &Runtime, id: &str) -> i32 {
+    let text = std::fs::read_to_string(rt.root.path().join(id).join("supervisor.pid")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A field of /proc/PID/status (None once the process is gone).
+pub fn proc_status(pid: i32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether `pid` is alive (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    proc_status(pid, "State:").is_some_and(|s| !s.starts_with('Z'))
+}

@@ -479,6 +479,11 @@ impl Emulator {
                     addr: mem(a[4], (a[5] as usize).min(128))?,
                 }
             }
+            // Trapped only under a `bind` list (see `profile`).
+            libc::SYS_listen => Op::Listen {
+                fd: a[0] as i32,
+                backlog: a[1] as i32,
+            },
             _ => return Err(Errno::ENOSYS),
         };
         // Then the caller's identity. A cached one is held by a pidfd of the thread: alive
@@ -642,6 +647,12 @@ impl Emulator {
                     }
                     r => r?,
                 };
+                // A name that exists is EEXIST, as the kernel says before it checks any
+                // permission (`mkdir -p` of a directory that exists in a read-only place),
+                // where the policy lets the name be seen.
+                if exists_at(&parent, &last) && self.readable_named(&parent, &last) {
+                    return Err(Errno::EEXIST);
+                }
                 self.check_named(&parent, &last, Access::Write, "mkdir")?;
                 // SAFETY: as above.
                 let r = unsafe { libc::mkdirat(parent.as_raw_fd(), last.as_ptr(), mode) };
@@ -817,7 +828,24 @@ impl Emulator {
                 Ok(Outcome::Continue)
             }
             Op::Socket { kind, fd, addr } => self.socket(tid, c, kind, fd, addr, listener, id),
+            Op::Listen { fd, backlog } => self.listen(c, fd, backlog),
         }
+    }
+
+    /// listen(2) on the caller's socket. One that has no port yet gets one from the kernel
+    /// here (every address and an ephemeral port, for a socket never bound), which no bind
+    /// hook sees: held to the `bind` list like a bind of its address to port 0.
+    fn listen(&mut self, c: &Creds, fd: i32, backlog: i32) -> R<Outcome> {
+        let sock = self.caller_fd(c, fd)?;
+        if socket_type(&sock) == libc::SOCK_STREAM {
+            if let Some((ip, 0)) = local_ip_endpoint(&sock) {
+                self.check_endpoint(ip, 0, true, "listen")?;
+            }
+        }
+        // SAFETY: listen(2) on our copy of the caller's socket, with integers.
+        let r = unsafe { libc::listen(sock.as_raw_fd(), backlog) };
+        Errno::result(r)?;
+        Ok(Outcome::Value(0))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1385,6 +1413,17 @@ impl Emulator {
         self.check_path(&path, access, syscall)
     }
 
+    /// Whether the policy lets `name` in `parent` be read (nothing logged: a question, not
+    /// a refusal).
+    fn readable_named(&self, parent: &OwnedFd, name: &CStr) -> bool {
+        self.granted_everywhere(Access::Read)
+            || self.real_path(parent).is_ok_and(|p| {
+                self.policy
+                    .check(&p.join(OsStr::from_bytes(name.to_bytes())), Access::Read)
+                    .is_ok()
+            })
+    }
+
     fn granted_everywhere(&self, access: Access) -> bool {
         self.everywhere[access as usize]
     }
@@ -1509,11 +1548,18 @@ enum Op {
         flags: i32,
     },
     /// fchmod, fchown, futimens: a change made through an fd.
-    FdMeta { fd: i32, meta: Meta },
+    FdMeta {
+        fd: i32,
+        meta: Meta,
+    },
     Socket {
         kind: SockOp,
         fd: i32,
         addr: Vec<u8>,
+    },
+    Listen {
+        fd: i32,
+        backlog: i32,
     },
 }
 
@@ -1630,6 +1676,11 @@ fn is_dev_tty(fd: &OwnedFd) -> bool {
             && libc::major(st.st_rdev) == 5
             && libc::minor(st.st_rdev) == 0
     })
+}
+
+/// Whether `name` exists in `dir` (a dangling symlink too).
+fn exists_at(dir: &OwnedFd, name: &CStr) -> bool {
+    nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
 }
 
 fn is_regular(fd: &OwnedFd) -> bool {
@@ -1749,6 +1800,33 @@ fn ip_endpoint(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
         }
         _ => None,
     }
+}
+
+/// The local address and port of an IP socket (the unspecified address and port 0 for one
+/// never bound); None for other sockets.
+fn local_ip_endpoint(sock: &OwnedFd) -> Option<(std::net::IpAddr, u16)> {
+    // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes of it.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above, with our fd.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: viewing the filled part of a plain-data struct as bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&addr as *const libc::sockaddr_storage).cast::<u8>(),
+            (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    ip_endpoint(bytes)
 }
 
 /// The name a Unix socket is bound to (the bytes after sun_family), if it has one.

@@ -257,14 +257,52 @@ fn alive(pidfd: RawFd) -> bool {
 /// Makes the calling thread's real and effective IDs the caller's (its saved IDs stay the
 /// supervisor's root), with raw per-thread syscalls: Unix socket peers see them in
 /// SO_PEERCRED and SCM_CREDENTIALS when the supervisor connects or sends for the caller.
-/// The kernel changes fsuid/fsgid and the effective capabilities along; a thread that goes on
-/// serving must [`Identity::reset`] afterwards.
+/// Its filesystem IDs and effective capabilities end up the caller's too; a thread that goes
+/// on serving returns to root afterwards (see [`Identity::with_caller_ids`]).
 pub(crate) fn set_caller_ids(c: &Creds) -> R<()> {
     let keep = u32::MAX;
+    // Changing IDs takes CAP_SETUID and CAP_SETGID, which the caller's identity, applied to
+    // this thread, often lacks (a caller that is not root has none): the supervisor's own
+    // capabilities for the changes, the caller's for the call.
+    set_effective_caps(None)?;
     // SAFETY: integer arguments; the gid first, while the thread is still root.
     Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, c.gid, c.egid, keep) })?;
     // SAFETY: as above.
     Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, c.uid, c.euid, keep) })?;
+    // Leaving euid 0 emptied the effective set; the saved uid 0 kept the permitted one.
+    set_effective_caps(None)?;
+    // The IDs moved the filesystem IDs to the effective ones; the caller's may differ.
+    // SAFETY: integer arguments; each setfs* call with -1 only reports the value in effect.
+    let (fsgid, fsuid) = unsafe {
+        libc::setfsgid(c.fsgid);
+        libc::setfsuid(c.fsuid);
+        (
+            libc::setfsgid(u32::MAX) as u32,
+            libc::setfsuid(u32::MAX) as u32,
+        )
+    };
+    if (fsgid, fsuid) != (c.fsgid, c.fsuid) {
+        return Err(Errno::EPERM);
+    }
+    set_effective_caps(Some(c.cap_eff))
+}
+
+/// Sets the calling thread's effective capabilities to `effective` (all of its permitted
+/// ones for None), within its permitted set, which stays as it is.
+fn set_effective_caps(effective: Option<u64>) -> R<()> {
+    let mut data = [CapData::default(); 2];
+    let mut header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    // SAFETY: capget writes two CapData (v3), which `data` holds.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    let permitted = data[0].permitted as u64 | (data[1].permitted as u64) << 32;
+    let e = effective.unwrap_or(permitted) & permitted;
+    data[0].effective = e as u32;
+    data[1].effective = (e >> 32) as u32;
+    // SAFETY: capset reads the header and two CapData (v3), all ours.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
     Ok(())
 }
 

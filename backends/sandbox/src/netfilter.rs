@@ -13,6 +13,12 @@
 //!   without bind, which binds to every address), a datagram socket bound implicitly by its
 //!   first send, accepted connections on a wildcard address.
 //!
+//! A third, apart from the network policy: a `sock_addr` hook on Unix sendmsg (Linux 6.7)
+//! that refuses a datagram to a socket path sent by the container itself. sendmsg(2) keeps
+//! its address in memory the seccomp filter cannot read, so the supervisor never sees it to
+//! check the path; sendto(2), trapped and checked, is performed by the supervisor, whose own
+//! send the hook lets through.
+//!
 //! The endpoint sets are the policy's: the network class (loopback: 127.0.0.0/8 and ::1),
 //! narrowed by `connect` and `bind` when given. A socket may bind the unspecified address
 //! (a server listening "everywhere"): the wall then lets through only what arrives on an
@@ -37,8 +43,10 @@ const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+const BPF_CGROUP_UNIX_SENDMSG: u32 = 50;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 const BPF_FUNC_SKB_LOAD_BYTES: i32 = 26;
+const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
 
 // Offsets in struct bpf_sock_addr.
 const USER_IP4: i16 = 4;
@@ -107,6 +115,85 @@ pub fn attach(policy: &Policy, dir: BorrowedFd) -> Result<()> {
             .map_err(|e| Error::Setup(format!("network filter {attach_type}: {e}")))?;
     }
     Ok(())
+}
+
+/// Whether this kernel has the cgroup hooks of Unix sockets (Linux 6.7).
+pub fn unix_hooks_supported() -> bool {
+    kernel_release().is_some_and(|v| v >= (6, 7))
+}
+
+/// The running kernel's major and minor version.
+fn kernel_release() -> Option<(u32, u32)> {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname writes into the struct we own.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    // SAFETY: uname NUL-terminates the release within its array.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_str()
+        .ok()?;
+    let mut it = release.split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Attaches the Unix sendmsg hook to the cgroup v2 directory open as `dir`, whose level in
+/// the hierarchy is at least `level` (the depth of its path as this process sees it: more
+/// inside a cgroup namespace whose root is not the hierarchy's).
+pub fn attach_unix_sendmsg(dir: BorrowedFd, level: u32) -> Result<()> {
+    // A cgroup v2 directory's inode number is the cgroup's ID, what the helper returns.
+    let id = nix::sys::stat::fstat(dir)
+        .map_err(|e| Error::Setup(format!("the container's cgroup: {e}")))?
+        .st_ino;
+    let prog = unix_sendmsg(id, level);
+    let fd = bpf::load(
+        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        BPF_CGROUP_UNIX_SENDMSG,
+        &prog,
+    )
+    .map_err(|e| Error::Setup(format!("loading the Unix sendmsg filter: {e}")))?;
+    bpf::attach_to(dir, &fd, BPF_CGROUP_UNIX_SENDMSG, BPF_F_ALLOW_MULTI)
+        .map_err(|e| Error::Setup(format!("the Unix sendmsg filter: {e}")))
+}
+
+/// Levels above the apparent one where the container's cgroup may really be: the cgroup
+/// namespace of whoever started the supervisor may have its root that far down.
+const LEVELS_BEYOND: u32 = 16;
+
+/// The Unix sendmsg program: refuses (0, EPERM) a datagram to a path when the sending task
+/// is in the cgroup `id` or beneath it, lets through (1) the rest: abstract names (held by
+/// the network namespace, or in the host's by Landlock's abstract-socket scope) and sends by
+/// tasks outside the container (the supervisor's, on a caller's behalf, after its check).
+/// The hook runs for every socket made in the container's cgroup, whoever sends on it.
+fn unix_sendmsg(id: u64, level: u32) -> Vec<Insn> {
+    let mut a = Asm::default();
+    let allow = a.label();
+    let refuse = a.label();
+    // user_port reads the two bytes where sin_port would be: sun_path[0] and [1].
+    a.op(insn(bpf::LDX_MEM_W, SCRATCH, 1, USER_PORT, 0));
+    a.op(insn(bpf::ALU32_AND_K, SCRATCH, 0, 0, 0xff));
+    a.jump_if(bpf::JMP32_JEQ_K, SCRATCH, 0, allow);
+    a.load_u64(7, id);
+    for l in level..level + LEVELS_BEYOND {
+        a.op(insn(bpf::MOV64_K, 1, 0, 0, l as i32));
+        a.op(insn(
+            bpf::CALL,
+            0,
+            0,
+            0,
+            BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID,
+        ));
+        // 0: the task's cgroup is shallower than this level, and than every next one.
+        a.jump_if(bpf::JEQ_K, 0, 0, allow);
+        a.jump_if_reg(bpf::JEQ_X, 0, 7, refuse);
+    }
+    a.goto(allow);
+    a.bind(refuse);
+    a.ret(0);
+    a.bind(allow);
+    a.ret(1);
+    a.finish()
 }
 
 /// An address as the program sees it: 32-bit words loaded little-endian from the bytes in
@@ -497,6 +584,16 @@ mod tests {
                 if let Err(e) = bpf::load(t, at, &prog) {
                     panic!("{text}: program {at}: {e}");
                 }
+            }
+        }
+        if unix_hooks_supported() {
+            let prog = unix_sendmsg(u64::MAX - 1, 2);
+            if let Err(e) = bpf::load(
+                BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+                BPF_CGROUP_UNIX_SENDMSG,
+                &prog,
+            ) {
+                panic!("Unix sendmsg: {e}");
             }
         }
     }

@@ -416,8 +416,17 @@ fn rule(names: &[&str], action: &str, errno: Option<u32>, args: &[(u32, &str, u6
 /// The profile for a container under `policy`; `listener` is the supervisor's socket
 /// (`listenerPath`).
 pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
+    // Under a `bind` list, listen(2) on a socket nobody bound binds it itself, to every
+    // address and a port of the kernel's choosing, which no bind hook sees: the supervisor
+    // holds that to the list (and lets a bound socket listen).
+    let trap_listen = policy.bind.is_some();
+    let allowed: Vec<&str> = ALLOWED
+        .iter()
+        .copied()
+        .filter(|s| !(trap_listen && *s == "listen"))
+        .collect();
     let mut syscalls = vec![
-        rule(ALLOWED, "SCMP_ACT_ALLOW", None, &[]),
+        rule(&allowed, "SCMP_ACT_ALLOW", None, &[]),
         rule(TRAPPED, "SCMP_ACT_NOTIFY", None, &[]),
         rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None, &[]),
         rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32), &[]),
@@ -428,6 +437,9 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
             &[],
         ),
     ];
+    if trap_listen {
+        syscalls.push(rule(&["listen"], "SCMP_ACT_NOTIFY", None, &[]));
+    }
     if memfd_noexec_supported() {
         syscalls.push(rule(&["memfd_create"], "SCMP_ACT_ALLOW", None, &[]));
     }
@@ -545,18 +557,35 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
 /// ioctls that change a file's metadata through any fd, a read-only one too (the kernel asks
 /// only for ownership and a writable mount): inode flags (immutable, append-only, ...), project
 /// and extended flags, the inode version, encryption and verity (which make a file read-only
-/// for good). The cmd argument is 32 bits to the kernel: compared under that mask, so that
-/// high bits cannot slip a call past the rule.
+/// for good), fscrypt keys, ext4's migration between block maps and extents. The cmd argument
+/// is 32 bits to the kernel: compared under that mask, so that high bits cannot slip a call
+/// past the rule.
 const METADATA_IOCTLS: &[u64] = &[
     0x4008_6602, // FS_IOC_SETFLAGS
     0x4004_6602, // FS_IOC32_SETFLAGS
     0x4008_7602, // FS_IOC_SETVERSION
     0x4004_7602, // FS_IOC32_SETVERSION
+    0x4008_6604, // EXT4_IOC_SETVERSION
+    0x4004_6604, // EXT4_IOC32_SETVERSION
     0x401c_5820, // FS_IOC_FSSETXATTR
     0x800c_6613, // FS_IOC_SET_ENCRYPTION_POLICY
+    0xc050_6617, // FS_IOC_ADD_ENCRYPTION_KEY
+    0xc040_6618, // FS_IOC_REMOVE_ENCRYPTION_KEY
+    0xc040_6619, // FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS
     0x4080_6685, // FS_IOC_ENABLE_VERITY
     0x4100_9432, // FS_IOC_SETFSLABEL
+    0x0000_6609, // EXT4_IOC_MIGRATE
 ];
+
+/// Every write-only ioctl of the types 'f' (the inode flags and ext4's, fscrypt's and
+/// fs-verity's calls) and 'v' (the inode version), whatever their number and size: the
+/// list above names the known setters, this holds the ones it misses (ext4 alone has added
+/// a few setters over the years). The direction bits and the type, on the kernel's 32 bits.
+/// On x86-64 no terminal or socket ioctl has these types, and the calls a program reads
+/// metadata with (FS_IOC_GETFLAGS, FS_IOC_GETVERSION, FS_IOC_FIEMAP) are read or read-write
+/// ones; what this also takes are fscrypt's two oddly numbered getters and ext4's debugging
+/// GETSTATE, of no use in a container.
+const WRITE_IOCTL_TYPES: &[(u64, u64)] = &[(0xc000_ff00, 0x4000_6600), (0xc000_ff00, 0x4000_7600)];
 
 /// btrfs's ioctls (type 0x94) include making and deleting subvolumes and snapshots in a
 /// directory opened read-only: all refused.
@@ -577,6 +606,14 @@ pub fn fd_metadata_profile() -> LinuxSeccomp {
             )
         })
         .collect();
+    for (mask, value) in WRITE_IOCTL_TYPES {
+        syscalls.push(rule(
+            &["ioctl"],
+            "SCMP_ACT_ERRNO",
+            Some(libc::ENOTTY as u32),
+            &[(1, "SCMP_CMP_MASKED_EQ", *mask, *value)],
+        ));
+    }
     syscalls.push(rule(
         &["ioctl"],
         "SCMP_ACT_ERRNO",
@@ -614,6 +651,28 @@ mod tests {
         assert!(f.has_notify());
     }
 
+    /// listen(2) binds a socket nobody bound: trapped where a `bind` list must see that,
+    /// allowed elsewhere.
+    #[test]
+    fn listen_is_trapped_only_under_a_bind_list() {
+        let actions = |text: &str| -> Vec<String> {
+            let policy = Policy::parse(text, Path::new("p.toml")).unwrap();
+            let v = serde_json::to_value(profile(Path::new("/s"), &policy)).unwrap();
+            v["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == "listen"))
+                .map(|r| r["action"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(actions("network = \"any\""), ["SCMP_ACT_ALLOW"]);
+        assert_eq!(
+            actions("network = \"any\"\nbind = [\"127.0.0.1:80\"]"),
+            ["SCMP_ACT_NOTIFY"]
+        );
+    }
+
     /// Loads the built-in profile in a forked child and reports what a few calls return
     /// (0 for success, else the errno), over a pipe. Trapped calls are not made: with the
     /// listener closed they would only fail with ENOSYS.
@@ -624,12 +683,24 @@ mod tests {
         );
         let filter = strata_linux::seccomp::compile(&p).unwrap();
         let ioctls = strata_linux::seccomp::compile(&fd_metadata_profile()).unwrap();
+        // The child's stdin: a regular file (unlinked at once), on which the kernel itself
+        // would answer an inode ioctl with something else than ENOTTY.
+        let scratch = std::env::temp_dir().join(format!(
+            "strata-profile-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = std::fs::File::create(&scratch).unwrap();
+        std::fs::remove_file(&scratch).unwrap();
         let (r, w) = nix::unistd::pipe().unwrap();
         // SAFETY: the child only makes raw syscalls and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                // SAFETY: prctl with integer arguments.
-                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                // SAFETY: dup2 and prctl with integer arguments (the file is ours, open).
+                unsafe {
+                    libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 0);
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+                };
                 // As the runtime loads them: the ioctl filter first (the profile refuses
                 // seccomp(2), so nothing loads after it).
                 if ioctls.load().is_err() {
@@ -759,6 +830,12 @@ mod tests {
             || sys(libc::SYS_ioctl, [0, 0x4008_6602, 0, 0, 0]),
             || sys(libc::SYS_ioctl, [0, 0xffff_ffff_4008_6602, 0, 0, 0]),
             || sys(libc::SYS_ioctl, [0, 0x9400_0000_5000_9401, 0, 0, 0]),
+            // EXT4_IOC_SETVERSION; EXT4_IOC_GETSTATE, a write-only 'f' ioctl the list does
+            // not name; an unknown 'v' one; an fscrypt key's.
+            || sys(libc::SYS_ioctl, [0, 0xffff_ffff_4008_6604, 0, 0, 0]),
+            || sys(libc::SYS_ioctl, [0, 0x4004_6629, 0, 0, 0]),
+            || sys(libc::SYS_ioctl, [0, 0x4004_7605, 0, 0, 0]),
+            || sys(libc::SYS_ioctl, [0, 0xc050_6617, 0, 0, 0]),
         ]);
         let (eperm, enosys, eafns, eopnotsupp) = (
             libc::EPERM as i64,
@@ -781,6 +858,10 @@ mod tests {
                 eopnotsupp,
                 0,
                 enosys,
+                libc::ENOTTY as i64,
+                libc::ENOTTY as i64,
+                libc::ENOTTY as i64,
+                libc::ENOTTY as i64,
                 libc::ENOTTY as i64,
                 libc::ENOTTY as i64,
                 libc::ENOTTY as i64

@@ -76,7 +76,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
     .ctx(|| "opening /proc".into())?;
     let mut emulator: Option<Emulator> = None;
     let mut guard: Option<crate::guard::Guard> = None;
-    let mut datagram_hook: Option<std::thread::JoinHandle<()>> = None;
+    let mut kernel_hooks: Option<std::thread::JoinHandle<()>> = None;
     let mut policy = Some(policy);
     let mut devices = Some(devices);
     // Notify fds; the first is the init's, whose hang-up means the container is gone.
@@ -119,7 +119,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                         // The guard first: from here a supervisor that gives up takes the
                         // container with it.
                         guard = Some(crate::guard::spawn(pid)?);
-                        let datagram_dir = datagram_hook_dir(&p, pid);
+                        let hook_dir = cgroup_v2_dir(&p, pid);
                         let user_ns = std::fs::read_link(format!("/proc/{pid}/ns/user"))
                             .map_err(|e| Error::Setup(format!("the init's user namespace: {e}")))?
                             .to_string_lossy()
@@ -128,7 +128,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                         let proc_dup = host_proc
                             .try_clone()
                             .map_err(|e| Error::Setup(e.to_string()))?;
-                        let hook_policy = datagram_dir.is_some().then(|| p.clone());
+                        let hook_policy = hook_dir.is_some().then(|| p.clone());
                         let rules = devices.take().unwrap_or_default();
                         emulator = Some(
                             Emulator::new(proc_dup, p, rules, user_ns, host_network)
@@ -138,8 +138,8 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                         // Loading and attaching the programs takes ~1 ms (the verifier):
                         // done aside, and waited for before the first execve is let
                         // through, since no code of the container's own runs before it.
-                        datagram_hook = datagram_dir.zip(hook_policy).map(|(dir, policy)| {
-                            std::thread::spawn(move || hook_network(&policy, dir))
+                        kernel_hooks = hook_dir.zip(hook_policy).map(|((dir, level), policy)| {
+                            std::thread::spawn(move || hook_kernel(&policy, dir, level))
                         });
                     }
                     listeners.push(fd);
@@ -152,7 +152,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
             let fd = listeners[i - 1].as_fd();
             if flags.contains(PollFlags::POLLIN) {
                 if let Some(em) = emulator.as_mut() {
-                    serve_one(em, fd, &mut datagram_hook);
+                    serve_one(em, fd, &mut kernel_hooks);
                 }
             } else if flags
                 .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
@@ -176,7 +176,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
 fn serve_one(
     em: &mut Emulator,
     fd: BorrowedFd,
-    datagram_hook: &mut Option<std::thread::JoinHandle<()>>,
+    kernel_hooks: &mut Option<std::thread::JoinHandle<()>>,
 ) {
     let n = match notif::recv(fd) {
         Ok(n) => n,
@@ -184,7 +184,7 @@ fn serve_one(
         Err(_) => return,
     };
     if matches!(n.data.nr as i64, libc::SYS_execve | libc::SYS_execveat) {
-        if let Some(h) = datagram_hook.take() {
+        if let Some(h) = kernel_hooks.take() {
             let _ = h.join();
         }
     }
@@ -220,14 +220,13 @@ pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
     }
 }
 
-/// The container's cgroup v2 directory, open, if the policy needs the kernel's network
-/// programs (see `netfilter`). Opened in the host's mount namespace, before the supervisor
-/// enters the container's. The runtime refuses such a policy on a host without cgroup v2;
-/// should the directory still be missing, the supervisor fails closed.
-fn datagram_hook_dir(policy: &Policy, init: i32) -> Option<OwnedFd> {
-    if !crate::netfilter::needed(policy) {
-        return None;
-    }
+/// The container's cgroup v2 directory, open, with its depth in the hierarchy as seen from
+/// here, for the kernel's socket programs (see `netfilter`). Opened in the host's mount
+/// namespace, before the supervisor enters the container's. None without one: the runtime
+/// refuses a network policy that needs the programs on a host without cgroup v2, and should
+/// the directory still be missing, the supervisor fails closed; the Unix sendmsg hook alone
+/// is an extra wall, gone without a word beyond debug.
+fn cgroup_v2_dir(policy: &Policy, init: i32) -> Option<(OwnedFd, u32)> {
     let dir = crate::guard::cgroup_dirs(init)
         .into_iter()
         .find_map(|(d, unified)| unified.then_some(d));
@@ -245,22 +244,49 @@ fn datagram_hook_dir(policy: &Policy, init: i32) -> Option<OwnedFd> {
         )),
     };
     match opened {
-        Ok(fd) => Some(fd),
-        Err(e) => network_unenforced(&e),
+        Ok(fd) => Some((fd, dir.as_deref().map_or(0, cgroup_level))),
+        Err(e) if crate::netfilter::needed(policy) => unenforced("the network policy", &e),
+        Err(e) => {
+            tracing::debug!("sandbox: no Unix sendmsg hook: {e}");
+            None
+        }
     }
 }
 
-/// Holds the container's IP traffic to the policy in the kernel.
-fn hook_network(policy: &Policy, dir: OwnedFd) {
-    if let Err(e) = crate::netfilter::attach(policy, dir.as_fd()) {
-        network_unenforced(&e);
+/// The depth of a cgroup v2 directory below its hierarchy's mount point (the root is 0).
+fn cgroup_level(dir: &std::path::Path) -> u32 {
+    let root = strata_linux::cgroups::hierarchies()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|h| h.unified && dir.starts_with(&h.mount_point));
+    root.and_then(|h| {
+        dir.strip_prefix(&h.mount_point)
+            .ok()
+            .map(|r| r.iter().count())
+    })
+    .unwrap_or(0) as u32
+}
+
+/// Holds the container's IP traffic to the policy in the kernel, and its Unix datagrams
+/// sent by sendmsg(2), whose address the supervisor never sees, to the supervisor's checks.
+fn hook_kernel(policy: &Policy, dir: OwnedFd, level: u32) {
+    if crate::netfilter::needed(policy) {
+        if let Err(e) = crate::netfilter::attach(policy, dir.as_fd()) {
+            unenforced("the network policy", &e);
+        }
+    }
+    if let Err(e) = crate::netfilter::attach_unix_sendmsg(dir.as_fd(), level) {
+        if crate::netfilter::unix_hooks_supported() {
+            unenforced("the write set for Unix datagrams", &e);
+        }
+        tracing::debug!("sandbox: no Unix sendmsg hook (before Linux 6.7): {e}");
     }
 }
 
-/// The network policy cannot be enforced: the supervisor ends, and with it (by its guard)
-/// the container, before any code of the container's own has run.
-fn network_unenforced(e: &Error) -> ! {
-    tracing::error!("sandbox: the network policy cannot be enforced for this container: {e}");
+/// What the kernel holds for the policy cannot be set up: the supervisor ends, and with it
+/// (by its guard) the container, before any code of the container's own has run.
+fn unenforced(what: &str, e: &Error) -> ! {
+    tracing::error!("sandbox: {what} cannot be enforced for this container: {e}");
     std::process::exit(1)
 }
 

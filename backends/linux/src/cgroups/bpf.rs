@@ -35,6 +35,10 @@ pub const END_TO_BE: u8 = 0xdc;
 pub const JA: u8 = 0x05;
 pub const JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
 pub const JNE_X: u8 = 0x5d;
+pub const JEQ_K: u8 = 0x15;
+pub const JEQ_X: u8 = 0x1d;
+/// BPF_LD | BPF_DW | BPF_IMM: a 64-bit immediate, over two instructions.
+pub const LD_IMM64: u8 = 0x18;
 /// 32-bit compares (BPF_JMP32), so that immediates are not sign-extended to 64 bits.
 pub const JMP32_JEQ_K: u8 = 0x16;
 pub const JMP32_JNE_K: u8 = 0x56;
@@ -82,6 +86,18 @@ impl Asm {
     pub fn jump_if(&mut self, code: u8, dst: u8, imm: i32, l: Label) {
         self.jumps.push((self.prog.len(), l));
         self.prog.push(insn(code, dst, 0, 0, imm));
+    }
+
+    /// A conditional jump comparing registers `dst` and `src` (`code` is a BPF_X jump) to `l`.
+    pub fn jump_if_reg(&mut self, code: u8, dst: u8, src: u8, l: Label) {
+        self.jumps.push((self.prog.len(), l));
+        self.prog.push(insn(code, dst, src, 0, 0));
+    }
+
+    /// `dst = value`, all 64 bits.
+    pub fn load_u64(&mut self, dst: u8, value: u64) {
+        self.op(insn(LD_IMM64, dst, 0, 0, value as u32 as i32));
+        self.op(insn(0, 0, 0, 0, (value >> 32) as u32 as i32));
     }
 
     /// Whether some jump goes to `l`.
