@@ -1,0 +1,205 @@
+//! Performing a trapped syscall for the container. The supervisor runs inside the container's
+//! mount namespace and chrooted at its root, so the kernel resolves every path exactly as it
+//! would for the caller: absolute symlinks and `..` stay inside the root. On top of that,
+//! paths are resolved with openat2(RESOLVE_NO_MAGICLINKS), so /proc/<pid>/root and friends
+//! cannot carry a lookup elsewhere.
+//!
+//! Every operation works on what was resolved once: the path is read from the caller's
+//! memory a single time, resolved to an fd, the policy is checked against that fd's real
+//! path, and the operation is done on the fd (or its parent directory's fd and the last
+//! name). A thread that rewrites the path afterwards changes nothing (no TOCTOU).
+//!
+//! The caller's filesystem identity is applied for each operation: fsuid/fsgid, groups,
+//! umask and effective capabilities, so the supervisor's root privileges never lend the
+//! container access it does not have (see `identity`).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::identity::{Creds, CredsCache, Identity, Target};
+use crate::notif::{self, Notif};
+use crate::policy::{Access, Policy};
+
+mod checks;
+mod decode;
+mod open;
+mod perform;
+mod resolve;
+mod socket;
+
+use decode::*;
+use open::*;
+use resolve::*;
+use socket::*;
+
+/// What to answer the caller.
+pub(crate) enum Outcome {
+    Value(i64),
+    Errno(Errno),
+    /// Install the fd in the caller as the result.
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
+    /// Let the kernel run it (execve and the credential changes).
+    Continue,
+    /// Handed to a worker thread that answers the caller itself: a call that may block
+    /// (a blocking connect, a FIFO's open) must not hold up every other trapped call.
+    Deferred,
+}
+
+impl From<Errno> for Outcome {
+    fn from(e: Errno) -> Self {
+        Outcome::Errno(e)
+    }
+}
+
+pub(crate) struct Emulator {
+    /// The host's /proc, opened before the chroot: the notification PIDs are host PIDs.
+    pub host_proc: OwnedFd,
+    pub policy: Policy,
+    /// Denials already logged (each logged once).
+    logged: HashSet<String>,
+    /// The container's root (the supervisor's, after its chroot), where absolute paths start.
+    root: OwnedFd,
+    /// Accesses the policy grants on every path: those need no path to check.
+    everywhere: [bool; 3],
+    cache: CredsCache,
+    ident: RefCell<Identity>,
+    /// The container's device rules, for opens of device nodes.
+    devices: Vec<strata_linux::cgroups::devices::Rule>,
+    /// The PID the caller of the call being performed has in its own pid namespace, and its
+    /// process's.
+    caller_ns_pid: u32,
+    caller_ns_tgid: u32,
+    /// The container shares the host's network namespace (and with it the host's abstract
+    /// Unix socket names).
+    host_network: bool,
+    /// Abstract Unix socket names the container has bound (the bytes after sun_family).
+    abstract_names: HashSet<Vec<u8>>,
+}
+
+type R<T> = std::result::Result<T, Errno>;
+
+impl Emulator {
+    /// Called inside the container's root, with the supervisor's own identity.
+    pub fn new(
+        host_proc: OwnedFd,
+        policy: Policy,
+        devices: Vec<strata_linux::cgroups::devices::Rule>,
+        user_ns: String,
+        host_network: bool,
+    ) -> R<Emulator> {
+        let root = openat_raw(
+            libc::AT_FDCWD,
+            c"/",
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )?;
+        let everywhere = [Access::Read, Access::Write, Access::Exec]
+            .map(|a| policy.check(Path::new("/"), a).is_ok());
+        Ok(Emulator {
+            host_proc,
+            policy,
+            logged: HashSet::new(),
+            root,
+            everywhere,
+            cache: CredsCache::new(user_ns),
+            ident: RefCell::new(Identity::current()?),
+            devices,
+            caller_ns_pid: 0,
+            caller_ns_tgid: 0,
+            host_network,
+            abstract_names: HashSet::new(),
+        })
+    }
+
+    /// The supervisor's own step, with its privilege only if the caller's identity is refused.
+    fn privileged<T>(&self, f: impl Fn() -> R<T>) -> R<T> {
+        self.ident.borrow_mut().privileged(f)
+    }
+
+    pub fn handle(&mut self, listener: BorrowedFd, n: &Notif) -> Outcome {
+        match self.dispatch(listener, n) {
+            Ok(o) => o,
+            Err(e) => Outcome::Errno(e),
+        }
+    }
+
+    /// A copy of the caller's fd `fd` (the same open file), through pidfd_getfd.
+    fn caller_fd(&self, c: &Creds, fd: i32) -> R<OwnedFd> {
+        let pidfd = strata_linux::hooks::pidfd_open(c.tgid as i32).map_err(errno_of)?;
+        self.privileged(|| {
+            // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
+            let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            let got = Errno::result(got)? as RawFd;
+            // SAFETY: pidfd_getfd returned a new fd that we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(got) })
+        })
+    }
+
+    /// Logs a denial the first time it happens (bounded, so a loop cannot flood the log).
+    fn deny(&mut self, syscall: &str, what: &str, rule: &str) {
+        let key = format!("{syscall} {what}: {rule}");
+        if self.logged.len() < 1024 && self.logged.insert(key.clone()) {
+            tracing::warn!("sandbox denied {key}");
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own, which answers the notification `id` itself. The
+/// thread starts with the identity the supervisor has applied for this caller.
+fn defer(
+    listener: BorrowedFd,
+    id: u64,
+    work: impl FnOnce() -> R<Outcome> + Send + 'static,
+) -> R<Outcome> {
+    let listener = listener.try_clone_to_owned().map_err(errno_of)?;
+    // The threads are the supervisor's, outside the container's pids limit: a bounded number.
+    if !crate::waits::reserve() {
+        return Err(Errno::EAGAIN);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("strata-sandbox-wait".into())
+        .spawn(move || {
+            // Until the answer: the supervisor may interrupt the wait if the caller goes away
+            // (see `waits`).
+            let registered = crate::waits::begin(id, listener.as_raw_fd());
+            let outcome = work().unwrap_or_else(Outcome::Errno);
+            drop(registered);
+            crate::supervisor::answer(listener.as_fd(), id, outcome);
+            crate::waits::release();
+        });
+    if spawned.is_err() {
+        crate::waits::release();
+        return Err(Errno::EAGAIN);
+    }
+    Ok(Outcome::Deferred)
+}
+
+/// The errno behind an I/O error (EIO for one that has none).
+fn errno_of(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// `self/fd/N` relative to the host's /proc: reaching an fd's inode again with new flags.
+fn proc_fd_path(fd: RawFd) -> CString {
+    CString::new(format!("self/fd/{fd}")).expect("no NUL in a number")
+}
+
+pub(crate) fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
+    let p = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    let fd = openat_raw(dir.as_raw_fd(), &p, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+    let mut s = String::new();
+    use std::io::Read;
+    std::fs::File::from(fd)
+        .read_to_string(&mut s)
+        .map_err(errno_of)?;
+    Ok(s)
+}
