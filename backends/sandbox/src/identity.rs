@@ -194,7 +194,7 @@ impl CredsCache {
                 Err(e) => return Err(e),
             }
         };
-        let text = crate::emulate::read_at(host_proc, &format!("{tid}/status"))?;
+        let text = crate::procfs::read_at(host_proc, &format!("{tid}/status"))?;
         let creds = Rc::new(Creds::parse(&text, tid)?);
         let ns = user_ns_of(tid)?;
         if ns != std::ffi::OsStr::new(&self.user_ns) {

@@ -18,6 +18,7 @@ mod guard;
 mod identity;
 pub mod netfilter;
 mod notif;
+mod procfs;
 mod waits;
 
 #[derive(Debug, thiserror::Error)]

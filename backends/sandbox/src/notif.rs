@@ -1,9 +1,10 @@
-//! The seccomp user-notification ioctls (seccomp_unotify(2)) on a listener fd, and reading
-//! and writing the caller's memory.
+//! The seccomp user-notification ioctls (seccomp_unotify(2)) on a listener fd, reading and
+//! writing the caller's memory, and answering the caller.
 
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
@@ -150,5 +151,45 @@ pub fn write_mem(pid: u32, addr: u64, data: &[u8]) -> nix::Result<()> {
         Ok(())
     } else {
         Err(nix::Error::EFAULT)
+    }
+}
+
+/// What to answer the caller.
+pub(crate) enum Outcome {
+    Value(i64),
+    Errno(Errno),
+    /// Install the fd in the caller as the result.
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
+    /// Let the kernel run it (execve and the credential changes).
+    Continue,
+    /// Handed to a worker thread that answers the caller itself: a call that may block
+    /// (a blocking connect, a FIFO's open) must not hold up every other trapped call.
+    Deferred,
+}
+
+impl From<Errno> for Outcome {
+    fn from(e: Errno) -> Self {
+        Outcome::Errno(e)
+    }
+}
+
+/// Completes the notification `id` with `outcome`.
+pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
+    let result = match outcome {
+        Outcome::Value(v) => respond(fd, id, v, 0),
+        Outcome::Errno(e) => respond(fd, id, -1, e as i32),
+        Outcome::Fd { fd: src, cloexec } => send_fd(fd, id, src.as_raw_fd(), cloexec),
+        Outcome::Continue => continue_call(fd, id),
+        Outcome::Deferred => return,
+    };
+    if let Err(e) = result {
+        if e != Errno::ENOENT {
+            tracing::debug!("sandbox supervisor: answering notification {id}: {e}");
+            // Never leave a caller waiting: if the answer could not be given, fail the call.
+            let _ = respond(fd, id, -1, e as i32);
+        }
     }
 }

@@ -15,8 +15,9 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-use crate::emulate::{Emulator, Outcome};
+use crate::emulate::Emulator;
 use crate::notif;
+use crate::notif::{answer, Outcome};
 use crate::policy::Policy;
 use crate::{Ctx, Error, Result};
 
@@ -202,24 +203,6 @@ fn serve_one(
     answer(fd, n.id, outcome);
 }
 
-/// Completes the notification `id` with `outcome`.
-pub(crate) fn answer(fd: BorrowedFd, id: u64, outcome: Outcome) {
-    let result = match outcome {
-        Outcome::Value(v) => notif::respond(fd, id, v, 0),
-        Outcome::Errno(e) => notif::respond(fd, id, -1, e as i32),
-        Outcome::Fd { fd: src, cloexec } => notif::send_fd(fd, id, src.as_raw_fd(), cloexec),
-        Outcome::Continue => notif::continue_call(fd, id),
-        Outcome::Deferred => return,
-    };
-    if let Err(e) = result {
-        if e != Errno::ENOENT {
-            tracing::debug!("sandbox supervisor: answering notification {id}: {e}");
-            // Never leave a caller waiting: if the answer could not be given, fail the call.
-            let _ = notif::respond(fd, id, -1, e as i32);
-        }
-    }
-}
-
 /// The container's cgroup v2 directory, open, with its depth in the hierarchy as seen from
 /// here, for the kernel's socket programs (see `netfilter`). Opened in the host's mount
 /// namespace, before the supervisor enters the container's. None without one: the runtime
@@ -300,7 +283,7 @@ const MADV_PAGEOUT: libc::c_int = 21;
 /// supervisor's PSS falls from ~1.2 MiB to ~0.87 MiB). Only a hint: pages another process
 /// maps, and anonymous ones on a host without swap, stay.
 fn shed_startup_pages(host_proc: &OwnedFd) {
-    let Ok(maps) = crate::emulate::read_at(host_proc, "self/maps") else {
+    let Ok(maps) = crate::procfs::read_at(host_proc, "self/maps") else {
         return;
     };
     for line in maps.lines() {

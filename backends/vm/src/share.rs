@@ -11,18 +11,19 @@
 //! Both happen before the VMM starts a thread (unshare(CLONE_NEWNS) refuses a process whose
 //! threads share its filesystem context).
 
+use std::io;
 use std::path::Path;
-
-use crate::vm::VmError;
 
 const CAP_MKNOD: u32 = 27;
 
-fn sys_err(what: &str) -> VmError {
-    VmError::Setup(format!("{what}: {}", std::io::Error::last_os_error()))
+/// The last OS error, saying what failed.
+fn sys_err(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// Drops CAP_MKNOD from every capability set of this process.
-pub fn drop_mknod() -> Result<(), VmError> {
+pub fn drop_mknod() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0) } != 0
         && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
@@ -63,7 +64,7 @@ pub fn drop_mknod() -> Result<(), VmError> {
 
 /// Makes `dirs` read-only (and nosuid, nodev) for this process only: a mount namespace of
 /// its own, private, with each directory bind-mounted read-only onto itself.
-pub fn read_only(dirs: &[&Path]) -> Result<(), VmError> {
+pub fn read_only(dirs: &[&Path]) -> io::Result<()> {
     if dirs.is_empty() {
         return Ok(());
     }
@@ -71,14 +72,14 @@ pub fn read_only(dirs: &[&Path]) -> Result<(), VmError> {
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(sys_err("a mount namespace for the read-only share"));
     }
-    let mount = |src: Option<&Path>, target: &Path, flags: libc::c_ulong| -> Result<(), VmError> {
+    let mount = |src: Option<&Path>, target: &Path, flags: libc::c_ulong| -> io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
-        let target_c = c(target).map_err(|e| VmError::Setup(e.to_string()))?;
+        let target_c = c(target).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let src_c = src
             .map(c)
             .transpose()
-            .map_err(|e| VmError::Setup(e.to_string()))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: valid C strings (or null) for the call; no data argument.
         let r = unsafe {
             libc::mount(

@@ -144,8 +144,8 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
             .filter(|(tag, _)| config.fs_readonly.contains(tag))
             .map(|(_, dir)| dir.as_path())
             .collect();
-        crate::share::read_only(&ro)?;
-        crate::share::drop_mknod()?;
+        crate::share::read_only(&ro).map_err(|e| VmError::Setup(e.to_string()))?;
+        crate::share::drop_mknod().map_err(|e| VmError::Setup(e.to_string()))?;
     }
     let kvm_sys = Kvm::new().map_err(VmError::OpenKvm)?;
     let vm = kvm("create a VM", kvm_sys.create_vm())?;

@@ -48,7 +48,7 @@ impl Emulator {
     /// stat's tty_nr, in the container's devpts. None (ENXIO, as the kernel says) without
     /// one, or with one that is not a pty of the container's.
     pub(super) fn callers_tty(&mut self, c: &Creds) -> R<OwnedFd> {
-        let stat = read_at(&self.host_proc, &format!("{}/stat", c.tgid))?;
+        let stat = crate::procfs::read_at(&self.host_proc, &format!("{}/stat", c.tgid))?;
         let tty_nr: u64 = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(4))

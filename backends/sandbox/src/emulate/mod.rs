@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::identity::{Creds, CredsCache, Identity, Target};
-use crate::notif::{self, Notif};
+use crate::notif::{self, Notif, Outcome};
 use crate::policy::{Access, Policy};
 
 mod checks;
@@ -37,28 +37,6 @@ use decode::*;
 use open::*;
 use resolve::*;
 use socket::*;
-
-/// What to answer the caller.
-pub(crate) enum Outcome {
-    Value(i64),
-    Errno(Errno),
-    /// Install the fd in the caller as the result.
-    Fd {
-        fd: OwnedFd,
-        cloexec: bool,
-    },
-    /// Let the kernel run it (execve and the credential changes).
-    Continue,
-    /// Handed to a worker thread that answers the caller itself: a call that may block
-    /// (a blocking connect, a FIFO's open) must not hold up every other trapped call.
-    Deferred,
-}
-
-impl From<Errno> for Outcome {
-    fn from(e: Errno) -> Self {
-        Outcome::Errno(e)
-    }
-}
 
 pub(crate) struct Emulator {
     /// The host's /proc, opened before the chroot: the notification PIDs are host PIDs.
@@ -173,7 +151,7 @@ fn defer(
             let registered = crate::waits::begin(id, listener.as_raw_fd());
             let outcome = work().unwrap_or_else(Outcome::Errno);
             drop(registered);
-            crate::supervisor::answer(listener.as_fd(), id, outcome);
+            notif::answer(listener.as_fd(), id, outcome);
             crate::waits::release();
         });
     if spawned.is_err() {
@@ -191,15 +169,4 @@ fn errno_of(e: std::io::Error) -> Errno {
 /// `self/fd/N` relative to the host's /proc: reaching an fd's inode again with new flags.
 fn proc_fd_path(fd: RawFd) -> CString {
     CString::new(format!("self/fd/{fd}")).expect("no NUL in a number")
-}
-
-pub(crate) fn read_at(dir: &OwnedFd, path: &str) -> R<String> {
-    let p = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    let fd = openat_raw(dir.as_raw_fd(), &p, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
-    let mut s = String::new();
-    use std::io::Read;
-    std::fs::File::from(fd)
-        .read_to_string(&mut s)
-        .map_err(errno_of)?;
-    Ok(s)
 }
