@@ -81,6 +81,7 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
         state: rec.hook_state(rec.pid, "running"),
         personality: container::personality_of_spec(&rec.spec)?,
         close_in_child: req.close_in_child.clone(),
+        is_init: &|| state::process_alive(rec.pid, rec.pid_start),
     };
     Ok(exec::spawn(&opts)?)
 }

@@ -597,3 +597,95 @@ fn the_containers_files_cannot_stall_or_steer_an_exec() {
     assert!(err.contains("opening /dev/ptmx"), "{err}");
     rt.ok(&["delete", "-f", &id]);
 }
+
+/// Code of the container stops every process of its pid namespace as it appears, and with
+/// CAP_SYS_PTRACE looks through each one's root for a file only the host has. An exec'd
+/// process appears there only once it has the container's root and none of the host's fds:
+/// nothing is found, `exec` fails at once (not hanging on a stopped child while it holds
+/// the container's lock), and `delete` is not held up.
+#[test]
+fn an_exec_stopped_by_the_container_holds_nothing_of_the_hosts() {
+    require_root!();
+    let marker = format!("strata-host-only-{}", std::process::id());
+    let host_marker = std::path::Path::new("/tmp").join(&marker);
+    std::fs::write(&host_marker, "").unwrap();
+    let rt = Runtime::new();
+    let script = format!(
+        "while :; do kill -STOP -1 2>/dev/null; for p in /proc/[0-9]*; do \
+         [ -e $p/root/tmp/{marker} ] && touch /escaped; done; done"
+    );
+    let mut b = Bundle::new(&["sh", "-c", &script]);
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_PTRACE"));
+        }
+    });
+    let id = container(&mut b, "stopper");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    for _ in 0..3 {
+        let out = rt.run_within(30, &["exec", &id, "true"]);
+        assert!(!out.status.success(), "exec ran though stopped");
+        assert!(stderr(&out).contains("stopped"), "{}", stderr(&out));
+    }
+    let out = rt.run_within(30, &["delete", "-f", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = std::fs::remove_file(&host_marker);
+    assert!(
+        !b.rootfs().join("escaped").exists(),
+        "the container reached the host's root through an exec'd process"
+    );
+    assert!(rt.container_dirs().is_empty());
+    assert_eq!(cgroup_left(&id), None);
+}
+
+/// A created container's init waits for `start` in the container: by then it holds no fd
+/// of the host's cgroup files (a directory fd of the v2 tree led to every cgroup on it).
+#[test]
+fn a_created_init_holds_no_cgroup_fd_of_the_hosts() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let id = container(&mut b, "createdfds");
+    rt.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    rt.ok(&["delete", "-f", &id]);
+    assert!(
+        !fds.iter().any(|l| l.starts_with("/sys/fs/cgroup")),
+        "the init holds host cgroup files: {fds:?}"
+    );
+}
+
+/// startContainer hooks run in the container: under its seccomp profile, as runc runs
+/// them, also when noNewPrivileges lets the profile be loaded last.
+#[test]
+fn start_container_hooks_run_under_the_containers_seccomp_profile() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["process"]["noNewPrivileges"] = json!(true);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+        c["hooks"] = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+            "mkdir /hookdir; grep Seccomp: /proc/self/status > /hook-status"]}]});
+    });
+    let id = container(&mut b, "hookseccomp");
+    rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    let status = std::fs::read_to_string(b.rootfs().join("hook-status")).unwrap();
+    assert!(
+        status.contains('2'),
+        "the hook ran without the filter: {status}"
+    );
+    assert!(!b.rootfs().join("hookdir").exists());
+}

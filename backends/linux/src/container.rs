@@ -319,7 +319,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     // ones. A process in a user namespace may not write the host's cgroup files, and a
     // two-stage init is not our child: those are moved by us, the slow way.
     let in_user_ns = plan.is_new(NsType::User) || plan.joins(NsType::User).is_some();
-    let placement = match (two_stage || in_user_ns, cgroups.placement()) {
+    let mut placement = match (two_stage || in_user_ns, cgroups.placement()) {
         (false, Ok(p)) => Some(p),
         _ => None,
     };
@@ -339,7 +339,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     };
     if child == 0 {
         drop(parent_chan);
-        if let Some(p) = &placement {
+        // The cgroup files are writable host files (the v2 one a directory of the host's
+        // tree): closed once joined, before the init runs anything of the container's.
+        if let Some(p) = placement.take() {
             if let Err(e) = p.join_v1_self() {
                 child_fail(&child_chan, e);
             }
@@ -673,12 +675,6 @@ impl Init<'_> {
         };
         // SAFETY: the listener is ours; start has connected, nobody else may.
         unsafe { libc::close(listener) };
-        if let Some(h) = self.spec.hooks() {
-            let state = (self.opts.hook_state)(self.host_pid.get(), "created");
-            if let Err(e) = hooks::run_all(h.start_container().as_deref().unwrap_or(&[]), &state) {
-                fail(&mut conn, e);
-            }
-        }
         let Some(mut ready) = ready else {
             fail(
                 &mut conn,
@@ -688,11 +684,18 @@ impl Init<'_> {
         ready.notify_fds.clear();
         if ready.late_filter {
             // With noNewPrivileges the filters need no privilege: load them last, so that
-            // only execve runs under them.
+            // little but execve runs under them; but before the startContainer hooks, which
+            // run in the container and whatever they leave behind with them.
             for f in self.filters {
                 if let Err(e) = f.load() {
                     fail(&mut conn, e);
                 }
+            }
+        }
+        if let Some(h) = self.spec.hooks() {
+            let state = (self.opts.hook_state)(self.host_pid.get(), "created");
+            if let Err(e) = hooks::run_all(h.start_container().as_deref().unwrap_or(&[]), &state) {
+                fail(&mut conn, e);
             }
         }
         if let Some(Err(e)) = self.opts.before_exec.map(|f| f()) {

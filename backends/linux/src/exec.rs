@@ -41,6 +41,9 @@ pub struct ExecOptions<'a> {
     /// The runtime's own fds (the state lock), closed in the child before it joins the
     /// container.
     pub close_in_child: Vec<RawFd>,
+    /// Whether `init_pid` is still the container's init (by its start time), asked once a
+    /// pidfd holds the process: the number may have been reused since the state was read.
+    pub is_init: &'a dyn Fn() -> bool,
 }
 
 /// The init's root directory, opened through /proc while the pidfd proves that `pid` is still
@@ -68,6 +71,12 @@ fn open_root_of(pid: i32, pidfd: &OwnedFd) -> Result<OwnedFd> {
 pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     let pidfd: OwnedFd =
         pidfd_open(opts.init_pid).ctx(|| format!("container init {}", opts.init_pid))?;
+    if !(opts.is_init)() {
+        return Err(Error::Child(format!(
+            "the container's init {} has exited",
+            opts.init_pid
+        )));
+    }
     let root = open_root_of(opts.init_pid, &pidfd)?;
     let mut flags = CloneFlags::empty();
     for typ in JOIN_ORDER {
@@ -75,10 +84,12 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             flags |= namespaces::clone_flag(typ);
         }
     }
-    if namespaces::differs_from_ours(opts.init_pid, NsType::Pid) {
-        // Affects only our children, which is the process we are about to fork.
-        setns(pidfd.as_fd(), CloneFlags::CLONE_NEWPID)
-            .ctx(|| "joining the container's pid namespace".into())?;
+    // The container's pid namespace is entered last, by a second fork (see `exec_child`):
+    // born in it, a process is the container's to signal and, with CAP_SYS_PTRACE, to
+    // ptrace, and it must by then have nothing of the host's left.
+    let enter_pid_ns = namespaces::differs_from_ours(opts.init_pid, NsType::Pid);
+    if enter_pid_ns {
+        flags |= CloneFlags::CLONE_NEWPID;
     }
     // Born in the v2 cgroup and moving itself into the v1 ones: no global cgroup lock (see
     // cgroups::Placement).
@@ -156,40 +167,144 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
             drop(child_chan);
             drop(err_w);
             drop(trampoline);
-            loop {
-                match parent_chan.recv_with_fd()? {
-                    None => {
-                        // The child exec'd (the trampoline, or the workload itself): the
-                        // pipe says whether the workload's exec worked.
-                        let mut reply = Vec::new();
-                        let _ = std::fs::File::from(err_r).read_to_end(&mut reply);
-                        let arg0 = opts.process.args().as_ref().and_then(|a| a.first());
-                        let path = arg0.map(String::as_str).unwrap_or("");
-                        if let Some(msg) = crate::trampoline::decode_reply(&reply, path) {
-                            let _ = waitpid(child, None);
-                            return Err(Error::Child(msg));
-                        }
-                        return Ok(child.as_raw());
-                    }
-                    Some((Message::NotifyFd(i), Some(fd))) => {
-                        if let Some(f) = filters.get(i) {
-                            seccomp::send_to_listener(f, &fd, &opts.state, child.as_raw())?;
-                        }
-                    }
-                    Some((Message::Failed(msg), _)) => {
-                        let _ = waitpid(child, None);
+            let setup = Setup {
+                deadline: std::time::Instant::now() + SETUP_DEADLINE,
+                first: child,
+                process: (!enter_pid_ns).then_some(child),
+            };
+            setup.drive(&parent_chan, err_r, opts, &filters)
+        }
+    }
+}
+
+/// Bounds the whole setup of an exec'd process: from its clone to the workload's execve.
+/// Real setups take milliseconds; a process the container stops (it may signal what is in
+/// its pid namespace) or that blocks on a file of the container's would otherwise hold
+/// `exec`, and with it the container's lock, forever.
+const SETUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The parent's side of an exec's setup.
+struct Setup {
+    deadline: std::time::Instant,
+    /// The process cloned first, in the host's pid namespace.
+    first: Pid,
+    /// The process that becomes the workload, once known: `first` itself, or the one it
+    /// forks into the container's pid namespace.
+    process: Option<Pid>,
+}
+
+impl Setup {
+    fn drive(
+        mut self,
+        chan: &Channel,
+        err_r: OwnedFd,
+        opts: &ExecOptions,
+        filters: &[seccomp::Filter],
+    ) -> Result<i32> {
+        let mut pending = Vec::new();
+        loop {
+            self.wait_readable(chan.raw())?;
+            match chan.recv_with_fd()? {
+                None => {
+                    let Some(process) = self.process else {
+                        let _ = waitpid(self.first, None);
+                        return Err(Error::Child("exec: the setup process ended".into()));
+                    };
+                    // The child exec'd (the trampoline, or the workload itself): the pipe
+                    // says whether the workload's exec worked.
+                    self.wait_readable(err_r.as_raw_fd())?;
+                    let mut reply = Vec::new();
+                    let _ = std::fs::File::from(err_r).read_to_end(&mut reply);
+                    let arg0 = opts.process.args().as_ref().and_then(|a| a.first());
+                    let path = arg0.map(String::as_str).unwrap_or("");
+                    if let Some(msg) = crate::trampoline::decode_reply(&reply, path) {
+                        let _ = waitpid(process, None);
                         return Err(Error::Child(msg));
                     }
-                    Some((other, _)) => {
-                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                        let _ = waitpid(Pid::from_raw(child.as_raw()), None);
-                        return Err(Error::Child(format!(
-                            "unexpected message from exec: {other:?}"
-                        )));
+                    return Ok(process.as_raw());
+                }
+                Some((Message::ProcessPid(pid), _)) if self.process.is_none() => {
+                    // The first process forked it (as our child, CLONE_PARENT) and ends.
+                    let _ = waitpid(self.first, None);
+                    self.process = Some(Pid::from_raw(pid));
+                    for (i, fd) in std::mem::take(&mut pending) {
+                        if let Some(f) = filters.get(i) {
+                            seccomp::send_to_listener(f, &fd, &opts.state, pid)?;
+                        }
                     }
+                }
+                Some((Message::NotifyFd(i), Some(fd))) => match self.process {
+                    Some(p) => {
+                        if let Some(f) = filters.get(i) {
+                            seccomp::send_to_listener(f, &fd, &opts.state, p.as_raw())?;
+                        }
+                    }
+                    // The new process can be quicker to speak than its parent.
+                    None => pending.push((i, fd)),
+                },
+                Some((Message::Failed(msg), _)) => {
+                    let _ = waitpid(self.process.unwrap_or(self.first), None);
+                    return Err(Error::Child(msg));
+                }
+                Some((other, _)) => {
+                    self.kill();
+                    return Err(Error::Child(format!(
+                        "unexpected message from exec: {other:?}"
+                    )));
                 }
             }
         }
+    }
+
+    /// Waits until `fd` is readable, failing (and killing the setup) if the process is
+    /// stopped or the deadline passes.
+    fn wait_readable(&self, fd: RawFd) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        loop {
+            // SAFETY: `fd` is open for the duration of this call (the caller owns it).
+            let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let mut fds = [PollFd::new(bfd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) | Err(nix::Error::EINTR) => {}
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(Error::Child(format!("exec: poll: {e}"))),
+            }
+            if self.stopped() {
+                self.kill();
+                return Err(Error::Child(
+                    "exec: the process was stopped before its execve (by a signal from the container?)".into(),
+                ));
+            }
+            if std::time::Instant::now() > self.deadline {
+                self.kill();
+                return Err(Error::Child(format!(
+                    "exec: the process did not reach its execve within {} s",
+                    SETUP_DEADLINE.as_secs()
+                )));
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let Some(p) = self.process else {
+            return false;
+        };
+        matches!(
+            waitid(
+                Id::Pid(p),
+                WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT
+            ),
+            Ok(WaitStatus::Stopped(..))
+        )
+    }
+
+    /// Kills and reaps the setup: the workload's process once known (the first one is then
+    /// already reaped), else the first.
+    fn kill(&self) {
+        let p = self.process.unwrap_or(self.first);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(p, None);
     }
 }
 
@@ -236,6 +351,16 @@ fn exec_child(
     nix::unistd::fchdir(root.as_fd()).ctx(|| "entering the container's root".into())?;
     nix::unistd::chroot(".").ctx(|| "chroot into the container's root".into())?;
     drop(root);
+    if flags.contains(CloneFlags::CLONE_NEWPID) {
+        // Now nothing of the host's is left (root, cwd, fds): the process that runs the
+        // workload is forked into the container's pid namespace, as the runtime's child.
+        let pid = clone_process(CloneFlags::CLONE_PARENT)?;
+        if pid != 0 {
+            let _ = chan.send(&Message::ProcessPid(pid));
+            // SAFETY: ends this forked child without the parent's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+    }
     let console_fd = match opts.console {
         Some(c) => Some(process::move_fd_above(c, keep)?),
         None => None,

@@ -18,6 +18,9 @@ pub enum Message {
     IdsMapped,
     /// stage 1 → parent: the container's init is this (host) PID; stage 1 exits next.
     InitPid(i32),
+    /// exec's first process → parent: it forked the process that becomes the workload, this
+    /// (host) PID, into the container's pid namespace; it exits next.
+    ProcessPid(i32),
     /// init → parent: put me in my cgroup, then tell me to go on (before a cgroup unshare).
     AwaitProceed,
     Proceed,
