@@ -71,11 +71,11 @@ fn config() -> Result<Config> {
     let mut cfg = Config {
         listen: Endpoint::Vsock {
             cid: libc::VMADDR_CID_ANY,
-            port: strata::vm::protocol::AGENT_PORT,
+            port: strata_agent_protocol::AGENT_PORT,
         },
         ready: Some(Endpoint::Vsock {
             cid: libc::VMADDR_CID_HOST,
-            port: strata::vm::protocol::READY_PORT,
+            port: strata_agent_protocol::READY_PORT,
         }),
         runtime: PathBuf::from("/bin/strata"),
         work: PathBuf::from("/run/strata"),

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
-use strata::vm::protocol::{
-    read_frame, write_frame, FrameError, GuestFile, Request, Response, Stream,
+use strata_agent_protocol::{
+    copy_stream, read_frame, write_frame, FrameError, GuestFile, Request, Response, Stream,
+    FILE_PREFIX, NOT_RUNNING,
 };
 
 use crate::confine;
@@ -24,8 +25,6 @@ use crate::{Config, Endpoint};
 
 /// How long one runtime command (create, start, exec, ...) may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
-use strata::vm::copy_stream;
-use strata::vm::plan::FILE_PREFIX;
 
 type Key = (String, Option<String>);
 
@@ -119,7 +118,7 @@ impl Listener {
 /// container allowed vsock, through the loopback CID, the guest's own CID, or a transport that
 /// reflects it) must not, for the agent obeys whoever reaches it.
 pub fn admits(peer_cid: u32) -> bool {
-    peer_cid == libc::VMADDR_CID_HOST
+    peer_cid == strata_agent_protocol::HOST_CID
 }
 
 /// Says that a peer (None: one whose address could not be read) was refused; the 1st, 2nd,
@@ -569,7 +568,7 @@ impl Agent {
         }
         let (pid, since) = self.lookup(&key)?;
         if self.reaper.exited(pid, since).is_some() {
-            bail!("container not running");
+            bail!("{NOT_RUNNING}");
         }
         // Signal 0 only asks whether the process exists, as kill(2) does.
         // SAFETY: kill takes plain integers.
@@ -800,7 +799,7 @@ mod tests {
         // Loopback, the guest's own CID, the hypervisor, "any", and some other VM.
         for cid in [
             libc::VMADDR_CID_LOCAL,
-            strata::vm::driver::GUEST_CID,
+            strata_agent_protocol::GUEST_CID,
             libc::VMADDR_CID_HYPERVISOR,
             libc::VMADDR_CID_ANY,
             4,

@@ -10,10 +10,12 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{Process, Spec};
 
-use crate::backend::{self, CreateRequest, ExecRequest, Kind, NodeConfig};
+use crate::backend::{self, CreateRequest, ExecRequest};
 use crate::cli::{Cli, CreateCommon, ExecArgs, ListFormat};
+use crate::config::{self, Kind, NodeConfig};
 use crate::foreground;
 use crate::state::{self, ContainerDir, Record, Status};
+use strata_agent_protocol::NOT_RUNNING;
 
 pub struct Globals<'a> {
     pub root: &'a Path,
@@ -77,10 +79,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Re
             anyhow::anyhow!("{}: {field}: {}", path.display(), e.inner())
         }
     })
-}
-
-fn kind_of(rec: &Record) -> Result<Kind> {
-    Kind::parse(&rec.backend, "state")
 }
 
 /// LISTEN_FDS from systemd socket activation are passed on like runc does: as the first
@@ -186,8 +184,8 @@ fn create_container(
     let spec = load_spec(&bundle)?;
     let pid_file = c.pid_file.as_deref().map(absolute).transpose()?;
     let node = NodeConfig::load(g.config, g.config_explicit)?;
-    let kind = backend::choose(g.backend, &spec, &node)?;
-    let be = backend::backend(kind)?;
+    let kind = config::choose(g.backend, &spec, &node)?;
+    let be = backend::of(kind);
     if g.systemd_cgroup && !Path::new("/run/systemd/system").exists() {
         bail!(
             "--systemd-cgroup: systemd is not running on this host; drop the flag to use cgroupfs"
@@ -211,7 +209,7 @@ fn create_container(
         rootfs: PathBuf::new(),
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         owner: state::owner_name(),
-        backend: kind.name().to_string(),
+        backend: kind,
         cgroups: Default::default(),
         spec: spec.clone(),
         state_dir: dir.path.clone(),
@@ -296,7 +294,7 @@ fn start_locked(dir: &ContainerDir, rec: &mut Record) -> Result<()> {
             rec.id
         ),
     }
-    let be = backend::backend(kind_of(rec)?)?;
+    let be = backend::of(rec.backend);
     be.start(dir, rec)?;
     rec.status = Status::Running;
     dir.save(rec)?;
@@ -321,7 +319,10 @@ pub fn state(g: &Globals, id: &str) -> Result<i32> {
         bail!("container {id:?} does not exist");
     }
     let rec = state::read_record(&path)?;
-    let st = rec.oci_state(rec.live_status());
+    let st = rec.oci_state(
+        rec.live_status(),
+        backend::of(rec.backend).state_annotations(&rec),
+    );
     println!("{}", serde_json::to_string_pretty(&st)?);
     Ok(0)
 }
@@ -348,9 +349,9 @@ pub fn kill(g: &Globals, id: &str, signal: Option<&str>, all: bool) -> Result<i3
     // the kill of an exited process as done. `--all` still reaches processes left in the
     // cgroup after init exited, as with runc.
     if rec.live_status() == Status::Stopped && !all {
-        bail!("cannot kill container {id:?}: container not running");
+        bail!("cannot kill container {id:?}: {NOT_RUNNING}");
     }
-    backend::backend(kind_of(&rec)?)?.signal(&rec, sig, all)?;
+    backend::of(rec.backend).signal(&rec, sig, all)?;
     Ok(0)
 }
 
@@ -362,7 +363,7 @@ fn delete_locked(dir: ContainerDir, rec: &Record, force: bool) -> Result<()> {
             rec.id
         );
     }
-    backend::backend(kind_of(rec)?)?.destroy(rec)?;
+    backend::of(rec.backend).destroy(rec)?;
     strata_linux::fault::point("delete:after-kill");
     if let Some(h) = rec.spec.hooks() {
         let st = rec.hook_state(0, "stopped");
@@ -523,7 +524,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         extra_env,
         close_in_child: vec![dir.lock_fd()],
     };
-    let pid = backend::backend(kind_of(&rec)?)?.exec(&rec, &req)?;
+    let pid = backend::of(rec.backend).exec(&rec, &req)?;
     strata_linux::fault::point("exec:after-spawn");
     drop(dir);
     if let Some(p) = &pid_file {
@@ -546,7 +547,10 @@ pub fn list(g: &Globals, format: ListFormat, quiet: bool) -> Result<i32> {
     }
     match format {
         ListFormat::Json => {
-            let states: Vec<_> = recs.iter().map(|r| r.oci_state(r.live_status())).collect();
+            let states: Vec<_> = recs
+                .iter()
+                .map(|r| r.oci_state(r.live_status(), backend::of(r.backend).state_annotations(r)))
+                .collect();
             println!("{}", serde_json::to_string(&states)?);
         }
         ListFormat::Table => {
@@ -599,7 +603,7 @@ pub fn features() -> Result<i32> {
     let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
     let mut annotations = HashMap::new();
     annotations.insert("dev.strata.version", env!("CARGO_PKG_VERSION"));
-    annotations.insert(backend::ANNOTATION, "native");
+    annotations.insert(config::ANNOTATION, "native");
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",

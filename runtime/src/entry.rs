@@ -5,7 +5,7 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{self, Globals};
-use crate::{backend, cgroup_cmds, logging};
+use crate::{cgroup_cmds, logging};
 
 /// The `strata` command line: parses the process's arguments, runs the subcommand and exits
 /// with its code. The static guest agent calls this when invoked as `strata` (multi-call).
@@ -16,9 +16,9 @@ pub fn main_entry() -> ! {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if std::env::args_os()
         .next()
-        .is_some_and(|a| a == crate::sandbox::SUPERVISOR_ARGV0)
+        .is_some_and(|a| a == crate::backend::sandbox::SUPERVISOR_ARGV0)
     {
-        crate::sandbox::supervisor_main();
+        crate::backend::sandbox::supervisor_main();
     }
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -81,7 +81,7 @@ pub fn main_entry() -> ! {
         Command::Update(a) => cgroup_cmds::update(&g, a),
         Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
         Command::Features => commands::features(),
-        Command::Check => backend::NodeConfig::load(g.config, g.config_explicit)
+        Command::Check => crate::config::NodeConfig::load(g.config, g.config_explicit)
             .and_then(|n| crate::check::run(&n)),
     };
     match result {

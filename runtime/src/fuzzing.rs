@@ -6,8 +6,8 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 
-use crate::backend::{self, NodeConfig};
 use crate::commands;
+use crate::config::{self, NodeConfig};
 use crate::state::{self, Record, Status};
 
 /// config.json as `create` reads it: parse with field-naming errors, the side-effect-free
@@ -22,7 +22,7 @@ pub fn config_json(data: &[u8]) {
     };
     // "/" always exists, so validation runs through to the mount checks.
     let _ = strata_linux::container::validate(&spec, Path::new("/"));
-    let _ = backend::choose(None, &spec, &NodeConfig::default());
+    let _ = config::choose(None, &spec, &NodeConfig::default());
     if let Some(linux) = spec.linux() {
         if let Some(seccomp) = linux.seccomp() {
             let _ = strata_linux::seccomp::compile(seccomp);
@@ -40,7 +40,7 @@ pub fn node_config(data: &[u8]) {
         return;
     };
     if let Ok(cfg) = NodeConfig::parse(text, Path::new("config.toml")) {
-        let _ = backend::choose(None, &Spec::default(), &cfg);
+        let _ = config::choose(None, &Spec::default(), &cfg);
     }
 }
 
@@ -55,7 +55,7 @@ pub fn seccomp_profile(data: &[u8]) {
 pub fn state_file(data: &[u8]) {
     if let Ok(rec) = serde_json::from_slice::<Record>(data) {
         let _ = state::validate_id(&rec.id);
-        let _ = serde_json::to_vec(&rec.oci_state(Status::Stopped));
+        let _ = serde_json::to_vec(&rec.oci_state(Status::Stopped, Vec::new()));
     }
 }
 
@@ -63,7 +63,7 @@ pub fn state_file(data: &[u8]) {
 /// or one is refused (the agent reads requests from the host, the host reads the agent's
 /// replies).
 pub fn agent_frames(data: &[u8]) {
-    use crate::vm::protocol::{read_frame, Request, Response};
+    use strata_agent_protocol::{read_frame, Request, Response};
     let mut host_to_agent = std::io::Cursor::new(data);
     while read_frame::<_, Request>(&mut host_to_agent).is_ok() {}
     let mut agent_to_host = std::io::Cursor::new(data);

@@ -14,6 +14,8 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use strata_linux::cgroups::CgroupSet;
 
+use crate::config::Kind;
+
 pub const OCI_VERSION: &str = "1.2.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +54,7 @@ pub struct Record {
     pub rootfs: PathBuf,
     pub created: String,
     pub owner: String,
-    pub backend: String,
+    pub backend: Kind,
     pub cgroups: CgroupSet,
     pub spec: Spec,
     /// Where the record was read from (not stored): liveness looks at the directory too.
@@ -106,14 +108,14 @@ impl Record {
         self.status
     }
 
-    pub fn oci_state(&self, status: Status) -> OciState {
+    /// runc's `state` output; `extra` are the backend's own annotations.
+    pub fn oci_state(&self, status: Status, extra: Vec<(String, String)>) -> OciState {
         let mut annotations = self.spec.annotations().clone().unwrap_or_default();
-        annotations.insert(crate::backend::ANNOTATION.to_string(), self.backend.clone());
-        if self.backend == "vm" {
-            if let Some(vm) = crate::vm::VmInfo::read(&self.state_dir) {
-                annotations.insert(crate::vm::DRIVER_ANNOTATION.to_string(), vm.driver);
-            }
-        }
+        annotations.insert(
+            crate::config::ANNOTATION.to_string(),
+            self.backend.name().to_string(),
+        );
+        annotations.extend(extra);
         OciState {
             oci_version: OCI_VERSION.to_string(),
             id: self.id.clone(),

@@ -33,7 +33,7 @@ fn vm_runtime() -> Option<VmRuntime> {
 
 /// The short run directory of a container (sockets, console log) — see strata::vm.
 fn run_dir(rt: &Runtime, id: &str) -> PathBuf {
-    strata::vm::run_dir_for(&rt.root.path().join(id))
+    strata::backend::vm::run_dir_for(&rt.root.path().join(id))
 }
 
 /// Nothing of container `id` remains: state, VM run directory, VM processes, cgroup.
@@ -429,7 +429,7 @@ fn a_container_allowed_vsock_cannot_reach_the_agent() {
         return;
     };
     let id = container(&mut b, "vmvsock");
-    let version = strata::vm::protocol::VERSION;
+    let version = strata_agent_protocol::VERSION;
     // The agent's own port, reached through the loopback CID, the guest's own CID and the
     // host's; each attempt asks for an exec into this very container and for a new one.
     let script = [1, 3, 2]

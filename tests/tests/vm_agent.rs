@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use strata::vm::client::AgentAddr;
-use strata::vm::protocol::{write_frame, Request, Response, Stream};
+use strata::backend::vm::client::AgentAddr;
+use strata_agent_protocol::{write_frame, Request, Response, Stream};
 use strata_integration::{agent_bin, require_root, static_program, strata_bin, Bundle, TempDir};
 
 struct Agent {
@@ -40,7 +40,7 @@ impl Agent {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        strata::vm::client::accept_ready(&ready).expect("the agent said it is up");
+        strata::backend::vm::client::accept_ready(&ready).expect("the agent said it is up");
         Agent {
             child,
             work,
@@ -305,14 +305,14 @@ fn bad_requests_get_a_reason() {
     let mut raw = UnixStream::connect(path).unwrap();
     raw.write_all(&5u32.to_be_bytes()).unwrap();
     raw.write_all(b"hello").unwrap();
-    let reply: Response = strata::vm::protocol::read_frame(&mut raw).unwrap();
+    let reply: Response = strata_agent_protocol::read_frame(&mut raw).unwrap();
     assert!(err(reply).contains("bad request"));
     // A frame of another protocol version is refused by name.
     let mut raw = UnixStream::connect(path).unwrap();
     let text = br#"{"version":99,"body":{"type":"shutdown"}}"#;
     raw.write_all(&(text.len() as u32).to_be_bytes()).unwrap();
     raw.write_all(text).unwrap();
-    let reply: Response = strata::vm::protocol::read_frame(&mut raw).unwrap();
+    let reply: Response = strata_agent_protocol::read_frame(&mut raw).unwrap();
     assert!(err(reply).contains("version 99"));
     let _ = write_frame(&mut raw, &Request::Shutdown);
 }

@@ -4,5 +4,5 @@
 //! memory than a second copy of the whole runtime (see `sandbox::spawn_supervisor`).
 
 fn main() {
-    strata::sandbox::supervisor_main()
+    strata::backend::sandbox::supervisor_main()
 }

@@ -1,24 +1,19 @@
-//! Backends behind one trait, and the policy that picks one per container: the global
-//! `--backend` flag, else the bundle's `dev.strata.backend` annotation, else the node
-//! config's `default_backend`; never weaker than the node's `min_backend`.
+//! The node's configuration (`/etc/strata/config.toml`) and the policy that picks a backend
+//! per container: the global `--backend` flag, else the bundle's `dev.strata.backend`
+//! annotation, else the node config's `default_backend`; never weaker than the node's
+//! `min_backend`. A leaf: it knows no backend's code.
 
-use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxResources, Process, Spec};
-use serde::Deserialize;
-use strata_linux::cgroups::stats::Stats;
-use strata_linux::cgroups::CgroupSet;
-
-use crate::native::Native;
-use crate::state::{ContainerDir, Record};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
 
 pub const ANNOTATION: &str = "dev.strata.backend";
 
-/// Isolation strengths, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Isolation strengths, weakest first. Stored in state records by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Native,
     Sandbox,
@@ -161,23 +156,22 @@ impl NodeConfig {
     }
 }
 
+/// The value of the bundle's annotation `key`, if this node lets that key steer strata.
+pub fn annotation<'a>(spec: &'a Spec, node: &NodeConfig, key: &str) -> Option<&'a str> {
+    let value = spec.annotations().as_ref()?.get(key)?;
+    if !node.honors(key) {
+        tracing::debug!("ignoring annotation {key}: not in honored_annotations");
+        return None;
+    }
+    Some(value.as_str())
+}
+
 pub fn choose(flag: Option<&str>, spec: &Spec, node: &NodeConfig) -> Result<Kind> {
     let floor = match &node.min_backend {
         Some(s) => Kind::parse(s, "node config min_backend")?,
         None => Kind::Native,
     };
-    let annotation = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION))
-        .map(String::as_str)
-        .filter(|_| {
-            let honored = node.honors(ANNOTATION);
-            if !honored {
-                tracing::debug!("ignoring annotation {ANNOTATION}: not in honored_annotations");
-            }
-            honored
-        });
+    let annotation = annotation(spec, node, ANNOTATION);
     let (kind, source) = if let Some(f) = flag {
         (Kind::parse(f, "--backend")?, "--backend")
     } else if let Some(a) = annotation {
@@ -201,70 +195,6 @@ pub fn choose(flag: Option<&str>, spec: &Spec, node: &NodeConfig) -> Result<Kind
         );
     }
     Ok(kind)
-}
-
-pub struct CreateRequest<'a> {
-    pub id: &'a str,
-    pub bundle: &'a Path,
-    pub spec: &'a Spec,
-    pub no_pivot: bool,
-    pub console: Option<RawFd>,
-    pub preserve_fds: i32,
-    pub extra_env: Vec<String>,
-    pub start_listener: RawFd,
-    pub close_in_child: Vec<RawFd>,
-    /// Called once the container's cgroups exist, before any process is in them.
-    pub on_cgroups: &'a dyn Fn(&CgroupSet),
-    /// The container's state directory (the runtime's cwd during create).
-    pub state_dir: &'a Path,
-    pub node: &'a NodeConfig,
-}
-
-pub struct Created {
-    pub pid: i32,
-    pub rootfs: PathBuf,
-    pub cgroups: CgroupSet,
-}
-
-pub struct ExecRequest<'a> {
-    pub process: &'a Process,
-    pub console: Option<RawFd>,
-    pub preserve_fds: i32,
-    pub extra_env: Vec<String>,
-    /// Runtime fds a process that outlives this command must not keep (the state lock: a
-    /// relay holding it would block every later command on the container).
-    pub close_in_child: Vec<RawFd>,
-}
-
-pub trait Backend {
-    /// Builds the container; its process waits for `start`. Leaves nothing behind on error.
-    fn create(&self, req: &CreateRequest) -> Result<Created>;
-    /// Lets a created container's process run.
-    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()>;
-    fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()>;
-    /// Starts an extra process; returns its host PID.
-    fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32>;
-    /// Ends every process of the container and releases what it held.
-    fn destroy(&self, rec: &Record) -> Result<()>;
-    fn pause(&self, rec: &Record) -> Result<()>;
-    fn resume(&self, rec: &Record) -> Result<()>;
-    /// Applies new resource limits to a running container.
-    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()>;
-    fn stats(&self, rec: &Record) -> Result<Stats>;
-    /// Host PIDs of every process of the container.
-    fn pids(&self, rec: &Record) -> Result<Vec<i32>>;
-    /// OOM kills so far.
-    fn oom_kills(&self, rec: &Record) -> u64;
-    /// An fd that wakes on OOM; true if every wake-up is an OOM event.
-    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>>;
-}
-
-pub fn backend(kind: Kind) -> Result<Box<dyn Backend>> {
-    match kind {
-        Kind::Native => Ok(Box::new(Native)),
-        Kind::Sandbox => Ok(Box::new(crate::sandbox::Sandbox)),
-        Kind::Vm => Ok(Box::new(crate::vm::Vm)),
-    }
 }
 
 #[cfg(test)]

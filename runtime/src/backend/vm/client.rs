@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::protocol::{read_frame, write_frame, FrameError, Request, Response, Stream, AGENT_PORT};
+use strata_agent_protocol::{
+    read_frame, write_frame, FrameError, Request, Response, Stream, AGENT_PORT,
+};
 
 /// Default limit for one control request; `Wait` has none.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,11 +74,7 @@ impl AgentAddr {
 
     /// A request whose success is `Ok`; an agent error becomes this call's error.
     pub fn call_ok(&self, req: &Request) -> Result<()> {
-        match self.call(req, Some(REQUEST_TIMEOUT))? {
-            Response::Ok => Ok(()),
-            Response::Error { message } => bail!("{message}"),
-            other => bail!("unexpected agent reply {other:?}"),
-        }
+        Ok(self.call(req, Some(REQUEST_TIMEOUT))?.into_ok()?)
     }
 
     /// Opens a stdio stream: after the agent's Ok the connection is raw bytes.
@@ -87,11 +85,8 @@ impl AgentAddr {
             exec_id: exec_id.map(str::to_string),
             stream,
         };
-        match call_on(&mut s, &req, Some(REQUEST_TIMEOUT))? {
-            Response::Ok => Ok(s),
-            Response::Error { message } => bail!("{message}"),
-            other => bail!("unexpected agent reply {other:?}"),
-        }
+        call_on(&mut s, &req, Some(REQUEST_TIMEOUT))?.into_ok()?;
+        Ok(s)
     }
 }
 

@@ -13,7 +13,6 @@ pub mod driver;
 pub mod initramfs;
 pub mod monitor;
 pub mod plan;
-pub mod protocol;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -26,33 +25,11 @@ use serde::{Deserialize, Serialize};
 use strata_linux::cgroups::stats::Stats;
 use strata_linux::cgroups::{hierarchies, resolve_path, CgroupSet};
 
-use crate::backend::{Backend, CreateRequest, Created, ExecRequest};
-use crate::native::Native;
-use crate::state::{ContainerDir, Record};
+use crate::backend::contract::{Backend, CreateRequest, Created, ExecRequest};
+use crate::backend::native::Native;
+use crate::state::Record;
 use client::AgentAddr;
-use protocol::{Request, Response};
-
-/// Copies a stdio stream until its end, with plain reads and writes, on both sides of the VM.
-///
-/// Not std::io::copy: from a socket into a pipe it uses splice(2), which sleeps in the socket
-/// read while holding the pipe's lock, so a container could not even exit (its pipe release
-/// waits for that lock, in D state) until the host sent more input. A pty master reports the
-/// end of its last writer as EIO, which ends the copy like end of file.
-pub fn copy_stream(mut from: impl std::io::Read, mut to: impl std::io::Write) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-    }
-}
+use strata_agent_protocol::{Request, Response, NOT_RUNNING};
 
 /// Written in the container's state dir: what `state` shows and `delete` removes.
 pub const VM_FILE: &str = "vm.json";
@@ -125,7 +102,7 @@ impl Backend for Vm {
         refuse_preserved_fds(req.preserve_fds)?;
         let plan = plan::plan(req.spec, req.bundle, req.node)?;
         let kernel = Self::kernel(req)?;
-        let cache = crate::check::cache_dir();
+        let cache = crate::host::cache_dir();
         let agent = req
             .node
             .vm
@@ -209,10 +186,6 @@ impl Backend for Vm {
         }
     }
 
-    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
-        Native.start(dir, rec)
-    }
-
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
         let req = Request::Signal {
             id: rec.id.clone(),
@@ -221,11 +194,9 @@ impl Backend for Vm {
             all,
         };
         match agent_of(rec).call(&req, Some(client::REQUEST_TIMEOUT)) {
-            Ok(Response::Ok) => Ok(()),
-            Ok(Response::Error { message }) => bail!("{message}"),
-            Ok(other) => bail!("unexpected agent reply {other:?}"),
+            Ok(reply) => Ok(reply.into_ok()?),
             // No agent: the VM is gone, and with it the container.
-            Err(_) => bail!("container not running"),
+            Err(_) => bail!("{NOT_RUNNING}"),
         }
     }
 
@@ -282,14 +253,6 @@ impl Backend for Vm {
         Ok(())
     }
 
-    fn pause(&self, rec: &Record) -> Result<()> {
-        Native.pause(rec)
-    }
-
-    fn resume(&self, rec: &Record) -> Result<()> {
-        Native.resume(rec)
-    }
-
     fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
         agent_of(rec).call_ok(&Request::Update {
             id: rec.id.clone(),
@@ -298,27 +261,23 @@ impl Backend for Vm {
     }
 
     fn stats(&self, rec: &Record) -> Result<Stats> {
-        match agent_of(rec).call(
-            &Request::Stats { id: rec.id.clone() },
-            Some(client::REQUEST_TIMEOUT),
-        )? {
+        match agent_of(rec)
+            .call(
+                &Request::Stats { id: rec.id.clone() },
+                Some(client::REQUEST_TIMEOUT),
+            )?
+            .into_result()?
+        {
             Response::Stats { stats } => {
                 serde_json::from_value(stats).context("stats from the guest agent")
             }
-            Response::Error { message } => bail!("{message}"),
-            other => bail!("unexpected agent reply {other:?}"),
+            other => Err(other.unexpected().into()),
         }
     }
 
-    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
-        Native.pids(rec)
-    }
-
-    fn oom_kills(&self, rec: &Record) -> u64 {
-        Native.oom_kills(rec)
-    }
-
-    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>> {
-        Native.oom_notifier(rec)
+    fn state_annotations(&self, rec: &Record) -> Vec<(String, String)> {
+        VmInfo::read(&rec.state_dir)
+            .map(|vm| vec![(DRIVER_ANNOTATION.to_string(), vm.driver)])
+            .unwrap_or_default()
     }
 }

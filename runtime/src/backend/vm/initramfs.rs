@@ -95,7 +95,7 @@ pub fn cached(agent: &Path, cache: &Path) -> Result<PathBuf> {
         meta.len(),
         meta.mtime(),
         meta.mtime_nsec(),
-        super::protocol::VERSION,
+        strata_agent_protocol::VERSION,
     )
         .hash(&mut h);
     let dir = cache.join("initramfs");

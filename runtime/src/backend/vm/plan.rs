@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 
-use super::protocol::GuestFile;
-use crate::backend::NodeConfig;
+use crate::config::{annotation, NodeConfig};
+use strata_agent_protocol::{GuestFile, FILE_PREFIX};
 
 pub const MEMORY_ANNOTATION: &str = "dev.strata.vm.memory_mib";
 pub const VCPUS_ANNOTATION: &str = "dev.strata.vm.vcpus";
@@ -24,8 +24,6 @@ pub const GUEST_OVERHEAD_MIB: u32 = 64;
 /// Largest host file carried into the guest for a bind mount (hosts, resolv.conf, hostname,
 /// .containerenv are bytes to a few KiB).
 const MAX_FILE: u64 = 1 << 20;
-/// Where the agent places those files; see the agent's spec rewrite.
-pub const FILE_PREFIX: &str = "@strata-file/";
 
 /// The most memory a VM gets.
 pub const MAX_MEMORY_MIB: u32 = 65536;
@@ -94,14 +92,6 @@ pub struct GuestPlan {
     pub rootfs: PathBuf,
     /// The bundle's `root.readonly`.
     pub readonly_rootfs: bool,
-}
-
-fn annotation<'a>(spec: &'a Spec, node: &NodeConfig, key: &str) -> Option<&'a str> {
-    spec.annotations()
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-        .filter(|_| node.honors(key))
 }
 
 fn is_bind(m: &oci_spec::runtime::Mount) -> bool {

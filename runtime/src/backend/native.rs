@@ -1,21 +1,20 @@
 //! The native backend: strata-linux on the host, like runc and crun.
 
-use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
-use strata_linux::cgroups::stats::Stats;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 use strata_linux::container::{self, BeforeExec, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
 use strata_linux::hooks::pidfd_open;
 
-use crate::backend::{Backend, CreateRequest, Created, ExecRequest};
-use crate::state::{self, hook_state_json, ContainerDir, Record};
+use strata_agent_protocol::NOT_RUNNING;
+
+use crate::backend::contract::{Backend, CreateRequest, Created, ExecRequest};
+use crate::state::{self, hook_state_json, Record};
 
 pub struct Native;
 
@@ -91,33 +90,6 @@ impl Backend for Native {
         create_with(req, req.spec, Extras::default())
     }
 
-    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
-        // Relative to the state dir: socket paths are limited to 108 bytes.
-        std::env::set_current_dir(&dir.path)?;
-        let mut conn = UnixStream::connect(state::START_SOCKET)
-            .context("the container's init is no longer waiting for start")?;
-        conn.write_all(b"1")?;
-        // Gone socket = started, for `state` even if we die before recording it.
-        let _ = std::fs::remove_file(state::START_SOCKET);
-        strata_linux::fault::point("start:after-signal");
-        // The init's copy closes on a successful execve; anything it writes is its error
-        // (its own text, or the exec trampoline's errno).
-        let mut reply = Vec::new();
-        let _ = conn.read_to_end(&mut reply);
-        let arg0 = rec
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().as_ref())
-            .and_then(|a| a.first())
-            .cloned()
-            .unwrap_or_default();
-        if let Some(msg) = strata_linux::trampoline::decode_reply(&reply, &arg0) {
-            bail!("{msg}");
-        }
-        Ok(())
-    }
-
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
         if !all {
             return signal_init(rec, sig);
@@ -135,40 +107,6 @@ impl Backend for Native {
             rec.cgroups.set_frozen(false)?;
         }
         Ok(())
-    }
-
-    fn pause(&self, rec: &Record) -> Result<()> {
-        Ok(rec.cgroups.set_frozen(true)?)
-    }
-
-    fn resume(&self, rec: &Record) -> Result<()> {
-        Ok(rec.cgroups.set_frozen(false)?)
-    }
-
-    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
-        let devices = rec
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.devices().clone())
-            .unwrap_or_default();
-        Ok(rec.cgroups.apply(resources, &devices)?)
-    }
-
-    fn stats(&self, rec: &Record) -> Result<Stats> {
-        Ok(strata_linux::cgroups::stats::read(&rec.cgroups))
-    }
-
-    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
-        Ok(rec.cgroups.pids())
-    }
-
-    fn oom_kills(&self, rec: &Record) -> u64 {
-        rec.cgroups.oom_kills()
-    }
-
-    fn oom_notifier(&self, rec: &Record) -> Result<Option<(std::os::fd::OwnedFd, bool)>> {
-        Ok(rec.cgroups.oom_notifier()?)
     }
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
@@ -231,9 +169,9 @@ pub fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
 /// Signals the init through a pidfd opened while its start time still matches, so a reused
 /// PID is never hit.
 fn signal_init(rec: &Record, sig: Signal) -> Result<()> {
-    let fd = pidfd_open(rec.pid).context("container not running")?;
+    let fd = pidfd_open(rec.pid).context(NOT_RUNNING)?;
     if !state::process_alive(rec.pid, rec.pid_start) {
-        bail!("container not running");
+        bail!("{NOT_RUNNING}");
     }
     if !pidfd_send_signal(&fd, sig) {
         return Err(std::io::Error::last_os_error())

@@ -21,6 +21,16 @@ pub const AGENT_PORT: u32 = 1024;
 pub const READY_PORT: u32 = 1025;
 /// Largest frame accepted: a spec with its small files fits many times over.
 pub const MAX_FRAME: usize = 16 << 20;
+/// The guest's vsock context ID; the host is 2 ([`HOST_CID`]), the only peer the agent
+/// accepts.
+pub const GUEST_CID: u32 = 3;
+pub const HOST_CID: u32 = 2;
+/// Mount sources the host rewrites to small files it sends with `Create`; the agent places
+/// them (see the agent's spec rewrite).
+pub const FILE_PREFIX: &str = "@strata-file/";
+/// The error text for a container or process that is gone. The wording is a contract:
+/// containerd's shim recognises "container not running" and treats the kill as done.
+pub const NOT_RUNNING: &str = "container not running";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +128,62 @@ pub enum Response {
     Error {
         message: String,
     },
+}
+
+/// Why a reply is not the one asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The agent's own error text, shown to the user as is.
+    #[error("{0}")]
+    Agent(String),
+    #[error("unexpected agent reply {0:?}")]
+    Unexpected(Box<Response>),
+}
+
+impl Response {
+    /// The reply as a result: `Error` becomes the agent's message, anything else is passed
+    /// to the caller to match the variant it expects.
+    pub fn into_result(self) -> Result<Response, ReplyError> {
+        match self {
+            Response::Error { message } => Err(ReplyError::Agent(message)),
+            other => Ok(other),
+        }
+    }
+
+    /// The error for a reply of a variant the caller did not expect.
+    pub fn unexpected(self) -> ReplyError {
+        ReplyError::Unexpected(Box::new(self))
+    }
+
+    /// The reply to a request answered by `Ok`.
+    pub fn into_ok(self) -> Result<(), ReplyError> {
+        match self.into_result()? {
+            Response::Ok => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+}
+
+/// Copies a stdio stream until its end, with plain reads and writes, on both sides of the VM.
+///
+/// Not std::io::copy: from a socket into a pipe it uses splice(2), which sleeps in the socket
+/// read while holding the pipe's lock, so a container could not even exit (its pipe release
+/// waits for that lock, in D state) until the host sent more input. A pty master reports the
+/// end of its last writer as EIO, which ends the copy like end of file.
+pub fn copy_stream(mut from: impl Read, mut to: impl Write) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::check::{find_program, host_kvm_kind};
+use strata_agent_protocol::GUEST_CID;
 
-/// The guest's vsock context ID (the host is 2).
-pub const GUEST_CID: u32 = 3;
+use crate::host::{find_program, host_kvm_kind};
+
 /// virtio-fs tag of the container rootfs; the agent reads it from `strata.rootfs=`.
 pub const ROOTFS_TAG: &str = "rootfs";
 /// The hybrid-vsock socket, relative to the VM's run directory.
@@ -71,7 +71,7 @@ fn program(name: &str) -> Result<PathBuf> {
         .with_context(|| {
             format!(
                 "vm backend: {name} not found ({})",
-                crate::check::install_hint(name)
+                crate::host::install_hint(name)
             )
         })
 }

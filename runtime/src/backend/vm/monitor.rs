@@ -25,10 +25,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use strata_linux::cgroups::CgroupSet;
 
 use super::client::{accept_ready, AgentAddr, REQUEST_TIMEOUT};
-use super::copy_stream;
 use super::driver::{Hypervisor, Launch, VSOCK_SOCKET};
 use super::plan::GuestPlan;
-use super::protocol::{Request, Response, Stream, READY_PORT};
+use strata_agent_protocol::copy_stream;
+use strata_agent_protocol::{Request, Response, Stream, READY_PORT};
 
 /// How long a guest may take from launch to its agent's "ready" (TCG under load is slow).
 const BOOT_TIMEOUT_MS: u16 = 60_000;
@@ -165,9 +165,10 @@ fn wait_exit(addr: &AgentAddr, id: &str, exec_id: Option<&str>, vm: &OwnedFd) ->
         }
     }
     match rx.try_recv() {
-        Ok(Ok(Response::Exited { status })) => Ok(status),
-        Ok(Ok(Response::Error { message })) => bail!("{message}"),
-        Ok(Ok(other)) => bail!("unexpected agent reply {other:?}"),
+        Ok(Ok(reply)) => match reply.into_result()? {
+            Response::Exited { status } => Ok(status),
+            other => Err(other.unexpected().into()),
+        },
         Ok(Err(e)) => Err(e),
         Err(_) => bail!("the VM stopped before the process exited"),
     }
@@ -310,10 +311,9 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
 }
 
 fn expect_created(reply: Response) -> Result<()> {
-    match reply {
+    match reply.into_result()? {
         Response::Created { .. } => Ok(()),
-        Response::Error { message } => bail!("{message}"),
-        other => bail!("unexpected agent reply {other:?}"),
+        other => Err(other.unexpected().into()),
     }
 }
 

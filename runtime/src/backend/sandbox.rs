@@ -2,20 +2,20 @@
 //! (after the bundle's own), noNewPrivileges, a Landlock ruleset before execve, and a
 //! supervisor process that lives as long as the container.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxResources, Process, Spec};
-use strata_linux::cgroups::stats::Stats;
+use oci_spec::runtime::{Process, Spec};
 use strata_sandbox::policy::Policy;
 use strata_sandbox::supervisor::Config as SupervisorConfig;
 
-use crate::backend::{Backend, CreateRequest, Created, ExecRequest, NodeConfig};
-use crate::native::{self, Extras, Native};
-use crate::state::{self, ContainerDir, Record};
+use crate::backend::contract::{Backend, CreateRequest, Created, ExecRequest};
+use crate::backend::native::{self, Extras, Native};
+use crate::config::NodeConfig;
+use crate::state::{self, Record};
 
 pub const POLICY_ANNOTATION: &str = "dev.strata.sandbox.policy";
 /// argv[0] under which the strata binary runs as a container's supervisor.
@@ -30,12 +30,8 @@ pub struct Sandbox;
 /// The policy for a bundle: the one its annotation names (if the node honours the key and
 /// lists the name), else the node's default, else the built-in one.
 pub fn choose_policy(spec: &Spec, node: &NodeConfig) -> Result<Policy> {
-    let asked = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(POLICY_ANNOTATION))
-        .filter(|_| node.honors(POLICY_ANNOTATION));
-    let path = match asked.map(String::as_str) {
+    let asked = crate::config::annotation(spec, node, POLICY_ANNOTATION);
+    let path = match asked {
         None => node.sandbox.policy.clone(),
         Some("builtin") => None,
         Some(name) => match node.sandbox.policies.get(name) {
@@ -398,10 +394,6 @@ impl Backend for Sandbox {
         result
     }
 
-    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
-        Native.start(dir, rec)
-    }
-
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
         Native.signal(rec, sig, all)
     }
@@ -433,33 +425,5 @@ impl Backend for Sandbox {
         let r = Native.destroy(rec);
         kill_supervisor(&rec.state_dir);
         r
-    }
-
-    fn pause(&self, rec: &Record) -> Result<()> {
-        Native.pause(rec)
-    }
-
-    fn resume(&self, rec: &Record) -> Result<()> {
-        Native.resume(rec)
-    }
-
-    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
-        Native.update(rec, resources)
-    }
-
-    fn stats(&self, rec: &Record) -> Result<Stats> {
-        Native.stats(rec)
-    }
-
-    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
-        Native.pids(rec)
-    }
-
-    fn oom_kills(&self, rec: &Record) -> u64 {
-        Native.oom_kills(rec)
-    }
-
-    fn oom_notifier(&self, rec: &Record) -> Result<Option<(OwnedFd, bool)>> {
-        Native.oom_notifier(rec)
     }
 }

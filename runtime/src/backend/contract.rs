@@ -1,0 +1,134 @@
+//! What the front end asks of a backend: one trait, and the requests it is handed. What
+//! acts only on the container's host processes and cgroups (start through the start socket,
+//! pause, limits, stats, OOM) is written once here as default methods; a backend overrides
+//! what it does differently.
+
+use std::io::{Read, Write};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use strata_linux::cgroups::stats::Stats;
+use strata_linux::cgroups::CgroupSet;
+
+use crate::config::NodeConfig;
+use crate::state::{ContainerDir, Record, START_SOCKET};
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub spec: &'a Spec,
+    pub no_pivot: bool,
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub extra_env: Vec<String>,
+    pub start_listener: RawFd,
+    pub close_in_child: Vec<RawFd>,
+    /// Called once the container's cgroups exist, before any process is in them.
+    pub on_cgroups: &'a dyn Fn(&CgroupSet),
+    /// The container's state directory (the runtime's cwd during create).
+    pub state_dir: &'a Path,
+    pub node: &'a NodeConfig,
+}
+
+pub struct Created {
+    pub pid: i32,
+    pub rootfs: PathBuf,
+    pub cgroups: CgroupSet,
+}
+
+pub struct ExecRequest<'a> {
+    pub process: &'a Process,
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub extra_env: Vec<String>,
+    /// Runtime fds a process that outlives this command must not keep (the state lock: a
+    /// relay holding it would block every later command on the container).
+    pub close_in_child: Vec<RawFd>,
+}
+
+pub trait Backend {
+    /// Builds the container; its process waits for `start`. Leaves nothing behind on error.
+    fn create(&self, req: &CreateRequest) -> Result<Created>;
+    fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()>;
+    /// Starts an extra process; returns its host PID.
+    fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32>;
+    /// Ends every process of the container and releases what it held.
+    fn destroy(&self, rec: &Record) -> Result<()>;
+
+    /// Lets a created container's process run: one byte on the start socket the container's
+    /// host process waits on.
+    fn start(&self, dir: &ContainerDir, rec: &Record) -> Result<()> {
+        // Relative to the state dir: socket paths are limited to 108 bytes.
+        std::env::set_current_dir(&dir.path)?;
+        let mut conn = UnixStream::connect(START_SOCKET)
+            .context("the container's init is no longer waiting for start")?;
+        conn.write_all(b"1")?;
+        // Gone socket = started, for `state` even if we die before recording it.
+        let _ = std::fs::remove_file(START_SOCKET);
+        strata_linux::fault::point("start:after-signal");
+        // The init's copy closes on a successful execve; anything it writes is its error
+        // (its own text, or the exec trampoline's errno).
+        let mut reply = Vec::new();
+        let _ = conn.read_to_end(&mut reply);
+        let arg0 = rec
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(msg) = strata_linux::trampoline::decode_reply(&reply, &arg0) {
+            bail!("{msg}");
+        }
+        Ok(())
+    }
+
+    fn pause(&self, rec: &Record) -> Result<()> {
+        Ok(rec.cgroups.set_frozen(true)?)
+    }
+
+    fn resume(&self, rec: &Record) -> Result<()> {
+        Ok(rec.cgroups.set_frozen(false)?)
+    }
+
+    /// Applies new resource limits to a running container.
+    fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
+        let devices = rec
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default();
+        Ok(rec.cgroups.apply(resources, &devices)?)
+    }
+
+    fn stats(&self, rec: &Record) -> Result<Stats> {
+        Ok(strata_linux::cgroups::stats::read(&rec.cgroups))
+    }
+
+    /// Host PIDs of every process of the container.
+    fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
+        Ok(rec.cgroups.pids())
+    }
+
+    /// OOM kills so far.
+    fn oom_kills(&self, rec: &Record) -> u64 {
+        rec.cgroups.oom_kills()
+    }
+
+    /// An fd that wakes on OOM; true if every wake-up is an OOM event.
+    fn oom_notifier(&self, rec: &Record) -> Result<Option<(OwnedFd, bool)>> {
+        Ok(rec.cgroups.oom_notifier()?)
+    }
+
+    /// Annotations the backend adds to `state` output beyond the bundle's and
+    /// `dev.strata.backend` (the vm backend names its hypervisor driver).
+    fn state_annotations(&self, _rec: &Record) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
