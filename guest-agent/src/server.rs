@@ -304,6 +304,9 @@ impl Agent {
         // Inside the guest the container runs natively, whatever its annotations asked of the
         // host (dev.strata.backend=vm would otherwise recurse).
         cmd.arg("--backend").arg("native");
+        // The node's policy was the host's to apply; no config file of the guest's (or, in
+        // the loopback tests, of the host's) changes what the agent runs.
+        cmd.arg("--config").arg("/dev/null");
         cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
         cmd.args(args);
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

@@ -85,10 +85,10 @@ impl LoggedRuntime {
         } else {
             String::new()
         };
-        let root_args = match config {
-            Some(c) => format!("{root_args}extra+=(--config '{}')\n", c.display()),
-            None => root_args,
-        };
+        // A node config always: the test's, else an empty one, so that the host's
+        // /etc/strata/config.toml cannot change the outcome.
+        let config = config.unwrap_or(Path::new(crate::NO_NODE_CONFIG));
+        let root_args = format!("{root_args}extra+=(--config '{}')\n", config.display());
         // exec -a keeps the name the client called, so links named strata-sandbox or
         // strata-vm pick their backend as the installed links do.
         let script = format!(

@@ -12,61 +12,63 @@ use serde_json::Value;
 pub mod clients;
 pub mod sandbox;
 
-static BUILD: Once = Once::new();
+/// Where cargo put the test binary running now, `<target>/<profile>/deps/<test>`: the
+/// binaries under test are built into the same `<target>/<profile>`, so `cargo test --release`
+/// tests release binaries, and a custom target dir or profile works too.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary's directory");
+    deps.parent()
+        .expect("the profile directory above deps/")
+        .to_path_buf()
+}
 
-/// The strata binary, built (once per test process) from this workspace.
+/// Builds `bins` of `package` into this test's profile directory (once per test process and
+/// package), and returns that directory.
+fn build_bins(once: &'static Once, package: &str, bins: &[&str]) -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = profile_dir();
+    once.call_once(|| {
+        // cargo names the dev profile's directory "debug"; every other profile its own name.
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let target_dir = dir.parent().expect("the target directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "--profile", &profile, "-p", package])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(&ws);
+        for bin in bins {
+            cmd.args(["--bin", bin]);
+        }
+        let st = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo build for {bins:?}: {e}"));
+        assert!(st.success(), "building {bins:?} failed");
+    });
+    dir
+}
+
+/// The strata binary under test: `$STRATA_BIN`, else built from this workspace in the test's
+/// own profile (with the sandbox's supervisor program, which strata starts from beside
+/// itself).
 pub fn strata_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
     if let Ok(p) = std::env::var("STRATA_BIN") {
         return PathBuf::from(p);
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            // With the sandbox's supervisor program, which strata starts from beside itself.
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "strata",
-                "--bin",
-                "strata",
-                "--bin",
-                "strata-sandbox-supervisor",
-            ])
-            .current_dir(&ws)
-            .status()
-            .expect("running cargo build for the strata binary");
-        assert!(st.success(), "building strata failed");
-    });
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| ws.join("target"));
-    target.join("debug").join("strata")
+    build_bins(&BUILD, "strata", &["strata", "strata-sandbox-supervisor"]).join("strata")
 }
 
-/// A binary of this workspace, built (once per test process and package) in the debug profile.
+/// A binary of this workspace, built in the test's profile.
 fn workspace_bin(once: &'static Once, package: &str, bin: &str) -> PathBuf {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    once.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", package, "--bin", bin])
-            .current_dir(&ws)
-            .status()
-            .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
-        assert!(st.success(), "building {bin} failed");
-    });
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| ws.join("target"));
-    target.join("debug").join(bin)
+    build_bins(once, package, &[bin]).join(bin)
 }
 
 /// The guest agent binary; for the loopback tests, where it runs as a host process.
@@ -247,7 +249,7 @@ impl Bundle {
         let dir = TempDir::new("bundle");
         make_rootfs(&dir.path().join("rootfs"));
         let out = Command::new(strata_bin())
-            .args(["spec", "--bundle"])
+            .args(["--config", NO_NODE_CONFIG, "spec", "--bundle"])
             .arg(dir.path())
             .output()
             .unwrap();
@@ -289,6 +291,14 @@ impl Bundle {
     }
 }
 
+/// The node config of a test that names none: empty, every key at its built-in default.
+pub const NO_NODE_CONFIG: &str = "/dev/null";
+
+fn names_config<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter()
+        .any(|a| a.as_ref() == "--config" || a.as_ref().starts_with("--config="))
+}
+
 /// A private state root; containers left in it are force-deleted on drop.
 pub struct Runtime {
     pub root: TempDir,
@@ -324,8 +334,17 @@ impl Runtime {
 
     /// A command of another strata binary (a copy installed elsewhere) on this state root.
     pub fn cmd_of(&self, bin: &Path) -> Command {
+        self.cmd_with(bin, true)
+    }
+
+    /// Every command names its node config: the test's own, or an empty one (`/dev/null`),
+    /// so that a host's /etc/strata/config.toml cannot change a test's outcome.
+    fn cmd_with(&self, bin: &Path, default_config: bool) -> Command {
         let mut c = Command::new(bin);
         c.arg("--root").arg(self.root.path()).args(&self.global);
+        if default_config && !names_config(&self.global) {
+            c.args(["--config", NO_NODE_CONFIG]);
+        }
         c.stdin(Stdio::null());
         c
     }
@@ -333,7 +352,7 @@ impl Runtime {
     /// Runs strata to completion. Output goes through files, not pipes: a created container
     /// inherits strata's stdio and keeps it open long after strata exits.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.cmd();
+        let mut cmd = self.cmd_with(&strata_bin(), !names_config(args));
         cmd.args(args);
         output_via_files(&mut cmd)
     }

@@ -124,6 +124,7 @@ impl Kubelet {
 fn strata_state(runtime_root: &Path, id: &str) -> serde_json::Value {
     let out = run_ok(
         std::process::Command::new(strata_bin())
+            .args(["--config", strata_integration::NO_NODE_CONFIG])
             .arg("--root")
             .arg(runtime_root)
             .args(["state", id]),

@@ -299,7 +299,7 @@ fn a_guest_that_cannot_boot_is_an_error_and_leaves_nothing() {
 #[test]
 fn check_names_this_hosts_kvm_kind() {
     let out = std::process::Command::new(strata_bin())
-        .arg("check")
+        .args(["--config", strata_integration::NO_NODE_CONFIG, "check"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -93,6 +93,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         for id in &self.ids {
             let _ = Command::new(strata_bin())
+                .args(["--config", strata_integration::NO_NODE_CONFIG])
                 .arg("--root")
                 .arg(self.work.path().join("state"))
                 .args(["delete", "--force", id])
