@@ -3,7 +3,8 @@
 //! It mounts the pseudo filesystems and the virtio-fs rootfs, listens on vsock port 1024 (for
 //! the host only: a peer of any other CID is closed at once), tells the host it is up (a
 //! connection to host port 1025), and runs containers with the strata runtime itself — the same
-//! binary, called as `strata` (multi-call: `/bin/strata` is a link to `/init`), so the workload
+//! binary, run again as `strata` with one command as JSON (the runtime built as a library
+//! without its command line, sandbox or vm backends), so the workload
 //! sees exactly the native backend's OCI semantics (namespaces, cgroups, seccomp), inside the
 //! guest, plus the agent's own filter that keeps the container off AF_VSOCK unless the host
 //! allows it ([`confine`]). It relays each stdio stream on a connection of its own, reaps every
@@ -31,7 +32,8 @@ pub enum Endpoint {
 pub struct Config {
     pub listen: Endpoint,
     pub ready: Option<Endpoint>,
-    /// The strata runtime binary.
+    /// The binary run as the runtime: this agent itself (the guest's `/bin/strata` links to
+    /// `/init`).
     pub runtime: PathBuf,
     /// Bundles, copied files, console sockets, logs and the runtime's state live under here.
     pub work: PathBuf,
@@ -100,13 +102,16 @@ fn config() -> Result<Config> {
 }
 
 fn main() {
-    // Multi-call: as `strata` this binary is the runtime.
-    let argv0 = std::env::args_os().next().unwrap_or_default();
+    // Multi-call: as `strata` this binary is the runtime, for the one command the agent
+    // hands it as JSON (see `Server::runtime`).
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
     if std::path::Path::new(&argv0)
         .file_name()
-        .is_some_and(|n| n == "strata")
+        .is_some_and(|n| n == server::RUNTIME_ARGV0)
     {
-        strata::entry::main_entry();
+        let command = args.next().unwrap_or_default();
+        strata::entry::run_serialized(command.as_encoded_bytes());
     }
     let cfg = match config() {
         Ok(c) => c,

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,14 @@ use strata_agent_protocol::{
     FILE_PREFIX, NOT_RUNNING,
 };
 
+use strata::cli::{Cli, Command, CreateArgs, CreateCommon, ExecArgs, LogFormat, UpdateArgs};
+
 use crate::confine;
 use crate::reaper::Reaper;
 use crate::{Config, Endpoint};
+
+/// The name the agent runs itself under to be the runtime (see `main`).
+pub const RUNTIME_ARGV0: &str = "strata";
 
 /// How long one runtime command (create, start, exec, ...) may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -244,9 +249,11 @@ impl Agent {
                 files,
                 allow_vsock,
             } => self.create(&id, spec, &files, allow_vsock),
-            Request::Start { id } => self
-                .runtime(&["start", &id], None, self.allows_vsock(&id))
-                .map(|_| Response::Ok),
+            Request::Start { id } => {
+                let allow_vsock = self.allows_vsock(&id);
+                self.runtime(Command::Start { id }, None, allow_vsock)
+                    .map(|_| Response::Ok)
+            }
             Request::Exec {
                 id,
                 exec_id,
@@ -285,12 +292,12 @@ impl Agent {
             .is_some_and(|p| p.allow_vsock)
     }
 
-    /// Runs the strata runtime with `args`; its error message (from its JSON log) on failure.
-    /// Unless `allow_vsock`, the runtime and everything it starts (the container's processes,
-    /// its hooks) run under [`confine::deny_vsock`].
+    /// Runs the strata runtime (this binary, as `strata`) for one `command`; its error message
+    /// (from its JSON log) on failure. Unless `allow_vsock`, the runtime and everything it
+    /// starts (the container's processes, its hooks) run under [`confine::deny_vsock`].
     fn runtime(
         &self,
-        args: &[&str],
+        command: Command,
         stdio: Option<[OwnedFd; 3]>,
         allow_vsock: bool,
     ) -> Result<Vec<u8>> {
@@ -299,16 +306,23 @@ impl Agent {
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.cfg.work.join("logs").join(format!("{call}.log"));
         let _ = std::fs::remove_file(&log);
-        let mut cmd = Command::new(&self.cfg.runtime);
-        cmd.arg("--root").arg(self.cfg.work.join("state"));
-        // Inside the guest the container runs natively, whatever its annotations asked of the
-        // host (dev.strata.backend=vm would otherwise recurse).
-        cmd.arg("--backend").arg("native");
-        // The node's policy was the host's to apply; no config file of the guest's (or, in
-        // the loopback tests, of the host's) changes what the agent runs.
-        cmd.arg("--config").arg("/dev/null");
-        cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
-        cmd.args(args);
+        let verb = command.name();
+        let cli = Cli {
+            root: self.cfg.work.join("state"),
+            log: Some(log.clone()),
+            log_format: LogFormat::Json,
+            debug: false,
+            systemd_cgroup: false,
+            // Inside the guest the container runs natively, whatever its annotations asked
+            // of the host (dev.strata.backend=vm would otherwise recurse).
+            backend: Some("native".into()),
+            // The node's policy was the host's to apply; no config file of the guest's (or,
+            // in the loopback tests, of the host's) changes what the agent runs.
+            config: PathBuf::from("/dev/null"),
+            command,
+        };
+        let mut cmd = std::process::Command::new(&self.cfg.runtime);
+        cmd.arg0(RUNTIME_ARGV0).arg(serde_json::to_string(&cli)?);
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         match stdio {
             Some([i, o, e]) => {
@@ -346,8 +360,7 @@ impl Agent {
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 bail!(
-                    "strata {} did not finish within {} s",
-                    args[0],
+                    "strata {verb} did not finish within {} s",
                     RUNTIME_TIMEOUT.as_secs()
                 );
             }
@@ -361,7 +374,7 @@ impl Agent {
                         .rfind(|v| v["level"] == "error")
                         .and_then(|v| v["msg"].as_str().map(str::to_string))
                 })
-                .unwrap_or_else(|| format!("strata {} exited with status {status}", args[0]));
+                .unwrap_or_else(|| format!("strata {verb} exited with status {status}"));
             let _ = std::fs::remove_file(&log);
             bail!("{message}");
         }
@@ -451,17 +464,20 @@ impl Agent {
         let tty = spec["process"]["terminal"].as_bool().unwrap_or(false);
         let (child, console, ours) = self.stdio_for(tty, id)?;
         let pid_file = bundle.join("init.pid");
-        let bundle_s = bundle.to_string_lossy().to_string();
-        let pid_s = pid_file.to_string_lossy().to_string();
-        let mut args = vec!["create", "--bundle", &bundle_s, "--pid-file", &pid_s];
-        if self.cfg.pid1 {
-            // The guest's root is the initramfs, which pivot_root cannot leave; the VM is the
-            // isolation boundary that matters here.
-            args.push("--no-pivot");
-        }
+        let command = Command::Create(CreateArgs {
+            id: id.to_string(),
+            common: CreateCommon {
+                bundle,
+                pid_file: Some(pid_file.clone()),
+                // The guest's root is the initramfs, which pivot_root cannot leave; the VM is
+                // the isolation boundary that matters here.
+                no_pivot: self.cfg.pid1,
+                ..Default::default()
+            },
+        });
         self.launch(
             (id.to_string(), None),
-            args,
+            command,
             (child, console, ours),
             &pid_file,
             allow_vsock,
@@ -487,44 +503,39 @@ impl Agent {
             .join(format!("{id}-{exec_id}.pid"));
         let tty = process["terminal"].as_bool().unwrap_or(false);
         let (child, console, ours) = self.stdio_for(tty, &format!("{id}-{exec_id}"))?;
-        let file_s = file.to_string_lossy().to_string();
-        let pid_s = pid_file.to_string_lossy().to_string();
-        let args = vec![
-            "exec",
-            "--process",
-            &file_s,
-            "--pid-file",
-            &pid_s,
-            "--detach",
-        ];
+        let command = Command::Exec(ExecArgs {
+            id: id.to_string(),
+            process: Some(file.clone()),
+            pid_file: Some(pid_file.clone()),
+            detach: true,
+            ..Default::default()
+        });
         let allow_vsock = self.allows_vsock(id);
-        let created = self.launch(key, args, (child, console, ours), &pid_file, allow_vsock);
+        let created = self.launch(key, command, (child, console, ours), &pid_file, allow_vsock);
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&pid_file);
         created
     }
 
-    /// Runs `strata create` or `strata exec` (`args`, to which the console socket and the
-    /// container ID are added), then records the new process under `key` with our ends of
-    /// its stdio.
+    /// Runs `strata create` or `strata exec` (`command`, to which the console socket is
+    /// added), then records the new process under `key` with our ends of its stdio.
     fn launch(
         &self,
         key: Key,
-        args: Vec<&str>,
+        mut command: Command,
         stdio: ProcStdio,
         pid_file: &Path,
         allow_vsock: bool,
     ) -> Result<Response> {
         let (child, console, ours) = stdio;
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        if let Some((path, _)) = &console {
-            args.push("--console-socket".into());
-            args.push(path.to_string_lossy().into_owned());
+        let socket = console.as_ref().map(|(path, _)| path.clone());
+        match &mut command {
+            Command::Create(a) => a.common.console_socket = socket,
+            Command::Exec(a) => a.console_socket = socket,
+            _ => {}
         }
-        args.push(key.0.clone());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let since = Instant::now();
-        self.runtime(&args, child, allow_vsock)?;
+        self.runtime(command, child, allow_vsock)?;
         let (tty, tty_ctl) = Self::receive_console(console)?;
         let pid: i32 = std::fs::read_to_string(pid_file)?
             .trim()
@@ -562,11 +573,13 @@ impl Agent {
             nix::sys::signal::Signal::try_from(signal).context("signal number")?;
         }
         if all && key.1.is_none() {
-            self.runtime(
-                &["kill", "--all", &key.0, &signal.to_string()],
-                None,
-                self.allows_vsock(&key.0),
-            )?;
+            let allow_vsock = self.allows_vsock(&key.0);
+            let command = Command::Kill {
+                id: key.0,
+                signal: Some(signal.to_string()),
+                all: true,
+            };
+            self.runtime(command, None, allow_vsock)?;
             return Ok(Response::Ok);
         }
         let (pid, since) = self.lookup(&key)?;
@@ -610,7 +623,12 @@ impl Agent {
     }
 
     fn stats(&self, id: &str) -> Result<Response> {
-        let out = self.runtime(&["events", "--stats", id], None, self.allows_vsock(id))?;
+        let command = Command::Events {
+            id: id.to_string(),
+            stats: true,
+            interval: "5s".into(),
+        };
+        let out = self.runtime(command, None, self.allows_vsock(id))?;
         let event: serde_json::Value =
             serde_json::from_slice(&out).context("stats from the runtime")?;
         Ok(Response::Stats {
@@ -621,12 +639,12 @@ impl Agent {
     fn update(&self, id: &str, resources: serde_json::Value) -> Result<Response> {
         let file = self.cfg.work.join("exec").join(format!("{id}-update.json"));
         std::fs::write(&file, serde_json::to_vec(&resources)?)?;
-        let file_s = file.to_string_lossy().to_string();
-        let result = self.runtime(
-            &["update", "--resources", &file_s, id],
-            None,
-            self.allows_vsock(id),
-        );
+        let command = Command::Update(UpdateArgs {
+            id: id.to_string(),
+            resources: Some(file.clone()),
+            ..Default::default()
+        });
+        let result = self.runtime(command, None, self.allows_vsock(id));
         let _ = std::fs::remove_file(&file);
         result.map(|_| Response::Ok)
     }

@@ -15,7 +15,7 @@ use crate::commands::{parse_json, Globals};
 use crate::state::{self, ContainerDir, Record, Status};
 
 fn backend_of(rec: &Record) -> Result<Box<dyn backend::Backend>> {
-    Ok(backend::of(rec.backend))
+    backend::of(rec.backend)
 }
 
 pub fn pause(g: &Globals, id: &str, pause: bool) -> Result<i32> {

@@ -53,6 +53,13 @@ pub fn backend_from_program_name(argv0: &Path) -> Option<&'static str> {
         .map(Kind::name)
 }
 
+/// What the container's backend adds to its `state` (nothing, in a build without it).
+fn backend_annotations(rec: &Record) -> Vec<(String, String)> {
+    backend::of(rec.backend)
+        .map(|b| b.state_annotations(rec))
+        .unwrap_or_default()
+}
+
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
@@ -185,7 +192,7 @@ fn create_container(
     let pid_file = c.pid_file.as_deref().map(absolute).transpose()?;
     let node = NodeConfig::load(g.config, g.config_explicit)?;
     let kind = config::choose(g.backend, &spec, &node)?;
-    let be = backend::of(kind);
+    let be = backend::of(kind)?;
     if g.systemd_cgroup && !Path::new("/run/systemd/system").exists() {
         bail!(
             "--systemd-cgroup: systemd is not running on this host; drop the flag to use cgroupfs"
@@ -294,7 +301,7 @@ fn start_locked(dir: &ContainerDir, rec: &mut Record) -> Result<()> {
             rec.id
         ),
     }
-    let be = backend::of(rec.backend);
+    let be = backend::of(rec.backend)?;
     be.start(dir, rec)?;
     rec.status = Status::Running;
     dir.save(rec)?;
@@ -319,10 +326,7 @@ pub fn state(g: &Globals, id: &str) -> Result<i32> {
         bail!("container {id:?} does not exist");
     }
     let rec = state::read_record(&path)?;
-    let st = rec.oci_state(
-        rec.live_status(),
-        backend::of(rec.backend).state_annotations(&rec),
-    );
+    let st = rec.oci_state(rec.live_status(), backend_annotations(&rec));
     println!("{}", serde_json::to_string_pretty(&st)?);
     Ok(0)
 }
@@ -351,7 +355,7 @@ pub fn kill(g: &Globals, id: &str, signal: Option<&str>, all: bool) -> Result<i3
     if rec.live_status() == Status::Stopped && !all {
         bail!("cannot kill container {id:?}: {NOT_RUNNING}");
     }
-    backend::of(rec.backend).signal(&rec, sig, all)?;
+    backend::of(rec.backend)?.signal(&rec, sig, all)?;
     Ok(0)
 }
 
@@ -363,7 +367,7 @@ fn delete_locked(dir: ContainerDir, rec: &Record, force: bool) -> Result<()> {
             rec.id
         );
     }
-    backend::of(rec.backend).destroy(rec)?;
+    backend::of(rec.backend)?.destroy(rec)?;
     strata_linux::fault::point("delete:after-kill");
     if let Some(h) = rec.spec.hooks() {
         let st = rec.hook_state(0, "stopped");
@@ -524,7 +528,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         extra_env,
         close_in_child: vec![dir.lock_fd()],
     };
-    let pid = backend::of(rec.backend).exec(&rec, &req)?;
+    let pid = backend::of(rec.backend)?.exec(&rec, &req)?;
     strata_linux::fault::point("exec:after-spawn");
     drop(dir);
     if let Some(p) = &pid_file {
@@ -549,7 +553,7 @@ pub fn list(g: &Globals, format: ListFormat, quiet: bool) -> Result<i32> {
         ListFormat::Json => {
             let states: Vec<_> = recs
                 .iter()
-                .map(|r| r.oci_state(r.live_status(), backend::of(r.backend).state_annotations(r)))
+                .map(|r| r.oci_state(r.live_status(), backend_annotations(r)))
                 .collect();
             println!("{}", serde_json::to_string(&states)?);
         }

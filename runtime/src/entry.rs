@@ -1,26 +1,24 @@
-//! The command-line entry point, shared by the `strata` binary and the guest agent's
-//! multi-call binary.
-
-use clap::Parser as _;
+//! The entry points: the `strata` command line, and a command handed over as a value (the
+//! guest agent's build, which has no command-line parser).
 
 use crate::cli::{Cli, Command};
 use crate::commands::{self, Globals};
 use crate::{cgroup_cmds, logging};
 
 /// The `strata` command line: parses the process's arguments, runs the subcommand and exits
-/// with its code. The static guest agent calls this when invoked as `strata` (multi-call).
+/// with its code.
+#[cfg(feature = "cli")]
 pub fn main_entry() -> ! {
-    // A closed pipe on stdout (`strata events | head`) ends us quietly, as it does any Unix
-    // tool, instead of a panic in println.
-    // SAFETY: setting a signal's disposition to the default has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    use clap::Parser as _;
+    default_sigpipe();
+    #[cfg(feature = "sandbox")]
     if std::env::args_os()
         .next()
         .is_some_and(|a| a == crate::backend::sandbox::SUPERVISOR_ARGV0)
     {
         crate::backend::sandbox::supervisor_main();
     }
-    let mut cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -41,6 +39,36 @@ pub fn main_entry() -> ! {
             std::process::exit(2);
         }
     };
+    // args_os: an argument that is not UTF-8 (a bundle path, say) must not panic here.
+    let config_explicit = std::env::args_os().any(|a| {
+        let a = a.as_encoded_bytes();
+        a == b"--config" || a.starts_with(b"--config=")
+    });
+    run(cli, config_explicit)
+}
+
+/// Runs a command given as JSON (a [`Cli`] value, as the guest agent builds it) and exits
+/// with its code. Its node config counts as named explicitly.
+pub fn run_serialized(json: &[u8]) -> ! {
+    default_sigpipe();
+    match serde_json::from_slice::<Cli>(json) {
+        Ok(cli) => run(cli, true),
+        Err(e) => {
+            eprintln!("strata: malformed command: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A closed pipe on stdout (`strata events | head`) ends us quietly, as it does any Unix
+/// tool, instead of a panic in println.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// Runs one parsed command and exits with its code.
+pub fn run(mut cli: Cli, config_explicit: bool) -> ! {
     // A relative --root is taken from where strata was started: create changes its working
     // directory (to bind sockets by short names) before it is done with the root.
     if cli.root.is_relative() {
@@ -51,11 +79,6 @@ pub fn main_entry() -> ! {
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("strata: cannot open --log file: {e}");
     }
-    // args_os: an argument that is not UTF-8 (a bundle path, say) must not panic here.
-    let config_explicit = std::env::args_os().any(|a| {
-        let a = a.as_encoded_bytes();
-        a == b"--config" || a.starts_with(b"--config=")
-    });
     let g = Globals::from_cli(&cli, config_explicit);
     let result = match &cli.command {
         Command::Create(a) => commands::create(&g, &a.id, &a.common),

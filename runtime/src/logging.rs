@@ -11,7 +11,17 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-use crate::cli::LogFormat;
+use serde::{Deserialize, Serialize};
+
+/// runc's `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 struct LineLayer {
     out: Mutex<Box<dyn Write + Send>>,
@@ -68,8 +78,9 @@ pub fn format_line(json: bool, level: Level, msg: &str) -> String {
     }
 }
 
-/// What logging was set up with, for helper processes that log the same way.
-#[derive(Debug, Clone)]
+/// What logging was set up with, for helper processes that log the same way (handed to
+/// them whole, as JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Settings {
     pub log: Option<PathBuf>,
     pub format: LogFormat,
@@ -85,11 +96,18 @@ pub fn settings() -> Option<&'static Settings> {
 /// Sets up logging; returns the log file too, so that the final error can be written to it
 /// even if tracing is not yet up.
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
-    let _ = SETTINGS.set(Settings {
+    init_with(Settings {
         log: log.map(Path::to_path_buf),
         format,
         debug,
-    });
+    })
+}
+
+/// [`init`] with settings as a value, as a helper process receives them.
+pub fn init_with(settings: Settings) -> std::io::Result<()> {
+    let Settings { log, format, debug } = settings.clone();
+    let log = log.as_deref();
+    let _ = SETTINGS.set(settings);
     let out: Box<dyn Write + Send> = match log {
         Some(p) => Box::new(open_log(p)?),
         None => Box::new(std::io::stderr()),

@@ -32,7 +32,7 @@ impl Agent {
             .arg("--ready")
             .arg(format!("unix:{}", ready_path.display()))
             .arg("--runtime")
-            .arg(strata_bin())
+            .arg(agent_bin())
             .arg("--work")
             .arg(work.path())
             .arg("--rootfs")

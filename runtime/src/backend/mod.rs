@@ -2,18 +2,27 @@
 
 pub mod contract;
 pub mod native;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "vm")]
 pub mod vm;
 
 pub use contract::{Backend, CreateRequest, Created, ExecRequest};
 
+use anyhow::{bail, Result};
+
 use crate::config::Kind;
 
-/// The backend that runs containers of `kind`.
-pub fn of(kind: Kind) -> Box<dyn Backend> {
+/// The backend that runs containers of `kind`; an error in a build without it (the guest
+/// agent's runs only native).
+pub fn of(kind: Kind) -> Result<Box<dyn Backend>> {
     match kind {
-        Kind::Native => Box::new(native::Native),
-        Kind::Sandbox => Box::new(sandbox::Sandbox),
-        Kind::Vm => Box::new(vm::Vm),
+        Kind::Native => Ok(Box::new(native::Native)),
+        #[cfg(feature = "sandbox")]
+        Kind::Sandbox => Ok(Box::new(sandbox::Sandbox)),
+        #[cfg(feature = "vm")]
+        Kind::Vm => Ok(Box::new(vm::Vm)),
+        #[allow(unreachable_patterns)]
+        other => bail!("this build of strata has no {} backend", other.name()),
     }
 }

@@ -233,23 +233,15 @@ fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let fd = listener.as_raw_fd();
-    let (log, format, debug) = match crate::logging::settings() {
-        Some(s) => (s.log.clone().unwrap_or_default(), s.format, s.debug),
-        None => (Default::default(), crate::cli::LogFormat::Text, false),
-    };
+    let logging = crate::logging::settings().cloned().unwrap_or_default();
+    let logging = serde_json::to_string(&logging).context("the supervisor's log settings")?;
     let c = |b: &[u8]| CString::new(b).context("a supervisor argument holds a NUL byte");
     let program = c(supervisor_program().as_os_str().as_bytes())?;
     let argv = [
         c(SUPERVISOR_ARGV0.as_bytes())?,
         c(fd.to_string().as_bytes())?,
         c(policy_file.as_os_str().as_bytes())?,
-        c(log.as_os_str().as_bytes())?,
-        c(if format == crate::cli::LogFormat::Json {
-            b"json"
-        } else {
-            b"text"
-        })?,
-        c(if debug { b"debug" } else { b"warn" })?,
+        c(logging.as_bytes())?,
     ];
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -293,22 +285,14 @@ fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
     Ok(pid)
 }
 
-/// The supervisor process: `strata-sandbox-supervisor FD POLICY_FILE LOG FORMAT LEVEL`, as
-/// [`spawn_supervisor`] starts it. Never returns.
+/// The supervisor process: `strata-sandbox-supervisor FD POLICY_FILE LOG_SETTINGS`, as
+/// [`spawn_supervisor`] starts it (the log settings are the runtime's, as JSON). Never
+/// returns.
 pub fn supervisor_main() -> ! {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
-    let log = std::path::PathBuf::from(arg(3));
-    let format = if arg(4) == "json" {
-        crate::cli::LogFormat::Json
-    } else {
-        crate::cli::LogFormat::Text
-    };
-    let _ = crate::logging::init(
-        (!log.as_os_str().is_empty()).then_some(log.as_path()),
-        format,
-        arg(5) == "debug",
-    );
+    let logging = serde_json::from_slice(arg(3).as_encoded_bytes()).unwrap_or_default();
+    let _ = crate::logging::init_with(logging);
     let code = match run_supervisor(&arg(1), Path::new(&arg(2))) {
         Ok(()) => 0,
         Err(e) => {
