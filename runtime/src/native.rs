@@ -12,7 +12,7 @@ use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use strata_linux::cgroups::stats::Stats;
 use strata_linux::container::{self, BeforeExec, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
-use strata_linux::hooks::pidfd_open;
+use strata_linux::proc::pidfd_open;
 
 use crate::backend::{Backend, CreateRequest, Created, ExecRequest};
 use crate::state::{self, hook_state_json, ContainerDir, Record};

@@ -24,6 +24,7 @@ use crate::hooks;
 use crate::lsm;
 use crate::mounts::{self, Create, RootfsContext};
 use crate::namespaces::{self, NamespacePlan};
+use crate::proc::{self, clone_into_cgroup, clone_process};
 use crate::process::{self, CapabilityPlan};
 use crate::seccomp;
 use crate::sync::{Channel, Message};
@@ -185,71 +186,6 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::config("root.path", format!("{}: {e}", p.display())))
 }
 
-/// clone3(2) like [`clone_process`], with the child born in the v2 cgroup `cgroup_fd`
-/// (CLONE_INTO_CGROUP): no migration, so no wait for the kernel's global threadgroup lock.
-/// None when the kernel refuses (then the caller falls back to clone and cgroup.procs).
-pub(crate) fn clone_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd) -> Option<i32> {
-    #[repr(C)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-    let args = CloneArgs {
-        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: cgroup_fd as u64,
-    };
-    // SAFETY: as clone_process: no CLONE_VM and no stack, so the child continues on a
-    // copy-on-write copy of this single-threaded process; args is valid for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    (r >= 0).then_some(r as i32)
-}
-
-/// clone(2) without CLONE_VM: a fork that also creates the namespaces in `flags`.
-pub(crate) fn clone_process(flags: CloneFlags) -> Result<i32> {
-    // SAFETY: with a NULL stack and without CLONE_VM/CLONE_THREAD, clone behaves like fork:
-    // the child runs on a copy-on-write copy of our stack. The runtime is single-threaded
-    // here, so no lock (malloc's included) can be held by another thread at this point.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| "clone".into());
-    }
-    Ok(r as i32)
-}
-
 /// Ends a child process after reporting `err` to the runtime; never returns.
 fn child_fail(chan: &Channel, err: Error) -> ! {
     let _ = chan.send(&Message::Failed(err.to_string()));
@@ -395,7 +331,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             let _ = waitpid(Pid::from_raw(child), None);
             if let Some(p) = init_pid.filter(|p| *p != child) {
                 // Not our child (two stages): wait for its exit through a pidfd.
-                if let Ok(fd) = hooks::pidfd_open(p) {
+                if let Ok(fd) = proc::pidfd_open(p) {
                     let mut fds = [nix::poll::PollFd::new(
                         fd.as_fd(),
                         nix::poll::PollFlags::POLLIN,
@@ -917,7 +853,7 @@ pub fn prepare_process(
     let early = !filters.is_empty() && (!nnp || filters.iter().any(|f| f.has_notify()));
     // Now, before any filter: profiles often lack close_range. Every fd the runtime opens
     // from here on is close-on-exec by construction.
-    process::cloexec_from(keep_fds)?;
+    proc::cloexec_from(keep_fds)?;
     let mut notify_fds = Vec::new();
     if early {
         for (i, f) in filters.iter().enumerate() {

@@ -12,6 +12,7 @@ pub mod lsm;
 pub mod mount_options;
 pub mod mounts;
 pub mod namespaces;
+pub mod proc;
 pub mod proc_mounts;
 pub mod process;
 pub mod seccomp;

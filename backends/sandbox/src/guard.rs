@@ -37,7 +37,7 @@ impl Guard {
 /// Forks the guard for the container whose init is `init` (a PID in the supervisor's pid
 /// namespace). Returns in the supervisor; the guard never returns.
 pub fn spawn(init: i32) -> Result<Guard> {
-    let init_fd = strata_linux::hooks::pidfd_open(init)
+    let init_fd = strata_linux::proc::pidfd_open(init)
         .map_err(|e| Error::Setup(format!("pidfd of the container's init {init}: {e}")))?;
     // The cgroup directories themselves, held open: should they be removed and made again
     // for a new container with the same name, these still name the old ones, whose
