@@ -18,14 +18,15 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType as NsType, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupSet};
-use crate::devices;
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::lsm;
-use crate::mounts::{self, Create, RootfsContext};
 use crate::namespaces::{self, NamespacePlan};
 use crate::proc::{self, clone_into_cgroup, clone_process};
 use crate::process::{self, CapabilityPlan};
+use crate::rootfs::mount::{self, RootfsContext};
+use crate::rootfs::open::{open_in_root, Create};
+use crate::rootfs::{devices, paths, pivot};
 use crate::seccomp;
 use crate::sync::{Channel, Message};
 use crate::sysctl;
@@ -130,8 +131,8 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
     if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
         process::personality_of(p)?;
     }
-    mounts::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
-    mounts::check_mounts(spec.mounts().as_deref().unwrap_or(&[]))?;
+    pivot::rootfs_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    mount::check_mounts(spec.mounts().as_deref().unwrap_or(&[]))?;
     if let Some(m) = spec.mounts() {
         for (i, m) in m.iter().enumerate() {
             if !m.destination().is_absolute() {
@@ -573,10 +574,10 @@ impl Init<'_> {
         // host (the chroot is no mount boundary), and what they hide (/proc, /sys) is not
         // mounted there.
         if self.owns_mounts() {
-            mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
-            mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
+            paths::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
+            paths::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
             if self.readonly_root() {
-                mounts::readonly_root()?;
+                paths::readonly_root()?;
             }
         }
         self.lsm.apply_before_exec()?;
@@ -725,7 +726,7 @@ impl Init<'_> {
             nix::sys::stat::Mode::empty(),
         )
         .ctx(|| format!("opening the rootfs {}", self.rootfs.display()))?;
-        mounts::open_in_root(&root, process.cwd(), Create::Dir)
+        open_in_root(&root, process.cwd(), Create::Dir)
             .map_err(|e| Error::config("process.cwd", e.to_string()))?;
         self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
@@ -741,14 +742,14 @@ impl Init<'_> {
         if !self.owns_mounts() {
             return self.chroot_rootfs(chan, process);
         }
-        let prop = mounts::rootfs_propagation(linux.rootfs_propagation().as_deref())?;
+        let prop = pivot::rootfs_propagation(linux.rootfs_propagation().as_deref())?;
         // An unbindable / cannot be bind-mounted: isolate first, apply it after pivot_root.
         let first = if prop.contains(nix::mount::MsFlags::MS_UNBINDABLE) {
             nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC
         } else {
             prop
         };
-        let root = mounts::prepare_root(self.rootfs, first)?;
+        let root = pivot::prepare_root(self.rootfs, first)?;
         let in_user_ns = self.plan.is_new(NsType::User) || self.plan.joins(NsType::User).is_some();
         let ctx = RootfsContext {
             rootfs: self.rootfs,
@@ -759,7 +760,7 @@ impl Init<'_> {
             mount_label: self.lsm.mount_label.as_deref(),
         };
         let spec_mounts = self.spec.mounts().clone().unwrap_or_default();
-        mounts::mount_all(&root, &spec_mounts, &ctx)?;
+        mount::mount_all(&root, &spec_mounts, &ctx)?;
         let setup_dev = devices::sets_up_dev(&spec_mounts);
         devices::create_devices(
             &root,
@@ -774,14 +775,14 @@ impl Init<'_> {
             devices::dev_symlinks(&root, has_devpts)?;
         }
         // runc creates a missing cwd; the path is resolved inside the rootfs.
-        mounts::open_in_root(&root, process.cwd(), Create::Dir)
+        open_in_root(&root, process.cwd(), Create::Dir)
             .map_err(|e| Error::config("process.cwd", e.to_string()))?;
         self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
             let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
-        mounts::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
+        pivot::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
         if prop.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_UNBINDABLE) {
             // The rootfs's parent had to be private (shared) or bindable (unbindable) until
             // pivot_root; the new root gets the propagation that was asked for.
