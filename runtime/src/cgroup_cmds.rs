@@ -241,7 +241,7 @@ pub fn events(g: &Globals, id: &str, once: bool, interval: &str) -> Result<i32> 
         bail!("--interval must be above zero");
     }
     let be = backend_of(&rec)?;
-    let pidfd = strata_linux::hooks::pidfd_open(rec.pid).context("the container is not running")?;
+    let pidfd = strata_linux::proc::pidfd_open(rec.pid).context("the container is not running")?;
     let notifier = be.oom_notifier(&rec)?;
     let mut ooms = be.oom_kills(&rec);
     let mut next = std::time::Instant::now();

@@ -613,7 +613,7 @@ pub fn features() -> Result<i32> {
         "ociVersionMax": "1.3.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         // The parser's own tables: what strata acts on, and nothing it refuses (idmap).
-        "mountOptions": strata_linux::mount_options::known(),
+        "mountOptions": strata_linux::rootfs::options::known(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,

@@ -10,11 +10,11 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType as NsType, Process};
 
 use crate::cgroups::CgroupSet;
-use crate::container::{clone_into_cgroup, clone_process, prepare_process};
+use crate::container::prepare_process;
 use crate::error::{Context, Error, Result};
-use crate::hooks::pidfd_open;
 use crate::lsm::Plan;
 use crate::namespaces::{self, JOIN_ORDER};
+use crate::proc::{clone_into_cgroup, clone_process, pidfd_open};
 use crate::process;
 use crate::seccomp;
 use crate::sync::{Channel, Message};

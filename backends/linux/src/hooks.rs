@@ -1,7 +1,7 @@
 //! OCI hooks: run with the container state on stdin, bounded by their timeout.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -9,6 +9,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Hook;
 
 use crate::error::{Error, Result};
+use crate::proc::pidfd_open;
 
 /// Runs `hooks` in order; the first failure stops the rest and is returned.
 pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<()> {
@@ -107,14 +108,4 @@ pub fn run(h: &Hook, state_json: &[u8]) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -3,21 +3,18 @@
 
 pub mod cgroups;
 pub mod container;
-pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod fault;
 pub mod hooks;
 pub mod lsm;
-pub mod mount_options;
-pub mod mounts;
 pub mod namespaces;
-pub mod proc_mounts;
+pub mod proc;
 pub mod process;
+pub mod rootfs;
 pub mod seccomp;
 pub mod sync;
 pub mod sysctl;
-pub mod tmpcopyup;
 pub mod trampoline;
 pub mod tty;
 

@@ -438,24 +438,6 @@ pub fn personality_of(p: &oci_spec::runtime::LinuxPersonality) -> Result<libc::c
     })
 }
 
-/// Marks every fd from `first` up close-on-exec, so nothing of the runtime's survives execve
-/// except stdio and the preserved fds.
-pub fn cloexec_from(first: i32) -> Result<()> {
-    // SAFETY: close_range only changes fd flags; it takes no pointers.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| "close_range".into());
-    }
-    Ok(())
-}
-
 /// Moves `fd` to a number at or above `min` (close-on-exec), closing the old one.
 pub fn move_fd_above(fd: i32, min: i32) -> Result<i32> {
     if fd >= min {

@@ -37,7 +37,7 @@ impl Guard {
 /// Forks the guard for the container whose init is `init` (a PID in the supervisor's pid
 /// namespace). Returns in the supervisor; the guard never returns.
 pub fn spawn(init: i32) -> Result<Guard> {
-    let init_fd = strata_linux::hooks::pidfd_open(init)
+    let init_fd = strata_linux::proc::pidfd_open(init)
         .map_err(|e| Error::Setup(format!("pidfd of the container's init {init}: {e}")))?;
     // The cgroup directories themselves, held open: should they be removed and made again
     // for a new container with the same name, these still name the old ones, whose
@@ -69,7 +69,7 @@ pub fn spawn(init: i32) -> Result<Guard> {
             // trapped calls the moment it dies.
             let mut keep: Vec<RawFd> = vec![init_fd.as_raw_fd(), link_in.as_raw_fd()];
             keep.extend(cgroups.iter().map(|f| f.as_raw_fd()));
-            close_all_but(&keep);
+            strata_linux::proc::close_all_but(&keep);
             if supervisor_died(&init_fd, &link_in) {
                 tracing::error!(
                     "sandbox supervisor died under a running container; killing the container"
@@ -109,32 +109,8 @@ fn supervisor_died(init: &OwnedFd, link: &OwnedFd) -> bool {
     }
 }
 
-fn close_all_but(keep: &[RawFd]) {
-    let mut keep: Vec<libc::c_uint> = keep.iter().map(|f| *f as libc::c_uint).collect();
-    keep.sort_unstable();
-    let mut from: libc::c_uint = 3;
-    for k in keep {
-        if k > from {
-            // SAFETY: closes an fd range in this single-threaded child; nothing uses them.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
-        }
-        from = from.max(k + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
-}
-
 fn kill_container(init: &OwnedFd, cgroups: &[OwnedFd]) {
-    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            init.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
+    strata_linux::proc::pidfd_send_signal(init, nix::sys::signal::Signal::SIGKILL);
     // Without a pid namespace of its own the container's other processes outlive its init:
     // they are found in its cgroup. Several rounds, for processes forked while we read.
     for _ in 0..100 {

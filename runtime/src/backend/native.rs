@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 use strata_linux::container::{self, BeforeExec, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
-use strata_linux::hooks::pidfd_open;
+use strata_linux::proc::pidfd_open;
 
 use strata_agent_protocol::NOT_RUNNING;
 

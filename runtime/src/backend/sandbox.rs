@@ -78,7 +78,7 @@ fn supervisor_pid(state_dir: &Path) -> Option<(i32, u64)> {
 
 fn kill_supervisor(state_dir: &Path) {
     if let Some((pid, start)) = supervisor_pid(state_dir) {
-        if let Ok(fd) = strata_linux::hooks::pidfd_open(pid) {
+        if let Ok(fd) = strata_linux::proc::pidfd_open(pid) {
             if state::process_alive(pid, start) {
                 native::pidfd_send_signal(&fd, Signal::SIGKILL);
             }

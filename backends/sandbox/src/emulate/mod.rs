@@ -112,7 +112,7 @@ impl Emulator {
 
     /// A copy of the caller's fd `fd` (the same open file), through pidfd_getfd.
     fn caller_fd(&self, c: &Creds, fd: i32) -> R<OwnedFd> {
-        let pidfd = strata_linux::hooks::pidfd_open(c.tgid as i32).map_err(errno_of)?;
+        let pidfd = strata_linux::proc::pidfd_open(c.tgid as i32).map_err(errno_of)?;
         self.privileged(|| {
             // SAFETY: pidfd_getfd with our pidfd and the caller's fd number.
             let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };

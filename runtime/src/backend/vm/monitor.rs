@@ -262,7 +262,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         .last()
         .map(|c| c.id() as i32)
         .context("no VM process")?;
-    let vm = strata_linux::hooks::pidfd_open(vm_pid)?;
+    let vm = strata_linux::proc::pidfd_open(vm_pid)?;
     // Ready, or the VM's end, whichever comes first.
     let mut fds = [
         PollFd::new(ready.as_fd(), PollFlags::POLLIN),
@@ -452,7 +452,7 @@ pub fn relay(setup: RelaySetup, report: OwnedFd) -> i32 {
     let prepared = (|| -> Result<(Attached, OwnedFd)> {
         let _ = setup.cgroups.add(std::process::id() as i32);
         block_forwarded()?;
-        let monitor = strata_linux::hooks::pidfd_open(setup.monitor_pid)
+        let monitor = strata_linux::proc::pidfd_open(setup.monitor_pid)
             .context("the container's VM is gone")?;
         expect_created(setup.addr.call(
             &Request::Exec {

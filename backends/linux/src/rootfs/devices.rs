@@ -9,8 +9,8 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
+use super::open::{fd_path, open_in_root, Create};
 use crate::error::{Context, Error, Result};
-use crate::mounts::{fd_path, open_in_root, Create};
 
 /// Whether the bundle mounts its own /dev (tmpfs): then strata creates the device nodes.
 pub fn sets_up_dev(mounts: &[Mount]) -> bool {

@@ -1,143 +1,27 @@
-//! The container's root filesystem: propagation, the bundle's mounts, pivot_root, a
-//! read-only root, masked and read-only paths. Their options are parsed in
-//! [`crate::mount_options`], the rules for /proc and /sys are in [`crate::proc_mounts`], and
-//! the device nodes in [`crate::devices`].
+//! The bundle's mounts: each destination resolved inside the rootfs, checked against the
+//! /proc rule ([`super::proc_mounts`]), mounted, then given its propagation and recursive
+//! attributes; cgroup mounts are laid out here as well. Options are parsed in
+//! [`super::options`].
 //!
 //! Every destination is resolved with `openat2(RESOLVE_IN_ROOT)` against the rootfs and
 //! mounted through `/proc/self/fd/N` of the resolved file, so a symlink planted in the rootfs
 //! can never place a mount on the host.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
+use super::open::{fd_path, open_in_root, Create};
+use super::options::{self, MountOptions};
+use super::proc_mounts::{self, Mounted};
+use super::tmpcopyup;
 use crate::cgroups::CgroupSet;
 use crate::error::{Context, Error, Result};
-use crate::mount_options::{self, MountOptions};
-use crate::proc_mounts::{self, Mounted};
-use crate::{lsm, tmpcopyup};
-
-/// Parses `linux.rootfsPropagation`; the default keeps host mount events flowing in but none
-/// flowing out.
-pub fn rootfs_propagation(value: Option<&str>) -> Result<MsFlags> {
-    match value {
-        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
-        Some(v) => mount_options::propagation(v).ok_or_else(|| {
-            Error::config(
-                "linux.rootfsPropagation",
-                format!("unknown propagation {v:?}"),
-            )
-        }),
-    }
-}
-
-fn how() -> OpenHow {
-    OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
-}
-
-fn relative(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
-        .collect()
-}
-
-/// What to create at a missing mount destination.
-#[derive(Clone, Copy, PartialEq)]
-pub enum Create {
-    Nothing,
-    Dir,
-    File,
-}
-
-/// Opens `path` (O_PATH) inside `root`, creating missing components as directories (and the
-/// last one as `last`). Symlinks resolve as if `root` were `/`; a dangling one is followed by
-/// creating its target inside `root`, never on the host.
-pub fn open_in_root(root: &OwnedFd, path: &Path, last: Create) -> Result<OwnedFd> {
-    let mut rel = relative(path);
-    if rel.as_os_str().is_empty() {
-        rel = PathBuf::from(".");
-    }
-    match openat2(root.as_fd(), &rel, how()) {
-        Ok(fd) => return Ok(fd),
-        Err(nix::Error::ENOENT) if last != Create::Nothing => {}
-        Err(e) => return Err(e).ctx(|| format!("resolving {} in the rootfs", path.display())),
-    }
-    // Like path resolution in the kernel: at most 40 symlinks.
-    'restart: for _ in 0..40 {
-        let comps: Vec<Component> = rel.components().collect();
-        let mut prefix = PathBuf::new();
-        let mut parent = openat2(root.as_fd(), ".", how()).ctx(|| "opening the rootfs".into())?;
-        for (i, comp) in comps.iter().enumerate() {
-            prefix.push(comp);
-            match openat2(root.as_fd(), &prefix, how()) {
-                Ok(fd) => {
-                    parent = fd;
-                    continue;
-                }
-                Err(nix::Error::ENOENT) => {}
-                Err(e) => {
-                    return Err(e).ctx(|| format!("resolving {} in the rootfs", prefix.display()))
-                }
-            }
-            let name = comp.as_os_str();
-            if let Ok(target) = nix::fcntl::readlinkat(parent.as_fd(), name) {
-                // A dangling symlink: continue from its target, resolved inside the root.
-                let target = PathBuf::from(target);
-                let mut next = if target.is_absolute() {
-                    relative(&target)
-                } else {
-                    let mut p: PathBuf = comps[..i].iter().collect();
-                    p.push(target);
-                    p
-                };
-                next.extend(&comps[i + 1..]);
-                rel = next;
-                continue 'restart;
-            }
-            if i + 1 == comps.len() && last == Create::File {
-                let f = openat(
-                    parent.as_fd(),
-                    name,
-                    OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o755),
-                )
-                .ctx(|| format!("creating {} in the rootfs", path.display()))?;
-                drop(f);
-            } else {
-                match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => {
-                        return Err(e)
-                            .ctx(|| format!("creating {} in the rootfs", prefix.display()))
-                    }
-                }
-            }
-            parent = openat2(root.as_fd(), &prefix, how())
-                .ctx(|| format!("resolving {} in the rootfs", prefix.display()))?;
-        }
-        return Ok(parent);
-    }
-    Err(Error::Sys {
-        what: format!("resolving {} in the rootfs", path.display()),
-        source: nix::Error::ELOOP,
-    })
-}
-
-pub fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
-fn is_dir(fd: &OwnedFd) -> bool {
-    fstat(fd.as_fd())
-        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
-        .unwrap_or(false)
-}
+use crate::lsm;
 
 /// Everything the rootfs setup needs to know besides the spec's mounts.
 pub struct RootfsContext<'a> {
@@ -151,53 +35,6 @@ pub struct RootfsContext<'a> {
     pub mount_label: Option<&'a str>,
 }
 
-/// Makes the rootfs a mount point of its own under the requested propagation, and returns an
-/// fd for it.
-pub fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<OwnedFd> {
-    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
-        .ctx(|| "setting the propagation of / (linux.rootfsPropagation)".into())?;
-    // pivot_root refuses a rootfs whose parent mount is shared (rootfsPropagation
-    // "shared"/"rshared"); only that one mount is made private, as runc does.
-    if propagation.contains(MsFlags::MS_SHARED) {
-        if let Some(parent) = mount_point_of(rootfs.parent().unwrap_or(Path::new("/")))? {
-            mount(
-                None::<&str>,
-                &parent,
-                None::<&str>,
-                MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .ctx(|| format!("making {} private", parent.display()))?;
-        }
-    }
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind-mounting the rootfs {} onto itself", rootfs.display()))?;
-    nix::fcntl::open(
-        rootfs,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("opening the rootfs {}", rootfs.display()))
-}
-
-/// The mount point (from mountinfo) that holds `path`.
-fn mount_point_of(path: &Path) -> Result<Option<PathBuf>> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo".into())?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|mp| PathBuf::from(mp.replace("\\040", " ")))
-        .filter(|mp| path.starts_with(mp))
-        .max_by_key(|mp| mp.as_os_str().len()))
-}
-
 pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
         // The rootfs is the root: a mount on it (also spelled "/.." or "//.") is not one
@@ -205,7 +42,7 @@ pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Resul
         if proc_mounts::lexical(m.destination()) == Path::new("/") {
             continue;
         }
-        let opts = mount_options::for_mount(i, m)?;
+        let opts = options::for_mount(i, m)?;
         let field = || format!("mounts[{i}] ({})", m.destination().display());
         mount_one(root, m, &opts, ctx, &field).map_err(|e| match e {
             Error::Config { .. } => e,
@@ -219,10 +56,10 @@ pub fn mount_all(root: &OwnedFd, mounts: &[Mount], ctx: &RootfsContext) -> Resul
 /// for what a destination says before symlinks (the init checks where it resolves to).
 pub fn check_mounts(mounts: &[Mount]) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        let opts = mount_options::for_mount(i, m)?;
+        let opts = options::for_mount(i, m)?;
         let typ = m.typ().as_deref().unwrap_or("");
         // Whether a bind's source is a procfs is for the init to find out.
-        let what = Mounted::new(mount_options::is_bind(m, &opts), typ, || true);
+        let what = Mounted::new(options::is_bind(m, &opts), typ, || true);
         proc_mounts::check_destination(&proc_mounts::lexical(m.destination()), what).map_err(
             |e| Error::config(format!("mounts[{i}] ({})", m.destination().display()), e),
         )?;
@@ -274,7 +111,7 @@ fn mount_one(
         ));
     }
     let typ = m.typ().as_deref().unwrap_or("");
-    let is_bind = mount_options::is_bind(m, opts);
+    let is_bind = options::is_bind(m, opts);
     let src = m.source().as_ref().map(|s| {
         if s.is_absolute() || !is_bind {
             s.clone()
@@ -404,7 +241,7 @@ fn mount_one(
         .ctx(|| format!("opening the tmpfs at {}", dest.display()))?;
         tmpcopyup::copy_dir(&from, &to)?;
         if opts.flags.contains(MsFlags::MS_RDONLY) {
-            mount_options::make_mount_readonly(&t)
+            options::make_mount_readonly(&t)
                 .ctx(|| format!("making the tmpfs at {} read-only", dest.display()))?;
         }
     }
@@ -430,7 +267,7 @@ fn finish(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
 
 /// Remounts a bind mount with `flags`; inside a user namespace the kernel insists that the
 /// locked flags of the source mount stay, so they are added on EPERM.
-fn remount_bind(target: &str, flags: MsFlags) -> Result<()> {
+pub(super) fn remount_bind(target: &str, flags: MsFlags) -> Result<()> {
     let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
     match mount(
         None::<&str>,
@@ -551,153 +388,4 @@ fn mount_cgroup(
         .ctx(|| "making the cgroup tmpfs read-only".into())?;
     }
     Ok(true)
-}
-
-/// Makes the rootfs `/`, leaving nothing of the host reachable.
-pub fn pivot_root(root: &OwnedFd, rootfs: &Path, no_pivot: bool) -> Result<()> {
-    if no_pivot {
-        nix::unistd::chdir(rootfs).ctx(|| "chdir to the rootfs".into())?;
-        mount(
-            Some(rootfs),
-            "/",
-            None::<&str>,
-            MsFlags::MS_MOVE,
-            None::<&str>,
-        )
-        .ctx(|| "moving the rootfs to / (--no-pivot)".into())?;
-        nix::unistd::chroot(".").ctx(|| "chroot to the rootfs (--no-pivot)".into())?;
-    } else {
-        nix::unistd::fchdir(root.as_fd()).ctx(|| "chdir to the rootfs".into())?;
-        // Stacking the old root under the new one and detaching it avoids needing a
-        // directory for it inside the rootfs.
-        nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-        mount(
-            None::<&str>,
-            ".",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx(|| "making the old root a slave".into())?;
-        umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
-    }
-    nix::unistd::chdir("/").ctx(|| "chdir /".into())
-}
-
-fn open_after_pivot(path: &str) -> Result<Option<OwnedFd>> {
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| "opening /".into())?;
-    match openat2(root.as_fd(), relative(Path::new(path)).as_path(), how()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(nix::Error::ENOENT) => Ok(None),
-        Err(e) => Err(e).ctx(|| format!("resolving {path}")),
-    }
-}
-
-/// After pivot_root: hide `maskedPaths`.
-pub fn mask_paths(paths: &[String]) -> Result<()> {
-    for p in paths {
-        let Some(fd) = open_after_pivot(p)? else {
-            continue;
-        };
-        let target = fd_path(&fd);
-        let res = if is_dir(&fd) {
-            mount(
-                Some("tmpfs"),
-                target.as_str(),
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-        } else {
-            mount(
-                Some("/dev/null"),
-                target.as_str(),
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-        };
-        res.map_err(|e| Error::config("linux.maskedPaths", format!("masking {p}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// After pivot_root: make `readonlyPaths` read-only.
-pub fn readonly_paths(paths: &[String]) -> Result<()> {
-    for p in paths {
-        let Some(fd) = open_after_pivot(p)? else {
-            continue;
-        };
-        let target = fd_path(&fd);
-        mount(
-            Some(target.as_str()),
-            target.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| Error::config("linux.readonlyPaths", format!("binding {p}: {e}")))?;
-        let fd = open_after_pivot(p)?
-            .ok_or_else(|| Error::config("linux.readonlyPaths", format!("{p} vanished")))?;
-        remount_bind(
-            &fd_path(&fd),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        )
-        .map_err(|e| Error::config("linux.readonlyPaths", format!("{p}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// After pivot_root: `root.readonly`.
-pub fn readonly_root() -> Result<()> {
-    remount_bind("/", MsFlags::MS_RDONLY).map_err(|e| Error::config("root.readonly", e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rootfs_propagation_values() {
-        assert_eq!(
-            rootfs_propagation(None).unwrap(),
-            MsFlags::MS_SLAVE | MsFlags::MS_REC
-        );
-        assert_eq!(
-            rootfs_propagation(Some("private")).unwrap(),
-            MsFlags::MS_PRIVATE
-        );
-        assert!(rootfs_propagation(Some("sideways")).is_err());
-    }
-
-    #[test]
-    fn open_in_root_stays_inside_through_symlinks() {
-        let tmp = std::env::temp_dir().join(format!("strata-root-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(tmp.join("rootfs/outside")).unwrap();
-        std::os::unix::fs::symlink("/tmp/../../outside", tmp.join("rootfs/evil")).unwrap();
-        std::os::unix::fs::symlink("/nonexistent/dir", tmp.join("rootfs/dangling")).unwrap();
-        let root = nix::fcntl::open(
-            &tmp.join("rootfs"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        let fd = open_in_root(&root, Path::new("/evil/sub"), Create::Dir).unwrap();
-        let resolved = std::fs::read_link(fd_path(&fd)).unwrap();
-        assert!(resolved.starts_with(tmp.join("rootfs")), "{resolved:?}");
-        assert!(tmp.join("rootfs/outside/sub").is_dir());
-        let fd = open_in_root(&root, Path::new("/dangling/x"), Create::File).unwrap();
-        assert!(std::fs::read_link(fd_path(&fd))
-            .unwrap()
-            .starts_with(tmp.join("rootfs")));
-        assert!(tmp.join("rootfs/nonexistent/dir/x").is_file());
-        assert!(!Path::new("/nonexistent").exists());
-        std::fs::remove_dir_all(&tmp).unwrap();
-    }
 }
