@@ -24,7 +24,7 @@ use vm_memory::{ByteValued, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::mmio::{lock, Interrupt, VirtioDevice};
+use super::mmio::{lock, read_config_bytes, Interrupt, VirtioDevice};
 use crate::GuestMemory;
 
 pub const VIRTIO_ID_VSOCK: u32 = 19;
@@ -810,16 +810,6 @@ impl VirtioDevice for Vsock {
         st.mem = None;
         st.queues.clear();
         st.interrupt = None;
-    }
-}
-
-/// Copies the part of a little-endian config space the driver asked for; out of range reads 0.
-pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
-    data.fill(0);
-    let start = offset as usize;
-    if start < config.len() {
-        let end = (start + data.len()).min(config.len());
-        data[..end - start].copy_from_slice(&config[start..end]);
     }
 }
 
