@@ -13,6 +13,7 @@ pub mod policy;
 pub mod profile;
 pub mod supervisor;
 
+mod creds;
 mod emulate;
 mod guard;
 mod identity;

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::identity::{Creds, CredsCache, Identity, Target};
+use crate::creds::{Creds, CredsCache};
+use crate::identity::{Identity, Target};
 use crate::notif::{self, Notif, Outcome};
 use crate::policy::{Access, Policy};
 

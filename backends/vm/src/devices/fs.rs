@@ -23,8 +23,7 @@ use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_queue::{Queue, QueueT};
 
-use super::mmio::{Interrupt, VirtioDevice};
-use super::vsock::read_config_bytes;
+use super::mmio::{read_config_bytes, Interrupt, VirtioDevice};
 use crate::GuestMemory;
 
 pub const VIRTIO_ID_FS: u32 = 26;

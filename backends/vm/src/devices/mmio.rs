@@ -311,6 +311,16 @@ pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Copies the part of a little-endian config space the driver asked for; out of range reads 0.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = offset as usize;
+    if start < config.len() {
+        let end = (start + data.len()).min(config.len());
+        data[..end - start].copy_from_slice(&config[start..end]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
