@@ -151,23 +151,7 @@ pub fn hook_state_json(id: &str, pid: i32, status: &str, bundle: &Path, spec: &S
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-/// `/proc/<pid>/stat`: alive means not a zombie and started when we recorded.
-pub fn process_alive(pid: i32, start: u64) -> bool {
-    match proc_stat(pid) {
-        Some((state, st)) => !matches!(state, 'Z' | 'X') && (start == 0 || st == start),
-        None => false,
-    }
-}
-
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parens; fields resume after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
-}
+pub use strata_linux::proc::{proc_stat, process_alive};
 
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
@@ -340,14 +324,5 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "../x"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn parses_proc_stat_with_odd_names() {
-        let me = std::process::id() as i32;
-        let (state, start) = proc_stat(me).unwrap();
-        assert!(matches!(state, 'R' | 'S'));
-        assert!(process_alive(me, start));
-        assert!(!process_alive(me, start + 1));
     }
 }

@@ -56,17 +56,26 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
 /// Marks every fd from `first` up close-on-exec, so nothing of the runtime's survives execve
 /// except stdio and the preserved fds.
 pub fn cloexec_from(first: i32) -> Result<()> {
-    // SAFETY: close_range only changes fd flags; it takes no pointers.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    close_range(
+        first as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    )
+    .ctx(|| "close_range".into())
+}
+
+/// close_range(2): closes (or, with `CLOSE_RANGE_CLOEXEC`, marks close-on-exec) the fds
+/// `first..=last`. Async-signal-safe (one system call, no allocation), so a forked child may
+/// call it before exec.
+pub fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: libc::c_uint,
+) -> std::io::Result<()> {
+    // SAFETY: close_range only closes or flags fds of this process; it takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if r != 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| "close_range".into());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -79,13 +88,11 @@ pub fn close_all_but(keep: &[RawFd]) {
     let mut from: libc::c_uint = 3;
     for k in keep {
         if k > from {
-            // SAFETY: closes an fd range in this single-threaded child; nothing uses them.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+            let _ = close_range(from, k - 1, 0);
         }
         from = from.max(k + 1);
     }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
+    let _ = close_range(from, libc::c_uint::MAX, 0);
 }
 
 /// clone3(2) like [`clone_process`], with the child born in the v2 cgroup `cgroup_fd`

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 use strata_linux::container::{self, BeforeExec, CreateOptions};
 use strata_linux::exec::{self, ExecOptions};
-use strata_linux::proc::pidfd_open;
+use strata_linux::proc::{pidfd_open, pidfd_send_signal};
 
 use strata_agent_protocol::NOT_RUNNING;
 
@@ -149,20 +149,6 @@ impl Backend for Native {
         }
         rec.cgroups.remove();
         Ok(())
-    }
-}
-
-pub fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as i32,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        ) == 0
     }
 }
 

@@ -80,7 +80,7 @@ fn kill_supervisor(state_dir: &Path) {
     if let Some((pid, start)) = supervisor_pid(state_dir) {
         if let Ok(fd) = strata_linux::proc::pidfd_open(pid) {
             if state::process_alive(pid, start) {
-                native::pidfd_send_signal(&fd, Signal::SIGKILL);
+                strata_linux::proc::pidfd_send_signal(&fd, Signal::SIGKILL);
             }
         }
     }
@@ -269,12 +269,8 @@ fn spawn_supervisor(listener: UnixListener, policy_file: &Path) -> Result<i32> {
             }
             // Nothing the runtime inherited (preserved fds, a caller's pipes) goes along: all
             // but the listener close at exec.
-            libc::syscall(
-                libc::SYS_close_range,
-                3,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
+            let _ =
+                strata_linux::proc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
             if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
                 libc::execv(program.as_ptr(), argv_ptrs.as_ptr());
             }
