@@ -14,8 +14,10 @@
 //! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR`.
 
 mod confine;
+mod guest;
 mod reaper;
 mod server;
+mod transport;
 
 use std::path::PathBuf;
 
@@ -124,7 +126,7 @@ fn main() {
         eprintln!("strata-agent: {e:#}");
         if cfg.pid1 {
             // PID 1 must not exit: power off so the host sees the VM end.
-            server::power_off();
+            guest::power_off();
         }
         std::process::exit(1);
     }
@@ -134,7 +136,7 @@ fn run(cfg: Config) -> Result<()> {
     // SIGCHLD is taken by the reaper thread only; block it before any thread exists.
     reaper::block_sigchld()?;
     if cfg.pid1 {
-        server::setup_guest(&cfg).context("setting up the guest")?;
+        guest::setup_guest(&cfg).context("setting up the guest")?;
     } else {
         // Container inits are our grandchildren (the runtime's intermediate exits): adopt them.
         // SAFETY: prctl with integer arguments only.

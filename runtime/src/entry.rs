@@ -3,7 +3,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::commands::{self, Globals};
-use crate::{cgroup_cmds, logging};
+use crate::logging;
 
 /// The `strata` command line: parses the process's arguments, runs the subcommand and exits
 /// with its code.
@@ -89,19 +89,19 @@ pub fn run(mut cli: Cli, config_explicit: bool) -> ! {
         Command::Run(a) => commands::run(&g, &a.id, &a.common, a.detach, a.keep),
         Command::Exec(a) => commands::exec(&g, a),
         Command::List { format, quiet } => commands::list(&g, *format, *quiet),
-        Command::Pause { id } => cgroup_cmds::pause(&g, id, true),
-        Command::Resume { id } => cgroup_cmds::pause(&g, id, false),
+        Command::Pause { id } => commands::pause(&g, id, true),
+        Command::Resume { id } => commands::pause(&g, id, false),
         Command::Ps {
             format,
             id,
             ps_args,
-        } => cgroup_cmds::ps(&g, id, *format, ps_args),
+        } => commands::ps(&g, id, *format, ps_args),
         Command::Events {
             id,
             stats,
             interval,
-        } => cgroup_cmds::events(&g, id, *stats, interval),
-        Command::Update(a) => cgroup_cmds::update(&g, a),
+        } => commands::events(&g, id, *stats, interval),
+        Command::Update(a) => commands::update(&g, a),
         Command::Spec { bundle, rootless } => commands::spec(bundle, *rootless),
         Command::Features => commands::features(),
         Command::Check => crate::config::NodeConfig::load(g.config, g.config_explicit)

@@ -2,7 +2,6 @@
 //! fuzz targets and the corpus-replay test call the same parsers the commands use.
 
 pub mod backend;
-pub mod cgroup_cmds;
 pub mod check;
 pub mod cli;
 pub mod commands;

@@ -9,9 +9,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::LinuxResources;
 use serde_json::{json, Value};
 
+use super::globals::Globals;
+use super::inputs::parse_json;
 use crate::backend;
 use crate::cli::{ListFormat, UpdateArgs};
-use crate::commands::{parse_json, Globals};
 use crate::state::{self, ContainerDir, Record, Status};
 
 fn backend_of(rec: &Record) -> Result<Box<dyn backend::Backend>> {
