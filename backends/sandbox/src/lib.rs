@@ -6,8 +6,11 @@
 //!   strictest action of all filters);
 //! - [`supervisor`]: the process that receives those notifications and performs each call
 //!   itself, inside the container's root and with the caller's credentials;
-//! - [`landlock`]: the same policy enforced again by the kernel, for what is not trapped.
+//! - [`landlock`]: the same policy enforced again by the kernel, for what is not trapped;
+//! - [`confine`]: all of that for one container process, as the one value the runtime
+//!   applies to it.
 
+mod confine;
 pub mod landlock;
 pub mod policy;
 pub mod profile;
@@ -21,6 +24,8 @@ pub mod netfilter;
 mod notif;
 mod procfs;
 mod waits;
+
+pub use confine::{confine, Confinement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

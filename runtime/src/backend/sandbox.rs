@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::Spec;
 use strata_sandbox::policy::Policy;
 use strata_sandbox::supervisor::Config as SupervisorConfig;
 
@@ -54,16 +54,6 @@ pub fn choose_policy(spec: &Spec, node: &NodeConfig) -> Result<Policy> {
     })
 }
 
-fn landlock_step(
-    policy: Policy,
-    host_network: bool,
-) -> impl Fn() -> strata_linux::error::Result<()> + Sync {
-    move || {
-        strata_sandbox::landlock::restrict(&policy, host_network)
-            .map_err(|e| strata_linux::error::Error::config("sandbox", e.to_string()))
-    }
-}
-
 /// Whether the bundle leaves the container in the host's network namespace.
 fn shares_host_network(spec: &Spec) -> Result<bool> {
     let plan = strata_linux::namespaces::NamespacePlan::from_spec(spec)?;
@@ -86,16 +76,6 @@ fn kill_supervisor(state_dir: &Path) {
     }
 }
 
-/// The sandbox's filters, after the bundle's: the refusals of the ioctls that change
-/// metadata through an fd, and its profile. In that order: the profile refuses seccomp(2), so
-/// nothing can be loaded after it.
-fn profiles_for(state_dir: &Path, policy: &Policy) -> [oci_spec::runtime::LinuxSeccomp; 2] {
-    [
-        strata_sandbox::profile::fd_metadata_profile(),
-        strata_sandbox::profile::profile(&state_dir.join(SOCKET), policy),
-    ]
-}
-
 /// What the supervisor enforces, in the state dir: it reads it at start, exec reuses the
 /// policy.
 fn record_config(state_dir: &Path, config: &SupervisorConfig) -> Result<()> {
@@ -115,44 +95,6 @@ fn device_rules(spec: &Spec) -> Result<Vec<strata_linux::cgroups::devices::Rule>
         &spec_rules,
         &devices,
     )?)
-}
-
-/// Capabilities a sandboxed process never gets. CAP_SYS_ADMIN is what mount, namespaces and
-/// most of the kernel surface the profile refuses anyway would need, and it (like
-/// CAP_CHECKPOINT_RESTORE) opens /proc/<pid>/map_files, through which a process could
-/// execute anonymous shared memory, which lives on no path Landlock could rule.
-const WITHHELD_CAPS: [oci_spec::runtime::Capability; 2] = [
-    oci_spec::runtime::Capability::SysAdmin,
-    oci_spec::runtime::Capability::CheckpointRestore,
-];
-
-/// The process as the sandbox runs it: noNewPrivileges (Landlock and an unprivileged filter
-/// load need it; setuid binaries gain nothing in a sandbox anyway), and without the
-/// withheld capabilities; in the host's network namespace also without CAP_NET_ADMIN, which
-/// would reconfigure the host's network.
-fn confined_process(p: &Process, host_network: bool) -> Process {
-    let mut p = p.clone();
-    p.set_no_new_privileges(Some(true));
-    if let Some(mut caps) = p.capabilities().clone() {
-        let without = |set: &Option<oci_spec::runtime::Capabilities>| {
-            set.clone().map(|mut s| {
-                for c in &WITHHELD_CAPS {
-                    s.remove(c);
-                }
-                if host_network {
-                    s.remove(&oci_spec::runtime::Capability::NetAdmin);
-                }
-                s
-            })
-        };
-        caps.set_bounding(without(caps.bounding()));
-        caps.set_effective(without(caps.effective()));
-        caps.set_permitted(without(caps.permitted()));
-        caps.set_inheritable(without(caps.inheritable()));
-        caps.set_ambient(without(caps.ambient()));
-        p.set_capabilities(Some(caps));
-    }
-    p
 }
 
 /// What the sandbox needs of the bundle's namespaces: a pid namespace of its own, so that
@@ -320,26 +262,24 @@ fn read_config(file: &Path) -> Result<SupervisorConfig> {
 }
 
 /// The native container with the sandbox's additions.
-fn create_confined(req: &CreateRequest, policy: Policy, host_network: bool) -> Result<Created> {
+fn create_confined(req: &CreateRequest, policy: &Policy, host_network: bool) -> Result<Created> {
+    let confinement = strata_sandbox::confine(policy, &req.state_dir.join(SOCKET), host_network);
     let mut spec = req.spec.clone();
     if let Some(p) = spec.process() {
-        spec.set_process(Some(confined_process(p, host_network)));
+        spec.set_process(Some(confinement.process(p)));
     }
-    if strata_sandbox::profile::memfd_noexec_supported() {
-        // Every memfd of the container's pid namespace is made non-executable, for good
-        // (the value can only be raised): memfds live on no path, so Landlock's exec rule
-        // does not reach them. (Without the sysctl the profile refuses memfd_create.)
+    let sysctls = confinement.sysctls();
+    if !sysctls.is_empty() {
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut sysctl = linux.sysctl().clone().unwrap_or_default();
-        sysctl.insert("vm.memfd_noexec".into(), "2".into());
+        sysctl.extend(sysctls);
         linux.set_sysctl(Some(sysctl));
         spec.set_linux(Some(linux));
     }
-    let profiles = profiles_for(req.state_dir, &policy);
-    let landlock = landlock_step(policy, host_network);
+    let before_exec = confinement.before_exec();
     let extras = Extras {
-        seccomp: &profiles,
-        before_exec: Some(&landlock),
+        seccomp: &confinement.seccomp,
+        before_exec: Some(&before_exec),
     };
     native::create_with(req, &spec, extras)
 }
@@ -364,7 +304,7 @@ impl Backend for Sandbox {
         let pid = spawn_supervisor(listener, &req.state_dir.join(POLICY_FILE))?;
         let start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
         let result = record_supervisor(req.state_dir, pid, start)
-            .and_then(|()| create_confined(req, policy, host_network));
+            .and_then(|()| create_confined(req, &policy, host_network));
         if result.is_err() {
             // Whatever failed, the supervisor must not outlive the container it was for.
             // SAFETY: kill(2) on the child we just forked, whose PID cannot have been reused
@@ -383,14 +323,17 @@ impl Backend for Sandbox {
             bail!("the container's sandbox supervisor is gone; refusing to exec unsupervised");
         }
         let config = read_config(&rec.state_dir.join(POLICY_FILE))?;
-        let (policy, host_network) = (config.policy, config.host_network);
-        let profiles = profiles_for(&rec.state_dir, &policy);
-        let landlock = landlock_step(policy, host_network);
+        let confinement = strata_sandbox::confine(
+            &config.policy,
+            &rec.state_dir.join(SOCKET),
+            config.host_network,
+        );
+        let before_exec = confinement.before_exec();
         let extras = Extras {
-            seccomp: &profiles,
-            before_exec: Some(&landlock),
+            seccomp: &confinement.seccomp,
+            before_exec: Some(&before_exec),
         };
-        let process = confined_process(req.process, host_network);
+        let process = confinement.process(req.process);
         let req = ExecRequest {
             process: &process,
             console: req.console,
