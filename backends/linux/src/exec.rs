@@ -11,6 +11,7 @@ use oci_spec::runtime::{LinuxNamespaceType as NsType, Process};
 
 use crate::cgroups::CgroupSet;
 use crate::container::prepare_process;
+use crate::container::ProcessIo;
 use crate::error::{Context, Error, Result};
 use crate::lsm::Plan;
 use crate::namespaces::{self, JOIN_ORDER};
@@ -20,14 +21,19 @@ use crate::seccomp;
 use crate::sync::{Channel, Message};
 use crate::trampoline::Trampoline;
 
+/// One `exec` as the runtime's caller asked for it, carried down unchanged.
+#[derive(Clone)]
+pub struct ExecRequest<'a> {
+    pub process: &'a Process,
+    /// What the process gets of its caller's (console, fds, environment).
+    pub io: ProcessIo,
+}
+
+/// The backend's part of one `exec`, around the caller's request.
 pub struct ExecOptions<'a> {
+    pub request: &'a ExecRequest<'a>,
     /// Host PID of the container's init.
     pub init_pid: i32,
-    pub process: &'a Process,
-    /// A socket connected to whoever receives the pty master (`--console-socket`).
-    pub console: Option<RawFd>,
-    pub preserve_fds: i32,
-    pub extra_env: Vec<String>,
     pub cgroups: &'a CgroupSet,
     /// The container's seccomp profiles (the bundle's, then the backend's): exec'd processes
     /// are confined like the init.
@@ -38,9 +44,6 @@ pub struct ExecOptions<'a> {
     pub state: Vec<u8>,
     /// The container's `linux.personality`, for personality(2).
     pub personality: Option<libc::c_ulong>,
-    /// The runtime's own fds (the state lock), closed in the child before it joins the
-    /// container.
-    pub close_in_child: Vec<RawFd>,
     /// Whether `init_pid` is still the container's init (by its start time), asked once a
     /// pidfd holds the process: the number may have been reused since the state was read.
     pub is_init: &'a dyn Fn() -> bool,
@@ -110,7 +113,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
         None => None,
     };
     let filters = seccomp::compile_chain(&opts.seccomp)?;
-    let keep = 3 + opts.preserve_fds;
+    let keep = 3 + opts.request.io.preserve_fds;
     // The workload's exec goes through the trampoline (see `trampoline`), which reports its
     // failure on this pipe; a successful exec closes the write end.
     let mut trampoline = match Trampoline::new(keep) {
@@ -122,7 +125,7 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     };
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
-    let lsm = Plan::for_process(opts.process)?;
+    let lsm = Plan::for_process(opts.request.process)?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
     let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
@@ -215,7 +218,7 @@ impl Setup {
                     self.wait_readable(err_r.as_raw_fd())?;
                     let mut reply = Vec::new();
                     let _ = std::fs::File::from(err_r).read_to_end(&mut reply);
-                    let arg0 = opts.process.args().as_ref().and_then(|a| a.first());
+                    let arg0 = opts.request.process.args().as_ref().and_then(|a| a.first());
                     let path = arg0.map(String::as_str).unwrap_or("");
                     if let Some(msg) = crate::trampoline::decode_reply(&reply, path) {
                         let _ = waitpid(process, None);
@@ -331,7 +334,7 @@ fn exec_child(
 ) -> Result<std::convert::Infallible> {
     use std::io::Write;
     process::set_non_dumpable()?;
-    for fd in &opts.close_in_child {
+    for fd in &opts.request.io.close_in_child {
         // SAFETY: the runtime named these fds as its own, unused by the child.
         unsafe { libc::close(*fd) };
     }
@@ -361,18 +364,18 @@ fn exec_child(
             unsafe { libc::_exit(0) }
         }
     }
-    let console_fd = match opts.console {
+    let console_fd = match opts.request.io.console {
         Some(c) => Some(process::move_fd_above(c, keep)?),
         None => None,
     };
-    if opts.process.terminal().unwrap_or(false) {
+    if opts.request.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().ctx(|| "setsid".into())?;
     }
     lsm.apply_before_exec()?;
     let mut ready = prepare_process(
-        opts.process,
+        opts.request.process,
         opts.personality,
-        &opts.extra_env,
+        &opts.request.io.extra_env,
         console_fd,
         true,
         filters,

@@ -4,31 +4,23 @@
 //! what it does differently.
 
 use std::io::{Read, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxResources, Process, Spec};
+use oci_spec::runtime::LinuxResources;
 use strata_linux::cgroups::stats::Stats;
 use strata_linux::cgroups::CgroupSet;
 
 use crate::config::NodeConfig;
 use crate::state::{ContainerDir, Record, START_SOCKET};
 
+/// One `create`: the caller's request as strata-linux takes it, plus what only the runtime
+/// knows (its state directory, the node's config).
 pub struct CreateRequest<'a> {
-    pub id: &'a str,
-    pub bundle: &'a Path,
-    pub spec: &'a Spec,
-    pub no_pivot: bool,
-    pub console: Option<RawFd>,
-    pub preserve_fds: i32,
-    pub extra_env: Vec<String>,
-    pub start_listener: RawFd,
-    pub close_in_child: Vec<RawFd>,
-    /// Called once the container's cgroups exist, before any process is in them.
-    pub on_cgroups: &'a dyn Fn(&CgroupSet),
+    pub container: strata_linux::container::CreateRequest<'a>,
     /// The container's state directory (the runtime's cwd during create).
     pub state_dir: &'a Path,
     pub node: &'a NodeConfig,
@@ -40,15 +32,8 @@ pub struct Created {
     pub cgroups: CgroupSet,
 }
 
-pub struct ExecRequest<'a> {
-    pub process: &'a Process,
-    pub console: Option<RawFd>,
-    pub preserve_fds: i32,
-    pub extra_env: Vec<String>,
-    /// Runtime fds a process that outlives this command must not keep (the state lock: a
-    /// relay holding it would block every later command on the container).
-    pub close_in_child: Vec<RawFd>,
-}
+/// One `exec`, as strata-linux takes it.
+pub use strata_linux::exec::ExecRequest;
 
 pub trait Backend {
     /// Builds the container; its process waits for `start`. Leaves nothing behind on error.

@@ -32,24 +32,17 @@ pub struct Extras<'a> {
 /// `create` as the native backend does it, with `spec` (possibly the backend's amended copy
 /// of the bundle's) and the backend's extras.
 pub fn create_with(req: &CreateRequest, spec: &Spec, extras: Extras) -> Result<Created> {
+    let request = &req.container;
     let hook_state =
-        |pid: i32, status: &str| hook_state_json(req.id, pid, status, req.bundle, spec);
+        |pid: i32, status: &str| hook_state_json(request.id, pid, status, request.bundle, spec);
     let opts = CreateOptions {
-        id: req.id,
-        bundle: req.bundle,
+        request,
         spec,
-        no_pivot: req.no_pivot,
-        console: req.console,
-        preserve_fds: req.preserve_fds,
-        extra_env: req.extra_env.clone(),
-        start_listener: req.start_listener,
-        close_in_child: req.close_in_child.clone(),
         hook_state: &hook_state,
-        on_cgroups: req.on_cgroups,
         extra_seccomp: extras.seccomp,
         before_exec: extras.before_exec,
     };
-    let rootfs = container::rootfs_of(spec, req.bundle)?;
+    let rootfs = container::rootfs_of(spec, request.bundle)?;
     let created = container::create(&opts)?;
     Ok(Created {
         pid: created.pid,
@@ -69,17 +62,13 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
         .chain(extras.seccomp.iter())
         .collect();
     let opts = ExecOptions {
+        request: req,
         init_pid: rec.pid,
-        process: req.process,
-        console: req.console,
-        preserve_fds: req.preserve_fds,
-        extra_env: req.extra_env.clone(),
         cgroups: &rec.cgroups,
         seccomp,
         before_exec: extras.before_exec,
         state: rec.hook_state(rec.pid, "running"),
         personality: container::personality_of_spec(&rec.spec)?,
-        close_in_child: req.close_in_child.clone(),
         is_init: &|| state::process_alive(rec.pid, rec.pid_start),
     };
     Ok(exec::spawn(&opts)?)
@@ -87,7 +76,7 @@ pub fn exec_with(rec: &Record, req: &ExecRequest, extras: Extras) -> Result<i32>
 
 impl Backend for Native {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
-        create_with(req, req.spec, Extras::default())
+        create_with(req, req.container.spec, Extras::default())
     }
 
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {

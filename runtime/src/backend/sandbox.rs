@@ -264,7 +264,7 @@ fn read_config(file: &Path) -> Result<SupervisorConfig> {
 /// The native container with the sandbox's additions.
 fn create_confined(req: &CreateRequest, policy: &Policy, host_network: bool) -> Result<Created> {
     let confinement = strata_sandbox::confine(policy, &req.state_dir.join(SOCKET), host_network);
-    let mut spec = req.spec.clone();
+    let mut spec = req.container.spec.clone();
     if let Some(p) = spec.process() {
         spec.set_process(Some(confinement.process(p)));
     }
@@ -286,13 +286,13 @@ fn create_confined(req: &CreateRequest, policy: &Policy, host_network: bool) -> 
 
 impl Backend for Sandbox {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
-        let policy = choose_policy(req.spec, req.node)?;
-        check_namespaces(req.spec)?;
+        let policy = choose_policy(req.container.spec, req.node)?;
+        check_namespaces(req.container.spec)?;
         check_network_enforceable(&policy)?;
-        let host_network = shares_host_network(req.spec)?;
+        let host_network = shares_host_network(req.container.spec)?;
         let config = SupervisorConfig {
             policy: policy.clone(),
-            devices: device_rules(req.spec)?,
+            devices: device_rules(req.container.spec)?,
             host_network,
         };
         // The supervisor listens before the container exists: the init hands it the notify fd
@@ -336,10 +336,7 @@ impl Backend for Sandbox {
         let process = confinement.process(req.process);
         let req = ExecRequest {
             process: &process,
-            console: req.console,
-            preserve_fds: req.preserve_fds,
-            extra_env: req.extra_env.clone(),
-            close_in_child: req.close_in_child.clone(),
+            io: req.io.clone(),
         };
         native::exec_with(rec, &req, extras)
     }

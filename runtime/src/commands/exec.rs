@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Process;
+use strata_linux::container::ProcessIo;
 
 use crate::backend::{self, ExecRequest};
 use crate::cli::ExecArgs;
@@ -110,10 +111,12 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
     let (listen, extra_env) = listen_fds();
     let req = ExecRequest {
         process: &process,
-        console: console.child_fd(),
-        preserve_fds: listen + a.preserve_fds as i32,
-        extra_env,
-        close_in_child: vec![dir.lock_fd()],
+        io: ProcessIo {
+            console: console.child_fd(),
+            preserve_fds: listen + a.preserve_fds as i32,
+            extra_env,
+            close_in_child: vec![dir.lock_fd()],
+        },
     };
     let pid = backend::of(rec.backend)?.exec(&rec, &req)?;
     strata_linux::fault::point("exec:after-spawn");

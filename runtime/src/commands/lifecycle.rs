@@ -14,6 +14,7 @@ use crate::config::{self, NodeConfig};
 use crate::foreground;
 use crate::state::{self, ContainerDir, Record, Status};
 use strata_agent_protocol::NOT_RUNNING;
+use strata_linux::container::ProcessIo;
 
 use super::console::Console;
 use super::globals::Globals;
@@ -82,16 +83,20 @@ fn create_container(
             }
         };
         let req = CreateRequest {
-            id,
-            bundle: &bundle,
-            spec: &spec,
-            no_pivot: c.no_pivot,
-            console: console.child_fd(),
-            preserve_fds: listen + c.preserve_fds as i32,
-            extra_env,
-            start_listener: listener.as_raw_fd(),
-            close_in_child: vec![dir.lock_fd()],
-            on_cgroups: &record_cgroups,
+            container: strata_linux::container::CreateRequest {
+                id,
+                bundle: &bundle,
+                spec: &spec,
+                no_pivot: c.no_pivot,
+                start_listener: listener.as_raw_fd(),
+                io: ProcessIo {
+                    console: console.child_fd(),
+                    preserve_fds: listen + c.preserve_fds as i32,
+                    extra_env,
+                    close_in_child: vec![dir.lock_fd()],
+                },
+                on_cgroups: &record_cgroups,
+            },
             state_dir: &dir.path,
             node: &node,
         };

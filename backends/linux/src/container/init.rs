@@ -48,7 +48,7 @@ pub(super) struct Init<'a> {
 impl Init<'_> {
     pub(super) fn run(&self, chan: &Channel) -> Result<Infallible> {
         process::set_non_dumpable()?;
-        for fd in &self.opts.close_in_child {
+        for fd in &self.opts.request.io.close_in_child {
             // SAFETY: the runtime named these fds as its own, unused by the child.
             unsafe { libc::close(*fd) };
         }
@@ -156,12 +156,12 @@ impl Init<'_> {
         }
         self.lsm.apply_before_exec()?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
-        let keep = 3 + self.opts.preserve_fds;
+        let keep = 3 + self.opts.request.io.preserve_fds;
         let ready = match self.spec.process() {
             Some(p) => Some(prepare_process(
                 p,
                 personality_of_spec(self.spec)?,
-                &self.opts.extra_env,
+                &self.opts.request.io.extra_env,
                 self.console,
                 true,
                 self.filters,
@@ -170,7 +170,7 @@ impl Init<'_> {
             )?),
             None => None,
         };
-        let listener = process::move_fd_above(self.opts.start_listener, keep)?;
+        let listener = process::move_fd_above(self.opts.request.start_listener, keep)?;
         let chan_fd = process::move_fd_above(chan.raw(), keep)?;
         // SAFETY: chan_fd is the channel's socket, moved; the old number is closed.
         let chan = unsafe { Channel::from_raw(chan_fd) };
@@ -327,7 +327,7 @@ impl Init<'_> {
         let in_user_ns = self.plan.is_new(NsType::User) || self.plan.joins(NsType::User).is_some();
         let ctx = RootfsContext {
             rootfs: self.rootfs,
-            bundle: self.opts.bundle,
+            bundle: self.opts.request.bundle,
             in_user_ns,
             cgroups: Some(self.cgroups),
             new_cgroup_ns: self.plan.is_new(NsType::Cgroup),
@@ -356,7 +356,7 @@ impl Init<'_> {
             let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
             hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
         }
-        pivot::pivot_root(&root, self.rootfs, self.opts.no_pivot)?;
+        pivot::pivot_root(&root, self.rootfs, self.opts.request.no_pivot)?;
         if prop.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_UNBINDABLE) {
             // The rootfs's parent had to be private (shared) or bindable (unbindable) until
             // pivot_root; the new root gets the propagation that was asked for.

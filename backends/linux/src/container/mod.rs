@@ -27,28 +27,46 @@ pub use parent::create;
 pub use prepare::{prepare_process, ReadyProcess};
 pub use validate::{personality_of_spec, rootfs_of, validate};
 
-/// What the runtime tells the backend for one `create`.
-pub struct CreateOptions<'a> {
+/// One `create` as the runtime's caller asked for it: built once by the front end and carried
+/// down unchanged, through whichever backend, to here.
+pub struct CreateRequest<'a> {
     pub id: &'a str,
     /// Absolute bundle directory.
     pub bundle: &'a Path,
+    /// The bundle's config.json.
     pub spec: &'a Spec,
     pub no_pivot: bool,
+    /// A listening Unix socket; the init accepts one connection on it as its `start` signal.
+    pub start_listener: RawFd,
+    /// What the workload gets of its caller's (console, fds, environment).
+    pub io: ProcessIo,
+    /// Told the cgroups as soon as they exist, before any process is in them, so that a
+    /// runtime killed from here on leaves a record `delete --force` can clean up from.
+    pub on_cgroups: &'a dyn Fn(&CgroupSet),
+}
+
+/// What a new process (a container's init or an exec'd one) gets of its caller's, and what
+/// of the runtime's it must not keep.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessIo {
     /// A socket connected to whoever receives the pty master (`--console-socket`).
     pub console: Option<RawFd>,
     /// How many fds after stdio the workload keeps (`--preserve-fds` plus `LISTEN_FDS`).
     pub preserve_fds: i32,
     /// Variables added to process.env (e.g. LISTEN_FDS).
     pub extra_env: Vec<String>,
-    /// A listening Unix socket; the init accepts one connection on it as its `start` signal.
-    pub start_listener: RawFd,
-    /// Runtime fds the init must not keep (e.g. the state lock).
+    /// Runtime fds the process must not keep (the state lock: a process holding it would
+    /// block every later command on the container).
     pub close_in_child: Vec<RawFd>,
+}
+
+/// The backend's part of one `create`, around the caller's request.
+pub struct CreateOptions<'a> {
+    pub request: &'a CreateRequest<'a>,
+    /// The spec to build: the request's, or the backend's amended copy of it.
+    pub spec: &'a Spec,
     /// Builds the state JSON that hooks get on stdin, for a given init PID and status.
     pub hook_state: &'a dyn Fn(i32, &str) -> Vec<u8>,
-    /// Told the cgroups as soon as they exist, before any process is in them, so that a
-    /// runtime killed from here on leaves a record `delete --force` can clean up from.
-    pub on_cgroups: &'a dyn Fn(&CgroupSet),
     /// Seccomp profiles the backend adds after the bundle's own (the sandbox's).
     pub extra_seccomp: &'a [LinuxSeccomp],
     /// Runs in the init after every filter is loaded, right before execve (the sandbox's

@@ -34,7 +34,7 @@ fn child_fail(chan: &Channel, err: Error) -> ! {
 
 pub fn create(opts: &CreateOptions) -> Result<Created> {
     let spec = opts.spec;
-    let rootfs = rootfs_of(spec, opts.bundle)?;
+    let rootfs = rootfs_of(spec, opts.request.bundle)?;
     validate(spec, &rootfs)?;
     let lsm = lsm::Plan::for_container(spec)?;
     let plan = NamespacePlan::from_spec(spec)?;
@@ -43,7 +43,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         sysctl::validate(sysctl, &plan)?;
     }
     let hs = cgroups::hierarchies()?;
-    let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id)?;
+    let cg_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.request.id)?;
     let profiles: Vec<&LinuxSeccomp> = linux
         .seccomp()
         .as_ref()
@@ -52,7 +52,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .collect();
     let filters = seccomp::compile_chain(&profiles)?;
     let cgroups = CgroupSet::create(&cg_path, &hs)?;
-    (opts.on_cgroups)(&cgroups);
+    (opts.request.on_cgroups)(&cgroups);
     crate::fault::point("create:after-cgroups");
     if let Some(r) = linux.resources() {
         if let Err(e) = cgroups.apply(r, linux.devices().as_deref().unwrap_or(&[])) {
@@ -69,7 +69,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     };
     // Made here, in the runtime's pid namespace: a sandboxed container's own may refuse
     // executable memfds (vm.memfd_noexec).
-    let trampoline = match Trampoline::new(3 + opts.preserve_fds) {
+    let trampoline = match Trampoline::new(3 + opts.request.io.preserve_fds) {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!("the workload is exec'd without the trampoline: {e}");
@@ -126,7 +126,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             plan: &plan,
             rootfs: &rootfs,
             cgroups: &cgroups,
-            console: opts.console,
+            console: opts.request.io.console,
             two_stage,
             filters: &filters,
             host_pid: std::cell::Cell::new(0),

@@ -99,8 +99,8 @@ fn refuse_preserved_fds(n: i32) -> Result<()> {
 
 impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
-        refuse_preserved_fds(req.preserve_fds)?;
-        let plan = plan::plan(req.spec, req.bundle, req.node)?;
+        refuse_preserved_fds(req.container.io.preserve_fds)?;
+        let plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
         let kernel = Self::kernel(req)?;
         let cache = crate::host::cache_dir();
         let agent = req
@@ -130,11 +130,12 @@ impl Backend for Vm {
             }
         };
         let cgroups_path = req
+            .container
             .spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone());
-        let cgroups = match resolve_path(cgroups_path.as_deref(), req.id)
+        let cgroups = match resolve_path(cgroups_path.as_deref(), req.container.id)
             .and_then(|p| CgroupSet::create(&p, &hierarchies()?))
         {
             Ok(c) => c,
@@ -143,17 +144,17 @@ impl Backend for Vm {
                 return Err(e).context("vm backend: the container's host cgroup");
             }
         };
-        (req.on_cgroups)(&cgroups);
+        (req.container.on_cgroups)(&cgroups);
         let rootfs = plan.rootfs.clone();
         let setup = monitor::MonitorSetup {
-            id: req.id.to_string(),
+            id: req.container.id.to_string(),
             plan,
             driver,
             kernel,
             initrd,
             run_dir: run_dir.clone(),
-            start_listener: req.start_listener,
-            console: req.console,
+            start_listener: req.container.start_listener,
+            console: req.container.io.console,
             cgroups: cgroups.clone(),
         };
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -162,7 +163,7 @@ impl Backend for Vm {
         match unsafe { fork() }.context("forking the VM monitor")? {
             ForkResult::Child => {
                 drop(report_r);
-                for fd in &req.close_in_child {
+                for fd in &req.container.io.close_in_child {
                     // SAFETY: closing inherited fds the child must not hold (the state lock).
                     unsafe { libc::close(*fd) };
                 }
@@ -201,7 +202,7 @@ impl Backend for Vm {
     }
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
-        refuse_preserved_fds(req.preserve_fds)?;
+        refuse_preserved_fds(req.io.preserve_fds)?;
         let process = serde_json::to_value(req.process)?;
         let exec_id = format!(
             "exec-{}-{}",
@@ -216,7 +217,7 @@ impl Backend for Vm {
             exec_id,
             process,
             addr: agent_of(rec),
-            console: req.console,
+            console: req.io.console,
             cgroups: rec.cgroups.clone(),
             monitor_pid: rec.pid,
         };
@@ -225,7 +226,7 @@ impl Backend for Vm {
         match unsafe { fork() }.context("forking the exec relay")? {
             ForkResult::Child => {
                 drop(report_r);
-                for fd in &req.close_in_child {
+                for fd in &req.io.close_in_child {
                     // SAFETY: the runtime named these fds as its own; the relay does not use
                     // them (the state lock would otherwise stay held as long as the relay).
                     unsafe { libc::close(*fd) };
