@@ -2,20 +2,32 @@
 //! the peers installed on the host (runc, crun, runsc), on one busybox bundle, interleaved run
 //! by run so that drift hits every runtime alike.
 
+mod bundles;
+mod memory;
 mod report;
+mod runtime;
+mod scale;
 mod stats;
 mod vm;
 
+pub use bundles::container_id;
+use bundles::make_bundles;
+use memory::container_pss_kib;
+pub use memory::max_rss_kib;
+pub use runtime::Runtime;
+use runtime::{private_mount_namespace, which};
+use scale::scale;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks strata's backends against runc, crun and runsc")]
@@ -49,211 +61,6 @@ struct Args {
     no_vm: bool,
 }
 
-/// One runtime under test: how to call it.
-#[derive(Clone, Serialize)]
-pub struct Runtime {
-    pub name: String,
-    bin: PathBuf,
-    global: Vec<String>,
-    #[serde(skip)]
-    root: PathBuf,
-    /// runsc only accepts `delete --force` and needs its network switched off.
-    gvisor: bool,
-    /// Runs in the host's mount namespace, with its cgroup v2 mount: the sandbox's network
-    /// policy is held by cgroup v2 programs, and the sandbox refuses to run without them.
-    host_mounts: bool,
-}
-
-/// The mount namespace the harness started in, kept open before it leaves it.
-static HOST_MOUNTS: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
-
-impl Runtime {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(&self.global).args(args);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(ns) = HOST_MOUNTS.get().filter(|_| self.host_mounts) {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = ns.as_raw_fd();
-            // SAFETY: between fork and exec the child makes one setns(2) call on an fd that
-            // stays open for the harness's life; nothing else.
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        c
-    }
-
-    /// Runs to completion. Errors go through a file, not a pipe: a created container keeps
-    /// the runtime's stderr open long after the runtime exits.
-    fn ok(&self, args: &[&str]) -> Result<()> {
-        let errfile = self
-            .root
-            .with_extension(format!("stderr-{}", std::process::id()));
-        let f = std::fs::File::create(&errfile)?;
-        let status = self
-            .cmd(args)
-            .stderr(f)
-            .status()
-            .with_context(|| format!("{} {args:?}", self.name))?;
-        if !status.success() {
-            let err = std::fs::read_to_string(&errfile).unwrap_or_default();
-            bail!("{} {args:?}: {}", self.name, err.trim());
-        }
-        Ok(())
-    }
-
-    fn timed(&self, args: &[&str]) -> Result<Duration> {
-        let t = Instant::now();
-        self.ok(args)?;
-        Ok(t.elapsed())
-    }
-
-    fn status(&self, id: &str) -> String {
-        let out = self.cmd(&["state", id]).stdout(Stdio::piped()).output();
-        out.ok()
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-            .and_then(|v| v["status"].as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-
-    fn wait_stopped(&self, id: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.status(id) != "stopped" {
-            if Instant::now() > deadline {
-                bail!("{}: {id} did not stop", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
-    }
-
-    fn force_delete(&self, id: &str) -> Result<Duration> {
-        self.timed(&["delete", "--force", id])
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|c| c.is_file())
-    })
-}
-
-/// crun 1.8 refuses this host's hybrid cgroups while the cgroup2 mount is there; every
-/// runtime runs in a private mount namespace without it, so they are measured alike.
-fn private_mount_namespace() -> Result<Vec<String>> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    let host = std::fs::File::open("/proc/self/ns/mnt").context("/proc/self/ns/mnt")?;
-    let _ = HOST_MOUNTS.set(host.into());
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("making / private")?;
-    let mut notes = vec!["every runtime runs in a private mount namespace".to_string()];
-    if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
-        umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH)
-            .context("unmounting /sys/fs/cgroup/unified")?;
-        notes.push("with /sys/fs/cgroup/unified unmounted (crun 1.8 refuses this host's hybrid layout otherwise), except for strata-sandbox, which runs in the host's mount namespace: its network policy is held by cgroup v2 programs".into());
-    }
-    Ok(notes)
-}
-
-struct Bundles {
-    dir: PathBuf,
-    rootfs: PathBuf,
-}
-
-impl Bundles {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-/// Busybox rootfs (shared) plus one bundle per workload: `true`, `sleep`, `sysbench`.
-fn make_bundles(strata: &Path) -> Result<Bundles> {
-    let dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
-    let rootfs = dir.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-        .context("busybox-static is needed")?;
-    for a in ["sh", "true", "sleep"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a))?;
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("syscalls.c");
-    let st = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(rootfs.join("bin/sysbench"))
-        .arg(&src)
-        .status()
-        .context("gcc (for the syscall benchmark)")?;
-    if !st.success() {
-        bail!("building {} failed", src.display());
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("maxrss.c");
-    let st = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(dir.join("maxrss"))
-        .arg(&src)
-        .status()
-        .context("gcc (for the peak RSS helper)")?;
-    if !st.success() {
-        bail!("building {} failed", src.display());
-    }
-    MAXRSS
-        .set(dir.join("maxrss"))
-        .map_err(|_| anyhow::anyhow!("bundles made twice"))?;
-    let spec_dir = dir.join("spec");
-    std::fs::create_dir_all(&spec_dir)?;
-    let st = Command::new(strata)
-        .args(["spec", "--bundle"])
-        .arg(&spec_dir)
-        .status()?;
-    if !st.success() {
-        bail!("strata spec failed");
-    }
-    let base: Value =
-        serde_json::from_str(&std::fs::read_to_string(spec_dir.join("config.json"))?)?;
-    for (name, args) in [
-        ("true", vec!["/bin/true"]),
-        ("sleep", vec!["/bin/sleep", "100000"]),
-        ("sysbench", vec!["/bin/sysbench"]),
-    ] {
-        let mut c = base.clone();
-        // The oldest peer (crun 1.8) accepts versions up to 1.0.x.
-        c["ociVersion"] = json!("1.0.2");
-        c["process"]["terminal"] = json!(false);
-        c["process"]["args"] = json!(args);
-        c["root"] = json!({"path": rootfs, "readonly": true});
-        let b = dir.join(name);
-        std::fs::create_dir_all(&b)?;
-        std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&c)?)?;
-    }
-    Ok(Bundles { dir, rootfs })
-}
-
-/// IDs of one width per tag, so that none is a prefix of another (runsc matches prefixes).
-pub fn container_id(tag: &str, rt: usize, n: usize) -> String {
-    format!("{tag}{rt:02}{n:06}")
-}
-
 #[derive(Default, Serialize)]
 struct Results {
     host: BTreeMap<String, String>,
@@ -272,7 +79,7 @@ struct Results {
     vm_run: Option<Value>,
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -548,170 +355,4 @@ fn host_facts() -> BTreeMap<String, String> {
             .join(" "),
     );
     m
-}
-
-/// Processes of one container: those in a cgroup named after it, those whose root is the
-/// bundle's rootfs, and any runtime helper whose command line names the container (runsc's
-/// sandbox and gofer, a supervisor, a VMM).
-fn container_pids(rootfs: &Path, id: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
-            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-            let in_cgroup = cgroup.lines().any(|l| l.split('/').any(|part| part == id));
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let named = cmdline.contains(id) && !cmdline.contains(" state ");
-            in_cgroup || root.starts_with(rootfs) || named
-        })
-        .collect()
-}
-
-fn container_pss_kib(rootfs: &Path, id: &str) -> u64 {
-    container_pids(rootfs, id)
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .sum()
-}
-
-/// The peak RSS helper (benches/maxrss.c), built with the bundles.
-static MAXRSS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Peak RSS of a command, measured by a small static helper that forks it (see maxrss.c for
-/// why not from here).
-pub fn max_rss_kib(cmd: Command) -> Result<u64> {
-    let helper = MAXRSS.get().context("the peak RSS helper is not built")?;
-    let out = Command::new(helper)
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .with_context(|| format!("peak RSS of {:?}: {text:?}", cmd.get_program()))
-}
-
-/// N containers up, then down: one at a time and two at a time; then a leak check.
-fn scale(rt: &Runtime, ri: usize, count: usize, bundle: &str, rootfs: &Path) -> Result<Value> {
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .count();
-    let ids: Vec<String> = (0..count).map(|i| container_id("scl", ri, i)).collect();
-    let t = Instant::now();
-    for id in &ids {
-        rt.ok(&["run", "--detach", "--bundle", bundle, id])?;
-    }
-    let seq_up = ms(t.elapsed());
-    let t = Instant::now();
-    for id in &ids {
-        rt.force_delete(id)?;
-    }
-    let seq_down = ms(t.elapsed());
-    let halves: Vec<Vec<String>> = ids.chunks(count.div_ceil(2)).map(|c| c.to_vec()).collect();
-    let parallel = |f: &(dyn Fn(&str) -> Result<()> + Sync)| -> Result<f64> {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            let hs: Vec<_> = halves
-                .iter()
-                .map(|h| s.spawn(move || h.iter().try_for_each(|id| f(id))))
-                .collect();
-            hs.into_iter()
-                .try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
-        })?;
-        Ok(ms(t.elapsed()))
-    };
-    let par_up = parallel(&|id| rt.ok(&["run", "--detach", "--bundle", bundle, id]))?;
-    let par_down = parallel(&|id| rt.force_delete(id).map(|_| ()))?;
-    // Leak check: mounts, state dirs, processes, cgroups. Some runtimes finish removing
-    // cgroups just after their CLI returns; give everyone the same 2 s grace.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline
-        && (cgroup_dirs_named(&ids) > 0
-            || ids.iter().any(|id| !container_pids(rootfs, id).is_empty()))
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut leaks = Vec::new();
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .count();
-    if mounts_after != mounts_before {
-        leaks.push(format!(
-            "{} mounts",
-            mounts_after as i64 - mounts_before as i64
-        ));
-    }
-    let left: Vec<String> = std::fs::read_dir(&rt.root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| ids.contains(n))
-        .collect();
-    if !left.is_empty() {
-        leaks.push(format!("{} state dirs", left.len()));
-    }
-    let procs = ids
-        .iter()
-        .map(|id| container_pids(rootfs, id).len())
-        .sum::<usize>();
-    if procs > 0 {
-        leaks.push(format!("{procs} processes"));
-    }
-    let cgroups = cgroup_dirs_named(&ids);
-    if cgroups > 0 {
-        leaks.push(format!("{cgroups} cgroups"));
-    }
-    Ok(json!({
-        "containers": count,
-        "sequential_up_ms": seq_up, "sequential_down_ms": seq_down,
-        "two_at_a_time_up_ms": par_up, "two_at_a_time_down_ms": par_down,
-        "leaks": leaks,
-    }))
-}
-
-fn cgroup_dirs_named(ids: &[String]) -> usize {
-    let mut n = 0;
-    let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return 0;
-    };
-    for c in ctrls.flatten() {
-        for sub in ["", "strata", "machine.slice"] {
-            let base = c.path().join(sub);
-            n += ids.iter().filter(|id| base.join(id).exists()).count();
-        }
-    }
-    n
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_never_prefixes_of_each_other() {
-        let ids: Vec<String> = (0..200).map(|i| container_id("run", 1, i)).collect();
-        for a in &ids {
-            for b in &ids {
-                assert!(
-                    a == b || !b.starts_with(a.as_str()),
-                    "{a} is a prefix of {b}"
-                );
-            }
-        }
-    }
 }
