@@ -29,12 +29,13 @@ use crate::policy::{Access, Policy};
 
 mod checks;
 mod decode;
+mod op;
 mod open;
 mod perform;
 mod resolve;
 mod socket;
 
-use decode::*;
+use op::*;
 use open::*;
 use resolve::*;
 use socket::*;
