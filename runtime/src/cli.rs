@@ -137,6 +137,25 @@ pub enum Command {
     /// Report what this host can run: cgroups, seccomp, Landlock, KVM and the vm backend's
     /// helpers, one sentence each.
     Check,
+    /// Checkpoint a running container with CRIU (runc's command; strata cannot yet, and says
+    /// so).
+    Checkpoint {
+        /// runc's flags and the container ID, accepted so that the refusal is about
+        /// checkpointing, not about a flag.
+        #[cfg_attr(
+            feature = "cli",
+            arg(trailing_var_arg = true, allow_hyphen_values = true)
+        )]
+        args: Vec<String>,
+    },
+    /// Restore a container from a CRIU checkpoint (runc's command; strata cannot yet).
+    Restore {
+        #[cfg_attr(
+            feature = "cli",
+            arg(trailing_var_arg = true, allow_hyphen_values = true)
+        )]
+        args: Vec<String>,
+    },
 }
 
 impl Command {
@@ -159,6 +178,8 @@ impl Command {
             Command::Spec { .. } => "spec",
             Command::Features => "features",
             Command::Check => "check",
+            Command::Checkpoint { .. } => "checkpoint",
+            Command::Restore { .. } => "restore",
         }
     }
 }
@@ -240,6 +261,11 @@ pub struct ExecArgs {
     pub cap: Vec<String>,
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_new_privs: bool,
+    /// Exec into a paused container too: the process starts frozen and runs once the
+    /// container is resumed (runc's flag).
+    #[cfg_attr(feature = "cli", arg(long))]
+    #[serde(default)]
+    pub ignore_paused: bool,
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub preserve_fds: u32,
     pub id: String,

@@ -106,6 +106,10 @@ pub fn run(mut cli: Cli, config_explicit: bool) -> ! {
         Command::Features => commands::features(),
         Command::Check => crate::config::NodeConfig::load(g.config, g.config_explicit)
             .and_then(|n| crate::check::run(&n)),
+        Command::Checkpoint { .. } | Command::Restore { .. } => Err(anyhow::anyhow!(
+            "{}: not supported yet: strata has no CRIU integration (nothing was changed)",
+            cli.command.name()
+        )),
     };
     match result {
         Ok(code) => std::process::exit(code),

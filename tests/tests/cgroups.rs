@@ -277,3 +277,49 @@ fn events_reports_oom() {
     let status = ev.wait().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn exec_with_ignore_paused_waits_for_the_resume_as_runcs_does() {
+    require_root!();
+    let rt = std::sync::Arc::new(Runtime::new());
+    let mut b = Bundle::new(&["sleep", "100"]);
+    let id = container(&mut b, "ignore-paused");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    rt.ok(&["pause", &id]);
+    let err = rt.fails(&["exec", &id, "echo", "ok"]);
+    assert!(
+        err.contains("paused") && err.contains("--ignore-paused"),
+        "{err}"
+    );
+    // Resumed a bit later, the frozen exec runs then.
+    let (rt2, id2) = (rt.clone(), id.clone());
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        rt2.ok(&["resume", &id2]);
+    });
+    let started = std::time::Instant::now();
+    let out = rt.ok(&["exec", "--ignore-paused", &id, "echo", "ok"]);
+    resume.join().unwrap();
+    assert_eq!(out, "ok\n");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "the exec ran before the resume"
+    );
+    assert_eq!(rt.status(&id), "running");
+}
+
+#[test]
+fn checkpoint_and_restore_refuse_clearly_and_change_nothing() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "100"]);
+    let id = container(&mut b, "checkpoint");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    let img = TempDir::new("checkpoint-image");
+    for cmd in ["checkpoint", "restore"] {
+        let err = rt.fails(&[cmd, "--image-path", img.path().to_str().unwrap(), &id]);
+        assert!(err.contains(cmd) && err.contains("not supported"), "{err}");
+    }
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(std::fs::read_dir(img.path()).unwrap().count(), 0);
+}

@@ -522,3 +522,66 @@ fn capabilities_the_runtime_lacks_are_dropped_with_a_warning() {
         stderr(&out)
     );
 }
+
+#[test]
+fn hooks_without_env_inherit_as_runcs_do() {
+    require_root!();
+    let rt = Runtime::new();
+    let log = TempDir::new("hook-env");
+    let mut b = Bundle::new(&["true"]);
+    let prestart = format!(
+        "echo \"${{STRATA_HOOK_TEST:-unset}}\" > {}/prestart",
+        log.path().display()
+    );
+    b.edit(|c| {
+        c["process"]["env"] = json!(["PATH=/bin", "ONE=two"]);
+        c["hooks"] = json!({
+            // On the host: the runtime's environment.
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", prestart]}],
+            // In the container: the process's environment, not the runtime's; with `env`,
+            // exactly that.
+            "startContainer": [
+                {"path": "/bin/sh", "args": ["sh", "-c",
+                    "echo \"$ONE ${STRATA_HOOK_TEST:-unset}\" > /tmp/inherited"]},
+                {"path": "/bin/sh", "args": ["sh", "-c",
+                    "echo \"${ONE:-unset} $HOOK_VAR\" > /tmp/explicit"],
+                 "env": ["HOOK_VAR=hook_value"]},
+            ],
+        });
+    });
+    let id = container(&mut b, "hook-env");
+    let mut cmd = rt.cmd();
+    cmd.env("STRATA_HOOK_TEST", "from-the-runtime").args([
+        "run",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let out = output_via_files(&mut cmd);
+    assert!(out.status.success(), "{out:?}");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(log.path().join("prestart")), "from-the-runtime\n");
+    assert_eq!(read(b.rootfs().join("tmp/inherited")), "two unset\n");
+    assert_eq!(read(b.rootfs().join("tmp/explicit")), "unset hook_value\n");
+}
+
+#[test]
+fn ambient_capabilities_the_kernel_refuses_leave_the_workloads_stderr_alone() {
+    require_root!();
+    let rt = Runtime::new();
+    // As `runc spec` bundles have them since CVE-2022-29162's fix: ambient without
+    // inheritable, which the kernel refuses to raise.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["process"]["capabilities"]["ambient"] = json!(["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        c["process"]["capabilities"]["inheritable"] = json!([]);
+    });
+    let id = container(&mut b, "ambient");
+    let out = rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "nothing on stderr"
+    );
+}

@@ -304,10 +304,22 @@ impl Setup {
 
     /// Kills and reaps the setup: the workload's process once known (the first one is then
     /// already reaped), else the first.
+    ///
+    /// The reap waits a second at most: a process in a frozen v1 freezer cgroup (an exec
+    /// into a paused container) cannot die before the container is resumed, and the exec
+    /// must not wait for that; left unreaped, it is reaped by whoever inherits it.
     fn kill(&self) {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus};
         let p = self.process.unwrap_or(self.first);
         let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(p, None);
+        for _ in 0..100 {
+            match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return,
+            }
+        }
     }
 }
 

@@ -11,18 +11,29 @@ use oci_spec::runtime::Hook;
 use crate::error::{Error, Result};
 use crate::proc::pidfd_open;
 
+/// The environment of a hook whose `env` is absent, as runc gives it.
+#[derive(Clone, Copy)]
+pub enum Inherit<'a> {
+    /// A hook the runtime runs on the host (prestart, createRuntime, poststart, poststop):
+    /// the runtime's own environment.
+    Runtime,
+    /// A hook run in the container (createContainer, startContainer): the container
+    /// process's environment, never the host runtime's.
+    Process(&'a [String]),
+}
+
 /// Runs `hooks` in order; the first failure stops the rest and is returned.
-pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<()> {
+pub fn run_all(hooks: &[Hook], state_json: &[u8], inherit: Inherit) -> Result<()> {
     for h in hooks {
-        run(h, state_json)?;
+        run(h, state_json, inherit)?;
     }
     Ok(())
 }
 
 /// Runs every hook even when some fail (poststart, poststop); failures are logged.
-pub fn run_all_warn(hooks: &[Hook], state_json: &[u8]) {
+pub fn run_all_warn(hooks: &[Hook], state_json: &[u8], inherit: Inherit) {
     for h in hooks {
-        if let Err(e) = run(h, state_json) {
+        if let Err(e) = run(h, state_json, inherit) {
             tracing::warn!("{e}");
         }
     }
@@ -38,7 +49,7 @@ fn memfd(name: &str) -> Result<std::fs::File> {
     Ok(std::fs::File::from(fd))
 }
 
-pub fn run(h: &Hook, state_json: &[u8]) -> Result<()> {
+pub fn run(h: &Hook, state_json: &[u8], inherit: Inherit) -> Result<()> {
     let path = h.path().clone();
     let herr = |reason: String| Error::Hook {
         path: path.clone(),
@@ -54,10 +65,19 @@ pub fn run(h: &Hook, state_json: &[u8]) -> Result<()> {
     if let Some((arg0, rest)) = args.split_first() {
         cmd.arg0(arg0).args(rest);
     }
-    cmd.env_clear();
-    for kv in h.env().iter().flatten() {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    // As runc's: a hook with `env` (even an empty list) gets exactly that; one without
+    // inherits (see `Inherit`).
+    let env: Option<&[String]> = match (h.env(), inherit) {
+        (Some(env), _) => Some(env),
+        (None, Inherit::Process(env)) => Some(env),
+        (None, Inherit::Runtime) => None,
+    };
+    if let Some(env) = env {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     // The state goes in through a file, so a hook that never reads stdin cannot block us.

@@ -225,10 +225,12 @@ impl CapabilityPlan {
         )?;
         let _ = caps::clear(None, CapSet::Ambient);
         for cap in &self.ambient {
-            // The kernel refuses an ambient cap not in permitted and inheritable; runc warns
-            // and goes on, and so do we.
+            // The kernel refuses an ambient cap not in permitted and inheritable, which is
+            // what `runc spec` bundles ask since CVE-2022-29162's fix (ambient without
+            // inheritable); runc goes on silently, and so do we: the workload's stderr is the
+            // user's, not the place for this.
             if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
-                tracing::warn!("ambient capability {cap} not raised: {e}");
+                tracing::debug!("ambient capability {cap} not raised: {e}");
             }
         }
         Ok(())
@@ -287,15 +289,21 @@ pub fn set_non_dumpable() -> Result<()> {
 /// The environment the workload gets: the spec's, plus HOME (from the container's
 /// /etc/passwd, else "/") and PATH when missing, plus extra variables.
 pub fn build_env(process: &Process, extra: &[String]) -> Vec<String> {
+    let mut env = spec_env(process, extra);
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(process.user().uid()).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// process.env with `extra` (LISTEN_FDS and the like) in place of variables of the same name.
+pub fn spec_env(process: &Process, extra: &[String]) -> Vec<String> {
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     for kv in extra {
         let key = kv.split('=').next().unwrap_or("");
         env.retain(|e| e.split('=').next() != Some(key));
         env.push(kv.clone());
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = home_of(process.user().uid()).unwrap_or_else(|| "/".into());
-        env.push(format!("HOME={home}"));
     }
     env
 }

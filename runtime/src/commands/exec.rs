@@ -96,10 +96,18 @@ fn exec_process(rec: &Record, a: &ExecArgs) -> Result<Process> {
 
 pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
     let pid_file = a.pid_file.as_deref().map(absolute).transpose()?;
-    let dir = ContainerDir::open(g.root, &a.id)?;
-    let rec = dir.load()?;
+    let opened = ContainerDir::open(g.root, &a.id)?;
+    let rec = opened.load()?;
+    let mut dir = Some(opened);
     match rec.live_status() {
         Status::Running | Status::Created => {}
+        // The process starts frozen and its setup waits for the resume, which needs the
+        // container's lock: this exec must not hold it meanwhile.
+        Status::Paused if a.ignore_paused => dir = None,
+        Status::Paused => bail!(
+            "cannot exec in container {:?}: it is paused (use --ignore-paused to exec anyway)",
+            a.id
+        ),
         other => bail!("cannot exec in container {:?}: it is {other}", a.id),
     }
     let process = exec_process(&rec, a)?;
@@ -115,7 +123,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             console: console.child_fd(),
             preserve_fds: listen + a.preserve_fds as i32,
             extra_env,
-            close_in_child: vec![dir.lock_fd()],
+            close_in_child: dir.iter().map(ContainerDir::lock_fd).collect(),
         },
     };
     let pid = backend::of(rec.backend)?.exec(&rec, &req)?;

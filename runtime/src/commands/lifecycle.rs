@@ -153,7 +153,11 @@ fn start_locked(dir: &ContainerDir, rec: &mut Record) -> Result<()> {
     dir.save(rec)?;
     if let Some(h) = rec.spec.hooks() {
         let st = rec.hook_state(rec.pid, "running");
-        strata_linux::hooks::run_all_warn(h.poststart().as_deref().unwrap_or(&[]), &st);
+        strata_linux::hooks::run_all_warn(
+            h.poststart().as_deref().unwrap_or(&[]),
+            &st,
+            strata_linux::hooks::Inherit::Runtime,
+        );
     }
     Ok(())
 }
@@ -205,7 +209,11 @@ fn delete_locked(dir: ContainerDir, rec: &Record, force: bool) -> Result<()> {
     strata_linux::fault::point("delete:after-kill");
     if let Some(h) = rec.spec.hooks() {
         let st = rec.hook_state(0, "stopped");
-        strata_linux::hooks::run_all_warn(h.poststop().as_deref().unwrap_or(&[]), &st);
+        strata_linux::hooks::run_all_warn(
+            h.poststop().as_deref().unwrap_or(&[]),
+            &st,
+            strata_linux::hooks::Inherit::Runtime,
+        );
     }
     dir.remove()
 }

@@ -46,6 +46,15 @@ pub(super) struct Init<'a> {
 }
 
 impl Init<'_> {
+    /// What a hook run in the container gets without an `env` of its own: the process's
+    /// environment (as runc's init has set it by then), never the host runtime's.
+    fn hook_env(&self) -> Vec<String> {
+        match self.spec.process() {
+            Some(p) => crate::process::spec_env(p, &self.opts.request.io.extra_env),
+            None => Vec::new(),
+        }
+    }
+
     pub(super) fn run(&self, chan: &Channel) -> Result<Infallible> {
         process::set_non_dumpable()?;
         for fd in &self.opts.request.io.close_in_child {
@@ -205,7 +214,9 @@ impl Init<'_> {
         }
         if let Some(h) = self.spec.hooks() {
             let state = (self.opts.hook_state)(self.host_pid.get(), "created");
-            if let Err(e) = hooks::run_all(h.start_container().as_deref().unwrap_or(&[]), &state) {
+            let env = self.hook_env();
+            let hooks = h.start_container().as_deref().unwrap_or(&[]);
+            if let Err(e) = hooks::run_all(hooks, &state, hooks::Inherit::Process(&env)) {
                 fail(&mut conn, e);
             }
         }
@@ -305,7 +316,9 @@ impl Init<'_> {
         self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
             let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
-            hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
+            let env = self.hook_env();
+            let hooks = h.create_container().as_deref().unwrap_or(&[]);
+            hooks::run_all(hooks, &state, hooks::Inherit::Process(&env))?;
         }
         nix::unistd::chroot(self.rootfs).ctx(|| "chroot to the rootfs".into())?;
         nix::unistd::chdir("/").ctx(|| "chdir /".into())
@@ -354,7 +367,9 @@ impl Init<'_> {
         self.run_hooks_in_runtime(chan)?;
         if let Some(h) = self.spec.hooks() {
             let state = (self.opts.hook_state)(self.host_pid.get(), "creating");
-            hooks::run_all(h.create_container().as_deref().unwrap_or(&[]), &state)?;
+            let env = self.hook_env();
+            let hooks = h.create_container().as_deref().unwrap_or(&[]);
+            hooks::run_all(hooks, &state, hooks::Inherit::Process(&env))?;
         }
         pivot::pivot_root(&root, self.rootfs, self.opts.request.no_pivot)?;
         if prop.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_UNBINDABLE) {

@@ -260,9 +260,17 @@ fn drive_init(
                     // The validation suite (and runc of old) gives the deprecated prestart
                     // hooks "created"; createRuntime sees the spec's "creating".
                     let state = (opts.hook_state)(pid, "created");
-                    hooks::run_all(h.prestart().as_deref().unwrap_or(&[]), &state)?;
+                    hooks::run_all(
+                        h.prestart().as_deref().unwrap_or(&[]),
+                        &state,
+                        hooks::Inherit::Runtime,
+                    )?;
                     let state = (opts.hook_state)(pid, "creating");
-                    hooks::run_all(h.create_runtime().as_deref().unwrap_or(&[]), &state)?;
+                    hooks::run_all(
+                        h.create_runtime().as_deref().unwrap_or(&[]),
+                        &state,
+                        hooks::Inherit::Runtime,
+                    )?;
                 }
                 chan.send(&Message::HooksDone(pid))?;
             }
