@@ -60,7 +60,7 @@ pub fn default_spec(rootless: bool) -> Value {
     }
     linux["namespaces"] = Value::Array(namespaces);
     json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": crate::state::OCI_VERSION,
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},

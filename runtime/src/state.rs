@@ -16,7 +16,9 @@ use strata_linux::cgroups::CgroupSet;
 
 use crate::config::Kind;
 
-pub const OCI_VERSION: &str = "1.2.0";
+/// The runtime-spec version strata implements: in `state`, in `features`, and in what it
+/// does (a failing poststart hook stops the container, as 1.3 says and runc does).
+pub const OCI_VERSION: &str = "1.3.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

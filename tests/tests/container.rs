@@ -585,3 +585,29 @@ fn ambient_capabilities_the_kernel_refuses_leave_the_workloads_stderr_alone() {
         "nothing on stderr"
     );
 }
+
+#[test]
+fn a_failing_poststart_hook_fails_start_and_stops_the_container() {
+    require_root!();
+    let rt = Runtime::new();
+    let log = TempDir::new("poststart");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    let second = format!("touch {}/second-ran", log.path().display());
+    b.edit(|c| {
+        c["hooks"] = json!({"poststart": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]},
+            {"path": "/bin/sh", "args": ["sh", "-c", second]},
+        ]});
+    });
+    let id = container(&mut b, "poststart");
+    rt.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("poststart"), "{err}");
+    // Runtime-spec 1.3, as runc: the container is stopped, the remaining hooks do not run,
+    // and delete cleans up as for any stopped container.
+    eventually("the container stopped", || rt.status(&id) == "stopped");
+    assert!(!log.path().join("second-ran").exists());
+    rt.ok(&["delete", &id]);
+    let st: Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
+    assert_eq!(st["ociVersionMax"], "1.3.0");
+}

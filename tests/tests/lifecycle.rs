@@ -291,7 +291,7 @@ fn spec_and_features() {
     let err = rt.fails(&["spec", "--bundle", dir.path().to_str().unwrap()]);
     assert!(err.contains("already exists"), "{err}");
     let f: Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
-    assert_eq!(f["ociVersionMax"], "1.3.0");
+    assert_eq!(f["ociVersionMax"], "1.3.0", "the version state reports too");
     assert!(f["linux"]["namespaces"]
         .as_array()
         .unwrap()

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::{self};
+use crate::backend;
 use crate::cli::ListFormat;
-use crate::config::{self};
+use crate::config;
 use crate::state::{self, Record, Status};
 
 use super::globals::Globals;
@@ -100,7 +100,7 @@ pub fn features() -> Result<i32> {
     annotations.insert(config::ANNOTATION, "native");
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.3.0",
+        "ociVersionMax": state::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         // The parser's own tables: what strata acts on, and nothing it refuses (idmap).
         "mountOptions": strata_linux::rootfs::options::known(),
