@@ -611,3 +611,35 @@ fn a_failing_poststart_hook_fails_start_and_stops_the_container() {
     let st: Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
     assert_eq!(st["ociVersionMax"], "1.3.0");
 }
+
+#[test]
+fn the_bundle_runc_spec_makes_runs_without_a_word_on_stderr() {
+    require_root!();
+    if !strata_integration::clients::require_client(&["runc"]) {
+        return;
+    }
+    let dir = TempDir::new("runc-spec");
+    make_rootfs(&dir.path().join("rootfs"));
+    let out = std::process::Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "runc spec: {out:?}");
+    let path = dir.path().join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Only what a script must change: no terminal, a command, the test's cgroup.
+    c["process"]["terminal"] = json!(false);
+    c["process"]["args"] = json!(["true"]);
+    let id = unique("runc-spec");
+    c["linux"]["cgroupsPath"] = json!(format!("/strata-test/{id}"));
+    std::fs::write(&path, serde_json::to_vec(&c).unwrap()).unwrap();
+    let rt = Runtime::new();
+    let out = rt.run(&["run", "-b", dir.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "nothing on stderr"
+    );
+}
