@@ -35,7 +35,7 @@ pub fn main_entry() -> ! {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let msg = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("strata: {msg} (see strata --help)");
+            eprintln!("strata: error: {msg} (see strata --help)");
             std::process::exit(2);
         }
     };
@@ -119,7 +119,9 @@ pub fn run(mut cli: Cli, config_explicit: bool) -> ! {
             if cli.log.is_some() {
                 tracing::error!("{msg}");
             }
-            eprintln!("strata: {msg}");
+            // "error:" as runc's and most tools' stderr says it: scripts and test suites
+            // look for the word rather than the exit status.
+            eprintln!("strata: error: {msg}");
             std::process::exit(1);
         }
     }

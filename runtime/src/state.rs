@@ -16,8 +16,8 @@ use strata_linux::cgroups::CgroupSet;
 
 use crate::config::Kind;
 
-/// The runtime-spec version strata implements: in `state`, in `features`, and in what it
-/// does (a failing poststart hook stops the container, as 1.3 says and runc does).
+/// The runtime-spec version strata implements: in `state`, in `features`, in the hooks'
+/// state and in `spec`, and in what it does where versions differ.
 pub const OCI_VERSION: &str = "1.3.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -152,23 +152,15 @@ fn start_locked(dir: &ContainerDir, rec: &mut Record) -> Result<()> {
     rec.status = Status::Running;
     dir.save(rec)?;
     if let Some(h) = rec.spec.hooks() {
-        // Runtime-spec 1.3 (the version strata implements, as runc behaves): a failing
-        // poststart hook is an error, and the container is stopped.
+        // Runtime-spec 1.3.0 (the version strata implements), lifecycle step 7: a failing
+        // poststart hook is logged as a warning, and the remaining hooks and the lifecycle
+        // go on as if it had succeeded. (runc 1.1 stops the container instead.)
         let st = rec.hook_state(rec.pid, "running");
-        let hooks = h.poststart().as_deref().unwrap_or(&[]);
-        if let Err(e) =
-            strata_linux::hooks::run_all(hooks, &st, strata_linux::hooks::Inherit::Runtime)
-        {
-            if let Err(k) = be.signal(rec, Signal::SIGKILL, true) {
-                tracing::warn!(
-                    "stopping container {} after its poststart hook: {k:#}",
-                    rec.id
-                );
-            }
-            return Err(
-                anyhow::Error::from(e).context("poststart hook (the container was stopped)")
-            );
-        }
+        strata_linux::hooks::run_all_warn(
+            h.poststart().as_deref().unwrap_or(&[]),
+            &st,
+            strata_linux::hooks::Inherit::Runtime,
+        );
     }
     Ok(())
 }

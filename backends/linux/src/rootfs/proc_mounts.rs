@@ -132,7 +132,7 @@ pub fn open_plain_directory(
                 return Err(Error::config(
                     field(),
                     format!(
-                        "/{} is a symlink in the rootfs; {typ} must be mounted on an ordinary directory",
+                        "filesystem {typ:?} must be mounted on ordinary directory: /{} is a symlink in the rootfs",
                         prefix.strip_prefix(".").unwrap_or(&prefix).display()
                     ),
                 ))
@@ -156,7 +156,7 @@ pub fn open_plain_directory(
         return Err(Error::config(
             field(),
             format!(
-                "{} is not a directory; {typ} must be mounted on an ordinary directory",
+                "filesystem {typ:?} must be mounted on ordinary directory: {} is not a directory",
                 dest.display()
             ),
         ));
