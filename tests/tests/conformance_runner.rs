@@ -37,7 +37,13 @@ fn the_conformance_runner_judges_isolates_and_allows_as_documented() {
     );
     script(
         &rt.join("validation/crash/crash.t"),
-        "echo 'error: no plan, a crash'",
+        "echo '  ---'; echo '  {'; echo '    \"error\": \"the suite says it failed\"'; echo '  }'; \
+         echo 1..0",
+    );
+    // A program that expects the runtime to fail echoes its error; no plan, no diagnostic.
+    script(
+        &rt.join("validation/refused/refused.t"),
+        "echo 'strata: error: refused as expected'; echo 1..0",
     );
     // Its own namespaces: a network namespace with only lo, and /run a fresh tmpfs.
     script(
@@ -65,7 +71,8 @@ fn the_conformance_runner_judges_isolates_and_allows_as_documented() {
     let allow = d.path().join("allow");
     std::fs::write(
         &allow,
-        "# comments and blank lines are ignored\n\nruntime-tools/crash the suite's own bug\n",
+        "# comments and blank lines are ignored\n\nruntime-tools/crash the suite's own bug\n\
+         contest/alpha::sec*test not here\n",
     )
     .unwrap();
     let out_dir = d.path().join("out");
@@ -98,16 +105,17 @@ fn the_conformance_runner_judges_isolates_and_allows_as_documented() {
     assert_eq!(line("runtime-tools/good"), "passed", "{text}");
     assert_eq!(line("runtime-tools/bad"), "FAILED", "{text}");
     assert_eq!(line("runtime-tools/crash"), "allowed", "{text}");
+    assert_eq!(line("runtime-tools/refused"), "passed", "{text}");
     assert_eq!(line("runtime-tools/isolated"), "passed", "{text}");
     assert_eq!(line("runtime-tools/slow"), "FAILED", "{text}");
     assert!(text.contains("runtime-tools/slow  (timed out)"), "{text}");
     assert_eq!(line("contest/alpha::first"), "passed", "{text}");
-    assert_eq!(line("contest/alpha::second"), "FAILED", "{text}");
+    assert_eq!(line("contest/alpha::second"), "allowed", "{text}");
     assert!(
         !text.contains("skipped one"),
         "skips are not counted: {text}"
     );
-    assert_eq!(text.lines().last(), Some("3 passed, 4 failed"), "{text}");
+    assert_eq!(text.lines().last(), Some("4 passed, 4 failed"), "{text}");
     assert_eq!(code, Some(1), "failures outside the allow-list: {text}");
     assert!(out_dir.join("runtime-tools/bad.log").exists());
     let tsv = std::fs::read_to_string(out_dir.join("results.tsv")).unwrap();
