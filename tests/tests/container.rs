@@ -652,3 +652,73 @@ fn the_bundle_runc_spec_makes_runs_without_a_word_on_stderr() {
         "nothing on stderr"
     );
 }
+
+#[test]
+fn the_scheduler_and_io_priority_of_the_process_are_set() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.edit(|c| {
+        c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+        c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 3});
+    });
+    let id = container(&mut b, "sched");
+    let pidfile = b.path().join("pid");
+    rt.ok(&[
+        "run",
+        "-d",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: plain integer queries about another process.
+    let (policy, nice, ioprio) = unsafe {
+        (
+            libc::sched_getscheduler(pid),
+            libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t),
+            libc::syscall(libc::SYS_ioprio_get, 1, pid),
+        )
+    };
+    assert_eq!(policy, libc::SCHED_BATCH);
+    assert_eq!(nice, 5);
+    assert_eq!(ioprio, (2 << 13) | 3);
+    rt.ok(&["delete", "--force", &id]);
+    // Values the kernel would refuse fail create, naming the field.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 9}));
+    let id = container(&mut b, "sched-bad");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("process.ioPriority.priority"), "{err}");
+}
+
+#[test]
+fn the_memory_policy_of_the_container_is_set() {
+    require_root!();
+    if !std::path::Path::new("/sys/devices/system/node/node0").exists() {
+        eprintln!("SKIPPED: this kernel has no NUMA nodes");
+        return;
+    }
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -m1 -o 'interleave:0' /proc/self/numa_maps",
+    ]);
+    b.edit(|c| c["linux"]["memoryPolicy"] = json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}));
+    assert_eq!(run_ok(&mut b, "mempolicy"), "interleave:0\n");
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND"}));
+    let id = container(&mut b, "mempolicy-bad");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("linux.memoryPolicy") && err.contains("needs nodes"),
+        "{err}"
+    );
+}

@@ -164,6 +164,14 @@ impl Init<'_> {
             }
         }
         self.lsm.apply_before_exec()?;
+        if let Some(p) = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.memory_policy().as_ref())
+        {
+            crate::mempolicy::apply(p)?;
+        }
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         let keep = 3 + self.opts.request.io.preserve_fds;
         let ready = match self.spec.process() {

@@ -61,6 +61,8 @@ pub fn prepare_process(
     if set_rlimits {
         process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     }
+    // While the capabilities a real-time class needs are still held.
+    crate::sched::apply(process)?;
     let env = process::build_env(process, extra_env);
     let args = process.args().clone().unwrap_or_default();
     let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;

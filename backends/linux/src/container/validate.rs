@@ -36,6 +36,14 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
             ));
         }
         CapabilityPlan::new(process.capabilities().as_ref())?;
+        crate::sched::validate(process)?;
+    }
+    if let Some(p) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref())
+    {
+        crate::mempolicy::validate(p)?;
     }
     if !rootfs.is_dir() {
         return Err(Error::config(
