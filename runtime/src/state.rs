@@ -193,6 +193,12 @@ impl ContainerDir {
             Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
         }
         let lock = lock_dir(&path)?;
+        // Between our mkdir and our lock a `delete --force` may have removed the directory as
+        // debris and another create made a new one under the name: the one we hold must be
+        // ours, still at `path`, and empty of state.
+        if !same_dir(&lock, &path) || path.join("state.json").exists() {
+            bail!("container {id:?} already exists");
+        }
         Ok(ContainerDir { path, lock })
     }
 
@@ -200,10 +206,22 @@ impl ContainerDir {
     pub fn open(root: &Path, id: &str) -> Result<ContainerDir> {
         validate_id(id)?;
         let path = root.join(id);
-        let lock = match lock_dir(&path) {
-            Ok(l) => l,
-            Err(_) if !path.exists() => bail!("container {id:?} does not exist"),
-            Err(e) => return Err(e),
+        // The lock must be on the directory that is at `path` once we hold it: the one we
+        // waited on may have been removed meanwhile and another made under the name.
+        let mut attempts = 0;
+        let lock = loop {
+            let lock = match lock_dir(&path) {
+                Ok(l) => l,
+                Err(_) if !path.exists() => bail!("container {id:?} does not exist"),
+                Err(e) => return Err(e),
+            };
+            if same_dir(&lock, &path) {
+                break lock;
+            }
+            attempts += 1;
+            if attempts == 10 || !path.exists() {
+                bail!("container {id:?} does not exist");
+            }
         };
         let dir = ContainerDir { path, lock };
         // A concurrent delete may have removed it while we waited for the lock.
@@ -253,6 +271,15 @@ impl ContainerDir {
     }
 }
 
+/// Whether the open directory `f` is the one at `path` now.
+fn same_dir(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn lock_dir(path: &Path) -> Result<File> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     loop {
@@ -290,6 +317,24 @@ fn creator_alive(dir: &Path) -> bool {
     !got
 }
 
+/// What a create killed before it wrote state.json leaves behind: its directory. Removed only
+/// if no command holds the directory's lock (a create still at work does, and a `delete
+/// --force` that found no directory a moment ago must not remove the one it is making) and
+/// it still has no state.json once the lock is ours.
+pub fn remove_debris(root: &Path, id: &str) {
+    let path = root.join(id);
+    let Ok(f) = File::open(&path) else {
+        return;
+    };
+    // SAFETY: flock on an fd we own; no pointers.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return;
+    }
+    if !path.join("state.json").exists() {
+        let _ = fs::remove_dir_all(&path);
+    }
+}
+
 /// Every container under `root`, for `list`; unreadable entries are skipped.
 pub fn list(root: &Path) -> Vec<Record> {
     let Ok(rd) = fs::read_dir(root) else {
@@ -319,6 +364,19 @@ pub fn owner_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debris_is_removed_only_when_no_command_holds_it() {
+        let root = std::env::temp_dir().join(format!("strata-debris-{}", std::process::id()));
+        let dir = ContainerDir::create(&root, "c").unwrap();
+        // A create at work: locked, no state.json yet.
+        remove_debris(&root, "c");
+        assert!(root.join("c").exists(), "removed while its create held it");
+        drop(dir);
+        remove_debris(&root, "c");
+        assert!(!root.join("c").exists(), "debris left");
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn ids() {

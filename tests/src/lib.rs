@@ -485,7 +485,8 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Whether any cgroup directory of `id` is left in any hierarchy.
+/// Whether any cgroup directory of `id` is left in any hierarchy: under the tests' parent,
+/// or under strata's default one (bundles without a cgroupsPath; IDs are unique to a test).
 pub fn cgroup_left(id: &str) -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in text.lines() {
@@ -496,9 +497,11 @@ pub fn cgroup_left(id: &str) -> Option<PathBuf> {
             continue;
         }
         let mp = pre.split(' ').nth(4).unwrap();
-        let p = Path::new(mp).join("strata-test").join(id);
-        if p.exists() {
-            return Some(p);
+        for parent in ["strata-test", "strata"] {
+            let p = Path::new(mp).join(parent).join(id);
+            if p.exists() {
+                return Some(p);
+            }
         }
     }
     None

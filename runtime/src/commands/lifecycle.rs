@@ -230,9 +230,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<i32> {
                 && state::validate_id(id).is_ok()
                 && !g.root.join(id).join("state.json").exists() =>
         {
-            if g.root.join(id).exists() {
-                let _ = std::fs::remove_dir_all(g.root.join(id));
-            }
+            state::remove_debris(g.root, id);
             return Ok(0);
         }
         Err(e) => return Err(e),
