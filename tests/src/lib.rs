@@ -357,6 +357,26 @@ impl Runtime {
         output_via_files(&mut cmd)
     }
 
+    /// `run --detach` of `bundle` as `id`; returns the container's host PID (from its pid
+    /// file).
+    pub fn run_detached(&self, bundle: &Bundle, id: &str) -> i32 {
+        let pidfile = bundle.path().join(format!("{id}.pid"));
+        self.ok(&[
+            "run",
+            "-d",
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            "-b",
+            bundle.path().to_str().unwrap(),
+            id,
+        ]);
+        std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -663,21 +663,7 @@ fn the_scheduler_and_io_priority_of_the_process_are_set() {
         c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 3});
     });
     let id = container(&mut b, "sched");
-    let pidfile = b.path().join("pid");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--pid-file",
-        pidfile.to_str().unwrap(),
-        "-b",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = rt.run_detached(&b, &id);
     // SAFETY: plain integer queries about another process.
     let (policy, nice, ioprio) = unsafe {
         (

@@ -140,21 +140,7 @@ fn delete_force_of_running_and_missing_containers() {
     let rt = Runtime::new();
     let mut b = Bundle::new(&["sleep", "1000"]);
     let id = container(&mut b, "force");
-    let pidfile = b.path().join("pid");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--pid-file",
-        pidfile.to_str().unwrap(),
-        "-b",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = rt.run_detached(&b, &id);
     rt.ok(&["delete", "--force", &id]);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(

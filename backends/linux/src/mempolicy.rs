@@ -90,9 +90,11 @@ pub fn validate(p: &LinuxMemoryPolicy) -> Result<()> {
 /// Sets the policy for the calling process.
 pub fn apply(p: &LinuxMemoryPolicy) -> Result<()> {
     let (mode, mask) = arguments(p)?;
-    let maxnode = (mask.len() * libc::c_ulong::BITS as usize) as libc::c_ulong;
-    // SAFETY: set_mempolicy reads at most `maxnode` bits from `mask`, which holds exactly
-    // that many; the mask lives until the call returns.
+    // The kernel reads one bit less than `maxnode` says (an off-by-one kept for
+    // compatibility, as numactl allows for): one more, so that node MAX_NODE counts.
+    let maxnode = (mask.len() * libc::c_ulong::BITS as usize + 1) as libc::c_ulong;
+    // SAFETY: set_mempolicy reads maxnode - 1 bits from `mask`, exactly the bits it holds;
+    // the mask lives until the call returns.
     let r = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, mask.as_ptr(), maxnode) };
     if r != 0 {
         return Err(Error::config(
