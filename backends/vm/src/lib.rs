@@ -3,14 +3,16 @@
 //! The pieces follow the shape of Firecracker and Cloud Hypervisor, built from the rust-vmm
 //! crates: [`layout`] fixes the guest physical memory map, [`boot`] loads an ELF `vmlinux`
 //! through its PVH note (or the 64-bit Linux boot protocol when the note is absent), [`vm`]
-//! creates the KVM VM and its vCPUs and runs them, [`devices`] holds the legacy devices
-//! (8250 serial, i8042 reset) and the virtio-mmio transport with the vsock and virtio-fs devices,
-//! and [`seccomp`] is the filter each VMM thread installs once the guest runs.
+//! creates the KVM VM and its vCPUs (each with the CPUID of [`cpuid`]) and runs them,
+//! [`devices`] holds the legacy devices (8250 serial, i8042 reset) and the virtio-mmio
+//! transport with the vsock and virtio-fs devices, and [`seccomp`] is the filter each VMM
+//! thread installs once the guest runs.
 //!
 //! [`tiny_guest`] is a guest of a few dozen instructions that exercises all of this end to end on
 //! hosts whose KVM cannot boot Linux (see `shared/notes/vm-on-this-host.md`).
 
 pub mod boot;
+pub mod cpuid;
 pub mod devices;
 pub mod layout;
 pub mod mptable;

@@ -72,6 +72,19 @@ pub fn elf_without_pvh_note() -> Vec<u8> {
     image(&code(&[]), false)
 }
 
+/// A guest that prints [`MARKER`] and then crashes: `ud2` with no IDT (the boot state has
+/// none) escalates to a double and then a triple fault, which KVM reports as a shutdown.
+pub fn elf_triple_fault() -> Vec<u8> {
+    let mut c = Vec::new();
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    for b in MARKER {
+        c.extend_from_slice(&[0xb0, *b]); //             mov al, <byte>
+        c.push(0xee); //                                  out dx, al
+    }
+    c.extend_from_slice(&[0x0f, 0x0b]); //                ud2
+    image(&c, true)
+}
+
 fn image(code: &[u8], pvh_note: bool) -> Vec<u8> {
     let mut f = vec![0u8; CODE_OFFSET];
     // ELF header

@@ -1,6 +1,6 @@
 //! Building and running one microVM: KVM VM with in-kernel irqchip and PIT, guest memory, the
 //! devices, the boot vCPU state, one thread per vCPU, and the main thread waiting for the guest to
-//! reset (`reboot=k` through the i8042, or a triple fault for `reboot=t`).
+//! reset (`reboot=k` through the i8042); a triple fault is an error.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -83,7 +83,7 @@ pub struct VmConfig {
 /// How the guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
-    /// The guest asked for a reset or power-off (i8042, triple fault, KVM system event).
+    /// The guest asked for a reset or power-off (the i8042, or a KVM system event).
     Reset,
     /// A vCPU stopped on something the VMM cannot handle.
     Error(String),
@@ -223,17 +223,13 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
         "report CPUID",
         kvm_sys.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
     )?;
+    let caps = crate::cpuid::HostCaps {
+        tsc_deadline: kvm_sys.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+    };
     let mut vcpus = Vec::new();
     for id in 0..config.vcpus {
         let vcpu = kvm("create a vCPU", vm.create_vcpu(u64::from(id)))?;
-        let mut cpuid = cpuid.clone();
-        for e in cpuid.as_mut_slice() {
-            match e.function {
-                1 => e.ebx = (e.ebx & 0x00ff_ffff) | (u32::from(id) << 24),
-                0xb => e.edx = u32::from(id),
-                _ => {}
-            }
-        }
+        let cpuid = crate::cpuid::for_vcpu(&cpuid, id, config.vcpus, caps);
         kvm("set CPUID", vcpu.set_cpuid2(&cpuid))?;
         setup_lapic(&vcpu)?;
         if id == 0 {
@@ -398,8 +394,13 @@ fn vcpu_loop(mut vcpu: VcpuFd, shared: &Shared) {
                     lock(&dev.transport).write(offset, data);
                 }
             }
-            Ok(VcpuExit::Shutdown) | Ok(VcpuExit::SystemEvent(..)) => {
-                return shared.finish(VmExit::Reset);
+            Ok(VcpuExit::SystemEvent(..)) => return shared.finish(VmExit::Reset),
+            // The guest's kernel resets through the i8042 (`reboot=k`); a shutdown exit is a
+            // triple fault, i.e. a guest that crashed, and must not pass for a clean reset.
+            Ok(VcpuExit::Shutdown) => {
+                return shared.finish(VmExit::Error(
+                    "the guest triple-faulted (KVM_EXIT_SHUTDOWN)".into(),
+                ));
             }
             Ok(VcpuExit::Hlt) => {
                 // Only reached without an in-kernel local APIC: a halted guest with nothing to

@@ -153,6 +153,29 @@ fn a_device_window_nobody_declared_reads_as_all_ones() {
 }
 
 #[test]
+fn a_guest_that_triple_faults_is_an_error_not_a_reset() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("fault");
+    let kernel = dir.0.join("fault.elf");
+    std::fs::write(&kernel, tiny_guest::elf_triple_fault()).unwrap();
+    let serial = dir.0.join("serial.log");
+    let out = vmm()
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--serial")
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::read(&serial).unwrap(), tiny_guest::MARKER);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("triple-faulted"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn bad_input_is_one_line_and_nonzero() {
     let dir = TempDir::new("bad");
     let cases: Vec<(Vec<String>, &str)> = vec![
