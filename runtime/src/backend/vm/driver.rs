@@ -124,12 +124,6 @@ impl Hypervisor for StrataVmm {
     }
 
     fn launch(&self, l: &Launch) -> Result<Vec<Child>> {
-        if l.vcpus > 1 {
-            tracing::warn!(
-                "strata-vmm boots one vCPU; the guest gets 1 instead of {}",
-                l.vcpus
-            );
-        }
         let mut cmd = Command::new(program("strata-vmm")?);
         cmd.arg("--kernel").arg(l.kernel);
         cmd.arg("--initrd").arg(l.initrd);
