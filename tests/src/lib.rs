@@ -83,67 +83,75 @@ pub fn vmm_bin() -> PathBuf {
     workspace_bin(&VMM, "strata-vm", "strata-vmm")
 }
 
-/// A node config for the vm backend: the guest kernel from kernel-config/build and the static
-/// agent from guest-agent/build (both cached; CI builds them before the tests), written into
-/// `dir`. None (said loudly) where this machine cannot build them, unless STRATA_REQUIRE_KVM=1
-/// (CI), where that is a failure.
-pub fn vm_node_config(dir: &Path) -> Option<PathBuf> {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The guest kernel from kernel-config/build and the static agent from guest-agent/build.
+pub struct VmPieces {
+    pub kernel: PathBuf,
+    pub agent: PathBuf,
+}
+
+/// The workspace's root, where the build scripts live.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
-        .to_path_buf();
-    let required = std::env::var("STRATA_REQUIRE_KVM").as_deref() == Ok("1");
-    let skip = |why: &str| {
-        if required {
-            panic!("STRATA_REQUIRE_KVM=1 but {why}");
-        }
-        eprintln!("\n*** SKIPPED: {why}; the vm backend tests did not run ***\n");
-        None
-    };
+        .to_path_buf()
+}
+
+/// A skip of a vm test, said loudly; under STRATA_REQUIRE_KVM=1 (CI) a failure instead.
+pub fn vm_skip<T>(why: &str) -> Option<T> {
+    if std::env::var("STRATA_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("STRATA_REQUIRE_KVM=1 but {why}");
+    }
+    eprintln!("\n*** SKIPPED: {why}; the vm backend tests did not run ***\n");
+    None
+}
+
+/// Runs one of the workspace's build scripts (`script` relative to the workspace) and returns
+/// the path it prints, or its stderr.
+pub fn built_by(script: &str) -> Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(workspace_dir().join(script))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The pieces every vm test needs (both cached; CI builds them before the tests), or None
+/// (see [`vm_skip`]) where this machine cannot provide them.
+pub fn vm_pieces() -> Option<VmPieces> {
     for tool in ["qemu-system-x86_64"] {
         if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(tool).is_file())
         {
-            return skip(&format!(
+            return vm_skip(&format!(
                 "{tool} is not installed (scripts/install-deps --vm)"
             ));
         }
     }
-    let built = |script: &str| -> Result<PathBuf, String> {
-        let out = Command::new("bash")
-            .arg(ws.join(script))
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    };
-    let kernel = match built("kernel-config/build") {
+    let kernel = match built_by("kernel-config/build") {
         Ok(k) => k,
-        Err(e) => {
-            return skip(&format!(
-                "the guest kernel cannot be built here: {}",
-                e.trim()
-            ))
-        }
+        Err(e) => return vm_skip(&format!("the guest kernel cannot be built here: {e}")),
     };
-    let agent = match built("guest-agent/build") {
+    let agent = match built_by("guest-agent/build") {
         Ok(a) => a,
-        Err(e) => {
-            return skip(&format!(
-                "the guest agent cannot be built here: {}",
-                e.trim()
-            ))
-        }
+        Err(e) => return vm_skip(&format!("the guest agent cannot be built here: {e}")),
     };
+    Some(VmPieces { kernel, agent })
+}
+
+/// A node config for the vm backend with the [`vm_pieces`], written into `dir`.
+pub fn vm_node_config(dir: &Path) -> Option<PathBuf> {
+    let pieces = vm_pieces()?;
     let path = dir.join("node.toml");
     std::fs::write(
         &path,
         format!(
             "[vm]\nkernel = \"{}\"\nagent = \"{}\"\n",
-            kernel.display(),
-            agent.display()
+            pieces.kernel.display(),
+            pieces.agent.display()
         ),
     )
     .unwrap();
