@@ -91,6 +91,8 @@ fn strata_vmm_runs_linux_containers_under_nested_svm() {
         } else if let Some(figure) = line.strip_prefix("TIME ") {
             // Figures, not assertions: nested emulation, not a real host.
             eprintln!("nested-svm timing: {figure} s");
+        } else if let Some(figure) = line.strip_prefix("FIGURE ") {
+            eprintln!("nested-svm figure: {figure}");
         } else if let Some(note) = line.strip_prefix("NOTE ") {
             eprintln!("nested-svm note: {note}");
         }
