@@ -266,6 +266,11 @@ pub struct ExecArgs {
     #[cfg_attr(feature = "cli", arg(long))]
     #[serde(default)]
     pub ignore_paused: bool,
+    /// Run in an existing sub-cgroup of the container's: [CONTROLLER[,CONTROLLER]:]PATH;
+    /// repeatable (runc's flag).
+    #[cfg_attr(feature = "cli", arg(long = "cgroup", value_name = "PATH"))]
+    #[serde(default)]
+    pub cgroup: Vec<String>,
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub preserve_fds: u32,
     pub id: String,

@@ -323,3 +323,83 @@ fn checkpoint_and_restore_refuse_clearly_and_change_nothing() {
     assert_eq!(rt.status(&id), "running");
     assert_eq!(std::fs::read_dir(img.path()).unwrap().count(), 0);
 }
+
+/// `exec --cgroup` places the process in an existing sub-cgroup of the container's, per
+/// hierarchy or everywhere, as runc's flag does; `..`, a missing sub-cgroup and an unknown
+/// controller are refused, each naming what was wrong.
+#[test]
+fn exec_joins_a_sub_cgroup_of_the_containers() {
+    require_root!();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "100"]);
+    let id = container(&mut b, "exec-subcg");
+    rt.ok(&["run", "-d", "-b", b.path().to_str().unwrap(), &id]);
+    // The container's cgroup in every hierarchy (the v1 controllers and the v2 tree).
+    let subs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("strata-test").join(&id))
+        .filter(|p| p.is_dir())
+        .map(|p| p.join("sub"))
+        .collect();
+    assert!(subs.len() > 1, "{subs:?}");
+    for s in &subs {
+        std::fs::create_dir_all(s).unwrap();
+        // A new v1 cpuset has no CPUs or memory nodes (joining it is ENOSPC): its creator
+        // gives it its parent's, as a user of runc's flag must too.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(s.parent().unwrap().join(f)) {
+                std::fs::write(s.join(f), v.trim()).unwrap();
+            }
+        }
+    }
+    // /proc/self/cgroup, as the container's cgroup namespace shows it: one line a hierarchy.
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut cmd = vec!["exec"];
+        cmd.extend_from_slice(args);
+        cmd.extend_from_slice(&[&id, "cat", "/proc/self/cgroup"]);
+        rt.ok(&cmd).lines().map(str::to_string).collect()
+    };
+    let everywhere = lines(&["--cgroup", "sub"]);
+    assert!(
+        everywhere.iter().all(|l| l.ends_with(":/sub")),
+        "{everywhere:?}"
+    );
+    let own = lines(&["--cgroup=/"]);
+    assert!(own.iter().all(|l| l.ends_with(":/")), "{own:?}");
+    assert_eq!(lines(&[]), own);
+    // Only the memory hierarchy's: the others stay in the container's cgroup.
+    let memory = lines(&["--cgroup", "memory:sub"]);
+    for l in &memory {
+        let want = if l
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .any(|c| c == "memory")
+        {
+            ":/sub"
+        } else {
+            ":/"
+        };
+        assert!(l.ends_with(want), "{l} in {memory:?}");
+    }
+    for (arg, why) in [
+        ("..", "leaves the container's cgroup"),
+        ("nope", "no sub-cgroup nope"),
+        ("cpu:nope", "no sub-cgroup nope"),
+        ("waaaaat:/", "no controller \"waaaaat\""),
+    ] {
+        let err = rt.fails(&["exec", "--cgroup", arg, &id, "true"]);
+        assert!(
+            err.contains("--cgroup") && err.contains(why),
+            "{arg}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    for s in &subs {
+        let _ = std::fs::remove_dir(s);
+    }
+    rt.ok(&["delete", "-f", &id]);
+    assert_eq!(cgroup_left(&id), None);
+}

@@ -27,6 +27,8 @@ pub struct ExecRequest<'a> {
     pub process: &'a Process,
     /// What the process gets of its caller's (console, fds, environment).
     pub io: ProcessIo,
+    /// Sub-cgroups of the container's to place the process in (`exec --cgroup`).
+    pub sub_cgroups: &'a crate::cgroups::SubCgroups,
 }
 
 /// The backend's part of one `exec`, around the caller's request.
@@ -96,22 +98,17 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     }
     // Born in the v2 cgroup and moving itself into the v1 ones: no global cgroup lock (see
     // cgroups::Placement).
-    let placement = opts.cgroups.placement()?;
-    let v2_procs = match &placement.v2_dir {
-        Some(_) => opts
-            .cgroups
-            .dirs
-            .iter()
-            .find(|d| d.unified)
-            .map(|d| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(d.dir.join("cgroup.procs"))
-                    .ctx(|| format!("opening {}", d.dir.display()))
-            })
-            .transpose()?,
-        None => None,
-    };
+    let placement = opts.cgroups.placement_in(opts.request.sub_cgroups)?;
+    let v2_procs = placement
+        .v2_procs
+        .as_ref()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .ctx(|| format!("opening {}", p.display()))
+        })
+        .transpose()?;
     let filters = seccomp::compile_chain(&opts.seccomp)?;
     let keep = 3 + opts.request.io.preserve_fds;
     // The workload's exec goes through the trampoline (see `trampoline`), which reports its

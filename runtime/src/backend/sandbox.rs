@@ -337,6 +337,7 @@ impl Backend for Sandbox {
         let req = ExecRequest {
             process: &process,
             io: req.io.clone(),
+            sub_cgroups: req.sub_cgroups,
         };
         native::exec_with(rec, &req, extras)
     }

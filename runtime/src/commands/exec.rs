@@ -111,6 +111,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         other => bail!("cannot exec in container {:?}: it is {other}", a.id),
     }
     let process = exec_process(&rec, a)?;
+    let sub_cgroups = strata_linux::cgroups::SubCgroups::parse(&a.cgroup)?;
     let terminal = process.terminal().unwrap_or(false);
     let console = Console::setup(terminal, a.console_socket.as_deref(), a.detach, "exec")?;
     if !a.detach {
@@ -125,6 +126,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             extra_env,
             close_in_child: dir.iter().map(ContainerDir::lock_fd).collect(),
         },
+        sub_cgroups: &sub_cgroups,
     };
     let pid = backend::of(rec.backend)?.exec(&rec, &req)?;
     strata_linux::fault::point("exec:after-spawn");

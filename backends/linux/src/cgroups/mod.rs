@@ -18,8 +18,10 @@ pub mod devices;
 mod hierarchy;
 pub mod resources;
 pub mod stats;
+mod sub;
 
 pub use hierarchy::{hierarchies, layout, parse_mountinfo, resolve_path, Hierarchy, Layout};
+pub use sub::SubCgroups;
 
 /// The container's cgroup in each hierarchy, and which directories we made (only those are
 /// removed by `delete`).
@@ -111,21 +113,34 @@ impl CgroupSet {
     /// files (a single-threaded process writing "0" there moves itself without taking
     /// cgroup_threadgroup_rwsem) and the v2 directory (for clone3's CLONE_INTO_CGROUP).
     pub fn placement(&self) -> Result<Placement> {
+        self.placement_in(&SubCgroups::default())
+    }
+
+    /// [`placement`](Self::placement) in the sub-cgroups `sub` names (`exec --cgroup`).
+    pub fn placement_in(&self, sub: &SubCgroups) -> Result<Placement> {
+        sub.check(&self.dirs)?;
         let mut tasks = Vec::new();
         let mut v2_dir = None;
+        let mut v2_procs = None;
         for d in &self.dirs {
+            let dir = sub.dir_in(d)?;
             if d.unified {
-                let f = fs::File::open(&d.dir).ctx(|| format!("opening {}", d.dir.display()))?;
+                let f = fs::File::open(&dir).ctx(|| format!("opening {}", dir.display()))?;
                 v2_dir = Some(std::os::fd::OwnedFd::from(f));
+                v2_procs = Some(dir.join("cgroup.procs"));
             } else {
                 let f = fs::OpenOptions::new()
                     .write(true)
-                    .open(d.dir.join("tasks"))
-                    .ctx(|| format!("opening {}", d.dir.join("tasks").display()))?;
+                    .open(dir.join("tasks"))
+                    .ctx(|| format!("opening {}", dir.join("tasks").display()))?;
                 tasks.push(f);
             }
         }
-        Ok(Placement { tasks, v2_dir })
+        Ok(Placement {
+            tasks,
+            v2_dir,
+            v2_procs,
+        })
     }
 }
 
@@ -133,6 +148,8 @@ impl CgroupSet {
 pub struct Placement {
     pub tasks: Vec<fs::File>,
     pub v2_dir: Option<std::os::fd::OwnedFd>,
+    /// The `cgroup.procs` of that v2 directory, for where clone3 cannot place the process.
+    pub v2_procs: Option<PathBuf>,
 }
 
 impl Placement {

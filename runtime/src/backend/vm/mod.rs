@@ -203,6 +203,11 @@ impl Backend for Vm {
 
     fn exec(&self, rec: &Record, req: &ExecRequest) -> Result<i32> {
         refuse_preserved_fds(req.io.preserve_fds)?;
+        if !req.sub_cgroups.is_empty() {
+            bail!(
+                "exec --cgroup: the vm backend's container cgroups are in the guest; not supported"
+            );
+        }
         let process = serde_json::to_value(req.process)?;
         let exec_id = format!(
             "exec-{}-{}",
