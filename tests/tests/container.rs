@@ -653,6 +653,59 @@ fn the_bundle_runc_spec_makes_runs_without_a_word_on_stderr() {
     );
 }
 
+/// `process.execCPUAffinity`: an exec'd process runs on the `final` CPUs (from config.json, or
+/// from `--process`), its setup on the `initial` ones; the init is left alone; a list that
+/// names no CPU fails create, and one the host cannot run fails the exec, naming the field.
+#[test]
+fn execs_run_on_the_cpus_exec_cpu_affinity_names() {
+    require_root!();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let last = if cpus > 1 { "1" } else { "0" };
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.edit(|c| c["process"]["execCPUAffinity"] = json!({"initial": "0", "final": last}));
+    let id = container(&mut b, "affinity");
+    let pid = rt.run_detached(&b, &id);
+    let allowed = |status: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let exec = |args: &[&str]| allowed(&rt.ok(args));
+    assert_eq!(
+        exec(&["exec", &id, "cat", "/proc/self/status"]),
+        last,
+        "final from config.json"
+    );
+    let init = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(allowed(&init), allowed(&own), "the init is left alone");
+    let dir = TempDir::new("affinity-process");
+    let process = dir.path().join("process.json");
+    let mut p = b.config["process"].clone();
+    p["args"] = json!(["cat", "/proc/self/status"]);
+    p["execCPUAffinity"] = json!({"final": "0"});
+    std::fs::write(&process, p.to_string()).unwrap();
+    assert_eq!(
+        exec(&["exec", "--process", process.to_str().unwrap(), &id]),
+        "0",
+        "final from --process"
+    );
+    p["execCPUAffinity"] = json!({"final": "1000"});
+    std::fs::write(&process, p.to_string()).unwrap();
+    let err = rt.fails(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert!(err.contains("process.execCPUAffinity.final"), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["process"]["execCPUAffinity"] = json!({"initial": "3-1"}));
+    let id = container(&mut b, "affinity-bad");
+    let err = rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("process.execCPUAffinity.initial"), "{err}");
+}
+
 #[test]
 fn the_scheduler_and_io_priority_of_the_process_are_set() {
     require_root!();

@@ -125,10 +125,15 @@ pub fn spawn(opts: &ExecOptions) -> Result<i32> {
     let lsm = Plan::for_process(opts.request.process)?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let into = placement.v2_dir.as_ref().map(|f| f.as_raw_fd());
-    let (pid, born_in_v2) = match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
-        Some(p) => (p, true),
-        None => (clone_process(CloneFlags::empty())?, false),
-    };
+    let affinity = crate::affinity::ExecAffinity::of(opts.request.process)?;
+    let (pid, born_in_v2) = affinity.spawning(|| {
+        Ok(
+            match into.and_then(|fd| clone_into_cgroup(CloneFlags::empty(), fd)) {
+                Some(p) => (p, true),
+                None => (clone_process(CloneFlags::empty())?, false),
+            },
+        )
+    })?;
     let fork_result = if pid == 0 {
         ForkResult::Child
     } else {
@@ -352,6 +357,7 @@ fn exec_child(
         f.write_all(b"0")
             .ctx(|| "joining the container's cgroup".into())?;
     }
+    crate::affinity::ExecAffinity::of(opts.request.process)?.apply_final()?;
     // The cgroup files are writable host files: not carried into the container.
     drop(placement);
     setns(pidfd.as_fd(), flags).ctx(|| "joining the container's namespaces".into())?;

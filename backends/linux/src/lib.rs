@@ -1,6 +1,7 @@
 //! Building and running an OCI container on Linux. Used by strata's native backend, by the
 //! sandbox backend, and inside the VM guest by the agent.
 
+pub mod affinity;
 pub mod cgroups;
 pub mod container;
 pub mod error;

@@ -37,6 +37,7 @@ pub fn validate(spec: &Spec, rootfs: &Path) -> Result<()> {
         }
         CapabilityPlan::new(process.capabilities().as_ref())?;
         crate::sched::validate(process)?;
+        crate::affinity::validate(process)?;
     }
     if let Some(p) = spec
         .linux()
