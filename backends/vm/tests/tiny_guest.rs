@@ -53,9 +53,9 @@ fn write_guest(dir: &Path, devices: usize) -> PathBuf {
     path
 }
 
-/// Runs `kernel` through strata-vmm with `args` and the serial console to a file; asserts a
-/// clean exit and returns what the guest printed.
-fn boot(dir: &Path, kernel: &Path, args: &[String]) -> Vec<u8> {
+/// Runs `kernel` through strata-vmm with `args` and the serial console to a file: how it
+/// ended, and what the guest printed.
+fn run_vmm(dir: &Path, kernel: &Path, args: &[String]) -> (std::process::Output, Vec<u8>) {
     let serial = dir.join("serial.log");
     let out = vmm()
         .arg("--kernel")
@@ -65,13 +65,19 @@ fn boot(dir: &Path, kernel: &Path, args: &[String]) -> Vec<u8> {
         .args(args)
         .output()
         .unwrap();
+    (out, std::fs::read(&serial).unwrap())
+}
+
+/// [`run_vmm`], asserting a clean exit.
+fn boot(dir: &Path, kernel: &Path, args: &[String]) -> Vec<u8> {
+    let (out, console) = run_vmm(dir, kernel, args);
     assert!(
         out.status.success(),
         "strata-vmm failed: {:?} {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read(&serial).unwrap()
+    console
 }
 
 #[test]
@@ -160,15 +166,8 @@ fn a_guest_that_triple_faults_is_an_error_not_a_reset() {
     let dir = TempDir::new("fault");
     let kernel = dir.0.join("fault.elf");
     std::fs::write(&kernel, tiny_guest::elf_triple_fault()).unwrap();
-    let serial = dir.0.join("serial.log");
-    let out = vmm()
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--serial")
-        .arg(&serial)
-        .output()
-        .unwrap();
-    assert_eq!(std::fs::read(&serial).unwrap(), tiny_guest::MARKER);
+    let (out, console) = run_vmm(&dir.0, &kernel, &[]);
+    assert_eq!(console, tiny_guest::MARKER);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("triple-faulted"), "{err}");

@@ -383,6 +383,31 @@ mod tests {
             (u32_at(&reply, 4) as i32, reply[16..].to_vec())
         }
 
+        /// FUSE_CREATE of a read-write file `name` in `parent`: its node and handle.
+        fn create(&mut self, parent: u64, name: &str) -> (u64, u64) {
+            let mut body = Vec::new();
+            for v in [libc::O_RDWR as u32 | libc::O_CREAT as u32, 0o644, 0o022, 0] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            body.extend_from_slice(&cstr(name));
+            let (err, reply) = self.call(CREATE, parent, &body, 128 + 16);
+            assert_eq!(err, 0, "CREATE");
+            (u64_at(&reply, 0), u64_at(&reply, 128))
+        }
+
+        /// FUSE_WRITE of `data` at offset 0: the bytes written.
+        fn write(&mut self, node: u64, fh: u64, data: &[u8]) -> usize {
+            let mut body = Vec::new();
+            body.extend_from_slice(&fh.to_le_bytes());
+            body.extend_from_slice(&0u64.to_le_bytes());
+            body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            body.extend_from_slice(&[0u8; 20]);
+            body.extend_from_slice(data);
+            let (err, reply) = self.call(WRITE, node, &body, 8);
+            assert_eq!(err, 0, "WRITE");
+            u32_at(&reply, 0) as usize
+        }
+
         fn lookup(&mut self, parent: u64, name: &str) -> Result<(u64, u32, u64), i32> {
             let (err, body) = self.call(LOOKUP, parent, &cstr(name), 128);
             if err != 0 {
@@ -445,25 +470,9 @@ mod tests {
     fn create_write_and_read_back_on_the_host() {
         let mem = memory();
         let mut r = rig(&mem, "write");
-        let mut body = Vec::new();
-        for v in [libc::O_RDWR as u32 | libc::O_CREAT as u32, 0o644, 0o022, 0] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        body.extend_from_slice(&cstr("new.txt"));
-        let (err, reply) = r.call(CREATE, ROOT, &body, 128 + 16);
-        assert_eq!(err, 0, "CREATE");
-        let node = u64_at(&reply, 0);
-        let fh = u64_at(&reply, 128);
+        let (node, fh) = r.create(ROOT, "new.txt");
         let data = b"written by the guest";
-        let mut body = Vec::new();
-        body.extend_from_slice(&fh.to_le_bytes());
-        body.extend_from_slice(&0u64.to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&[0u8; 20]);
-        body.extend_from_slice(data);
-        let (err, reply) = r.call(WRITE, node, &body, 8);
-        assert_eq!(err, 0, "WRITE");
-        assert_eq!(u32_at(&reply, 0) as usize, data.len());
+        assert_eq!(r.write(node, fh, data), data.len());
         r.release(node, fh);
         assert_eq!(std::fs::read(r.dir.join("share/new.txt")).unwrap(), data);
     }
@@ -480,24 +489,9 @@ mod tests {
         assert_eq!(u32_at(&reply, 20), MAX_WRITE);
         assert_eq!(u16::from_le_bytes([reply[28], reply[29]]), MAX_PAGES);
         // And the server takes a write of that size.
-        let mut body = Vec::new();
-        for v in [libc::O_RDWR as u32 | libc::O_CREAT as u32, 0o644, 0o022, 0] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        body.extend_from_slice(&cstr("big"));
-        let (err, reply) = r.call(CREATE, ROOT, &body, 128 + 16);
-        assert_eq!(err, 0, "CREATE");
-        let (node, fh) = (u64_at(&reply, 0), u64_at(&reply, 128));
+        let (node, fh) = r.create(ROOT, "big");
         let data: Vec<u8> = (0..MAX_WRITE).map(|i| (i % 251) as u8).collect();
-        let mut body = Vec::new();
-        body.extend_from_slice(&fh.to_le_bytes());
-        body.extend_from_slice(&0u64.to_le_bytes());
-        body.extend_from_slice(&MAX_WRITE.to_le_bytes());
-        body.extend_from_slice(&[0u8; 20]);
-        body.extend_from_slice(&data);
-        let (err, reply) = r.call(WRITE, node, &body, 8);
-        assert_eq!(err, 0, "WRITE");
-        assert_eq!(u32_at(&reply, 0), MAX_WRITE);
+        assert_eq!(r.write(node, fh, &data), data.len());
         r.release(node, fh);
         assert_eq!(std::fs::read(r.dir.join("share/big")).unwrap(), data);
     }
