@@ -343,6 +343,16 @@ fn exec_joins_a_sub_cgroup_of_the_containers() {
         .map(|p| p.join("sub"))
         .collect();
     assert!(subs.len() > 1, "{subs:?}");
+    // Removed however the test ends: a sub-cgroup left behind keeps the container's too.
+    struct Subs<'a>(&'a [PathBuf]);
+    impl Drop for Subs<'_> {
+        fn drop(&mut self) {
+            for s in self.0 {
+                let _ = std::fs::remove_dir(s);
+            }
+        }
+    }
+    let _cleanup = Subs(&subs);
     for s in &subs {
         std::fs::create_dir_all(s).unwrap();
         // A new v1 cpuset has no CPUs or memory nodes (joining it is ENOSPC): its creator
@@ -397,9 +407,7 @@ fn exec_joins_a_sub_cgroup_of_the_containers() {
         );
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
-    for s in &subs {
-        let _ = std::fs::remove_dir(s);
-    }
+    drop(_cleanup);
     rt.ok(&["delete", "-f", &id]);
     assert_eq!(cgroup_left(&id), None);
 }
