@@ -280,7 +280,7 @@ impl Init<'_> {
         }
     }
 
-    /// Whether the container has a mount namespace of its own (new or joined) to mount in.
+    /// Whether the bundle asks for a read-only root (`root.readonly`).
     fn readonly_root(&self) -> bool {
         self.spec
             .root()
@@ -300,14 +300,14 @@ impl Init<'_> {
     /// is mounted (that would change the host), the process is only chrooted into the rootfs.
     fn chroot_rootfs(&self, chan: &Channel, process: &Process) -> Result<()> {
         if self.readonly_root() {
-            // Remounting the chroot's "/" read-only would remount the host's mount it is on.
-            return Err(Error::config(
-                "root.readonly",
-                "a read-only root needs a mount namespace of the container's own",
-            ));
+            // Remounting the chroot's "/" read-only would remount the host's mount it is on,
+            // and a container that shares the host's mounts can write the host's files
+            // anyway: runc ignores the field here, silently, and so does strata.
+            tracing::debug!("root.readonly ignored: the container shares the runtime's mounts");
         }
         if self.spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
-            tracing::warn!(
+            // runc says nothing of it either: the workload's stderr is the user's.
+            tracing::debug!(
                 "mounts are ignored: the container shares the runtime's mount namespace"
             );
         }

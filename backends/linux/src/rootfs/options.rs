@@ -292,10 +292,25 @@ pub fn is_bind(m: &Mount, opts: &MountOptions) -> bool {
 /// The options of `mounts[index]`, checked against what its kind of mount can take.
 pub fn for_mount(index: usize, m: &Mount) -> Result<MountOptions> {
     let field = || format!("mounts[{index}] ({})", m.destination().display());
-    let opts =
+    let mut opts =
         parse(m.options().as_deref().unwrap_or(&[])).map_err(|e| Error::config(field(), e))?;
     let typ = m.typ().as_deref().unwrap_or("");
     let bind = is_bind(m, &opts);
+    if bind {
+        // mount(2) ignores a bind's data, and runc passes such words (a `mode=755` copied from
+        // a tmpfs) without a word: a `key=value` is dropped. A bare word is refused below: it
+        // is most likely a misspelt flag ("nosiud"), which would leave the mount without it.
+        opts.data.retain(|w| {
+            let fs_word = w.contains('=');
+            if fs_word {
+                tracing::debug!(
+                    "{}: {w:?} ignored: a bind mount passes no options to a filesystem",
+                    field()
+                );
+            }
+            !fs_word
+        });
+    }
     // Both take no filesystem data: a bind mount's is ignored by the kernel, and strata builds
     // cgroup mounts itself.
     if bind || typ == "cgroup" || typ == "cgroup2" {
@@ -424,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bind_mount_takes_no_filesystem_words() {
+    fn a_bind_mount_takes_no_filesystem_words_and_ignores_their_values() {
         let m = mount(serde_json::json!({
             "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "bogus"]
         }));
@@ -435,9 +450,15 @@ mod tests {
         );
         // Without type "bind" too.
         let m = mount(serde_json::json!({
-            "destination": "/data", "source": "/tmp", "options": ["bind", "size=1m"]
+            "destination": "/data", "source": "/tmp", "options": ["bind", "nosiud"]
         }));
         assert!(for_mount(0, &m).is_err());
+        // A filesystem's `key=value` is dropped, as the kernel would ignore it.
+        let m = mount(serde_json::json!({
+            "destination": "/data", "source": "/tmp", "options": ["bind", "mode=755", "ro"]
+        }));
+        let o = for_mount(0, &m).unwrap();
+        assert!(o.data.is_empty() && o.flags.contains(MsFlags::MS_RDONLY));
         let m = mount(serde_json::json!({
             "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
             "options": ["ro", "nsdelegate"]
