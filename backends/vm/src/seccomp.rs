@@ -14,6 +14,8 @@ pub enum ThreadRole {
     Vcpu,
     /// Serves the vsock Unix sockets.
     Vsock,
+    /// Moves frames from a tap into the guest (reads, epoll and eventfds: the common set).
+    Net,
     /// Waits for the guest to end, then exits the process.
     Main,
 }
@@ -132,6 +134,7 @@ pub fn program(role: ThreadRole) -> Result<BpfProgram, String> {
         ThreadRole::Vcpu => VCPU,
         ThreadRole::Vsock => VSOCK,
         ThreadRole::Main => MAIN,
+        ThreadRole::Net => &[],
     };
     let rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()

@@ -18,6 +18,7 @@ use crate::boot::{self, BootEntry, EntryMode};
 use crate::devices::fs::VirtioFs;
 use crate::devices::legacy::PortBus;
 use crate::devices::mmio::{lock, Interrupt, MmioTransport, VirtioDevice};
+use crate::devices::net::{Net, NetConfig};
 use crate::devices::vsock::Vsock;
 use crate::layout::*;
 use crate::seccomp::{self, ThreadRole};
@@ -40,6 +41,8 @@ pub enum VmError {
     Vsock(#[from] crate::devices::vsock::VsockError),
     #[error(transparent)]
     Fs(#[from] crate::devices::fs::FsError),
+    #[error(transparent)]
+    Net(#[from] crate::devices::net::NetError),
     #[error("invalid VM configuration: {0}")]
     Config(String),
     #[error("confining the shares: {0}")]
@@ -76,8 +79,17 @@ pub struct VmConfig {
     pub fs: Vec<(String, PathBuf)>,
     /// Tags of the shares the guest may not write (see `share`).
     pub fs_readonly: Vec<String>,
+    /// virtio-net interfaces, each over a tap device the caller opened.
+    pub net: Vec<NetDevice>,
     /// Confine VMM threads with seccomp once the guest runs.
     pub seccomp: bool,
+}
+
+/// One guest network interface: the tap it is backed by, its MAC and MTU.
+#[derive(Debug, Clone)]
+pub struct NetDevice {
+    pub tap: Arc<std::os::fd::OwnedFd>,
+    pub config: NetConfig,
 }
 
 /// How the guest ended.
@@ -125,7 +137,7 @@ pub fn validate(config: &VmConfig) -> Result<(), VmError> {
             config.vcpus
         )));
     }
-    let devices = usize::from(config.vsock.is_some()) + config.fs.len();
+    let devices = usize::from(config.vsock.is_some()) + config.fs.len() + config.net.len();
     if devices > MAX_VIRTIO_DEVICES {
         return Err(VmError::Config(format!(
             "at most {MAX_VIRTIO_DEVICES} virtio devices"
@@ -174,6 +186,12 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmError> {
     }
     for (tag, dir) in &config.fs {
         virtio.push(Arc::new(Mutex::new(VirtioFs::new(tag, dir)?)));
+    }
+    for net in &config.net {
+        virtio.push(Arc::new(Mutex::new(Net::new(
+            net.tap.try_clone()?,
+            net.config,
+        )?)));
     }
     let mut mmio = Vec::new();
     for (i, device) in virtio.into_iter().enumerate() {

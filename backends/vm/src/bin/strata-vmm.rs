@@ -2,11 +2,13 @@
 //! error when the VM cannot be built or a vCPU fails. Spawned by strata's vm backend, one
 //! process per container; usable by hand for debugging a guest kernel.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use strata_vm::vm::{self, SerialOutput, VmConfig, VmExit};
+use strata_vm::devices::net::{parse_mac, NetConfig};
+use strata_vm::vm::{self, NetDevice, SerialOutput, VmConfig, VmExit};
 
 #[derive(Parser, Debug)]
 #[command(name = "strata-vmm", version, about = "strata's microVM monitor (KVM)")]
@@ -36,6 +38,10 @@ struct Args {
     /// A share's tag the guest may only read; repeatable.
     #[arg(long = "fs-readonly")]
     fs_readonly: Vec<String>,
+    /// virtio-net interface over an open tap fd (IFF_TAP|IFF_NO_PI, inherited):
+    /// fd=N,mac=aa:bb:cc:dd:ee:ff[,mtu=M]; repeatable.
+    #[arg(long = "net")]
+    net: Vec<String>,
     /// Do not confine the VMM's threads with seccomp (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -70,6 +76,11 @@ fn config(args: Args) -> Result<VmConfig, String> {
                 .ok_or_else(|| format!("--fs expects TAG=DIR, got '{spec}'"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let net = args
+        .net
+        .iter()
+        .map(|spec| net_device(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -80,7 +91,40 @@ fn config(args: Args) -> Result<VmConfig, String> {
         vsock,
         fs,
         fs_readonly: args.fs_readonly,
+        net,
         seccomp: !args.no_seccomp,
+    })
+}
+
+/// `fd=N,mac=M[,mtu=K]`: the fd must be open, and is the VMM's from here on.
+fn net_device(spec: &str) -> Result<NetDevice, String> {
+    let bad =
+        |why: &str| format!("--net {spec:?}: {why} (expected fd=N,mac=aa:bb:cc:dd:ee:ff[,mtu=M])");
+    let (mut fd, mut mac, mut mtu) = (None, None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("fd", v)) => {
+                fd = Some(v.parse::<RawFd>().map_err(|_| bad("fd is not a number"))?)
+            }
+            Some(("mac", v)) => mac = Some(parse_mac(v).ok_or_else(|| bad("bad mac"))?),
+            Some(("mtu", v)) => mtu = Some(v.parse::<u16>().map_err(|_| bad("bad mtu"))?),
+            _ => return Err(bad(&format!("unknown part {part:?}"))),
+        }
+    }
+    let fd = fd
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| bad("fd=N above 2 is required"))?;
+    let mac = mac.ok_or_else(|| bad("mac= is required"))?;
+    // SAFETY: F_GETFD only reads the fd's flags; it tells whether the number is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("that fd is not open"));
+    }
+    // SAFETY: the fd is open (checked above) and was handed to this process for the device:
+    // nothing else in the VMM knows of it, so the OwnedFd is its only owner.
+    let tap = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(NetDevice {
+        tap: std::sync::Arc::new(tap),
+        config: NetConfig { mac, mtu },
     })
 }
 

@@ -1,8 +1,9 @@
-//! Devices of the microVM: legacy port I/O (serial, i8042) and virtio-mmio.
+//! Devices of the microVM: legacy port I/O (serial, i8042) and virtio-mmio (vsock, fs, net).
 
 pub mod fs;
 pub mod legacy;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
 #[cfg(test)]
