@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod lsm;
 pub mod mempolicy;
 pub mod namespaces;
+pub mod net;
 pub mod proc;
 pub mod process;
 pub mod rootfs;
