@@ -15,6 +15,7 @@
 
 mod confine;
 mod guest;
+mod network;
 mod reaper;
 mod server;
 mod transport;

@@ -13,8 +13,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any incompatible change; both sides refuse frames of another version. 2: the
 /// agent confines containers as `Create.allow_vsock` says (an agent that ignored the field
-/// would leave them unconfined, so the versions must not mix).
-pub const VERSION: u32 = 2;
+/// would leave them unconfined, so the versions must not mix). 3: `Create.network` (an agent
+/// that ignored it would run the container without its network).
+pub const VERSION: u32 = 3;
 /// The agent listens here (vsock port, or the name of the loopback socket).
 pub const AGENT_PORT: u32 = 1024;
 /// The host listens here for the agent's "I am up".
@@ -51,6 +52,24 @@ pub struct GuestFile {
     pub content: Vec<u8>,
 }
 
+/// A network interface of the guest, as the host's interface it stands for is configured:
+/// the guest's virtio-net device with this MAC gets the MTU, the addresses and the routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestInterface {
+    pub mac: [u8; 6],
+    pub mtu: Option<u32>,
+    /// Address and prefix length.
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+    pub routes: Vec<GuestRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRoute {
+    /// Network and prefix length; none for the default route.
+    pub destination: Option<(std::net::IpAddr, u8)>,
+    pub gateway: Option<std::net::IpAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -63,6 +82,11 @@ pub enum Request {
         /// The container's processes may open AF_VSOCK sockets (the bundle asked, and the
         /// node honours the ask); otherwise the agent's filter refuses them.
         allow_vsock: bool,
+        /// The guest's interfaces, configured before the container is created; the
+        /// container then shares the guest's network namespace. Empty: the container's own
+        /// namespace, with only its loopback.
+        #[serde(default)]
+        network: Vec<GuestInterface>,
     },
     Start {
         id: String,
@@ -262,6 +286,18 @@ mod tests {
                     content: b"127.0.0.1 localhost\n".to_vec(),
                 }],
                 allow_vsock: false,
+                network: vec![GuestInterface {
+                    mac: [2, 0, 0, 0, 0, 1],
+                    mtu: Some(1450),
+                    addresses: vec![
+                        ("10.88.0.5".parse().unwrap(), 16),
+                        ("fd00::5".parse().unwrap(), 64),
+                    ],
+                    routes: vec![GuestRoute {
+                        destination: None,
+                        gateway: Some("10.88.0.1".parse().unwrap()),
+                    }],
+                }],
             },
             Request::Signal {
                 id: "c1".into(),

@@ -63,6 +63,7 @@ impl Agent {
             spec: spec.clone(),
             files: vec![],
             allow_vsock,
+            network: vec![],
         });
         assert!(
             matches!(reply, Response::Created { pid } if pid > 0),
@@ -272,6 +273,7 @@ fn bad_requests_get_a_reason() {
         spec: json!({}),
         files: vec![],
         allow_vsock: false,
+        network: vec![],
     }))
     .contains("../x"));
     // A spec the runtime refuses: its own one-line error comes back.
@@ -282,6 +284,7 @@ fn bad_requests_get_a_reason() {
         spec: bad,
         files: vec![],
         allow_vsock: false,
+        network: vec![],
     }))
     .contains("cwd"));
     agent.create("c4", &spec_for(&bundle, &["sleep", "100"]));
@@ -290,6 +293,7 @@ fn bad_requests_get_a_reason() {
         spec: spec_for(&bundle, &["true"]),
         files: vec![],
         allow_vsock: false,
+        network: vec![],
     }))
     .contains("already exists"));
     assert!(agent

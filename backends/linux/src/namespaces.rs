@@ -129,7 +129,8 @@ impl NamespacePlan {
     }
 }
 
-fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
+/// Opens the namespace file `path`, checked to be on nsfs and of type `typ`.
+pub fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs> {
     let field = format!("linux.namespaces[{}].path", proc_name(typ));
     let file = open_nsfs(path).map_err(|e| Error::config(&field, e))?;
     // NS_GET_NSTYPE tells whether the file really is a namespace of that type.

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use strata_agent_protocol::{GuestFile, Response, FILE_PREFIX};
+use strata_agent_protocol::{GuestFile, GuestInterface, Response, FILE_PREFIX};
 
 use strata::cli::{Cli, Command, CreateArgs, CreateCommon, ExecArgs, LogFormat};
 
@@ -164,10 +164,18 @@ impl Agent {
         mut spec: serde_json::Value,
         files: &[GuestFile],
         allow_vsock: bool,
+        network: &[GuestInterface],
     ) -> Result<Response> {
         strata::state::validate_id(id)?;
         if self.procs().contains_key(&(id.to_string(), None)) {
             bail!("container {id:?} already exists in the guest");
+        }
+        if !network.is_empty() {
+            // Outside a VM (the loopback tests) these would be the host's interfaces.
+            if !self.cfg.pid1 {
+                bail!("a network for the container, and the agent is not the guest's init");
+            }
+            crate::network::configure(network).context("configuring the guest's network")?;
         }
         let bundle = self.cfg.work.join("bundles").join(id);
         let file_dir = self.cfg.work.join("files").join(id);

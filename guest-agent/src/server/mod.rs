@@ -133,7 +133,8 @@ impl Agent {
                 spec,
                 files,
                 allow_vsock,
-            } => self.create(&id, spec, &files, allow_vsock),
+                network,
+            } => self.create(&id, spec, &files, allow_vsock, &network),
             Request::Start { id } => {
                 let allow_vsock = self.allows_vsock(&id);
                 self.runtime(Command::Start { id }, None, allow_vsock)

@@ -179,6 +179,14 @@ impl NetState {
         {
             let head = chain.head_index();
             match chain.reader::<()>(&mem) {
+                // The guest sizes the chain: past a header and the largest frame a tap takes
+                // it is dropped unread, never allocated.
+                Ok(reader) if reader.available_bytes() > HDR_LEN + MAX_FRAME => {
+                    tracing::debug!(
+                        "virtio-net: a {}-byte transmit chain dropped",
+                        reader.available_bytes()
+                    );
+                }
                 Ok(mut reader) if reader.available_bytes() > HDR_LEN => {
                     let mut frame = vec![0u8; reader.available_bytes()];
                     if reader.read_exact(&mut frame).is_ok() {
@@ -459,6 +467,17 @@ mod tests {
         assert_eq!(used.len(), 2);
         assert_eq!(used[0].len, 0);
         assert_eq!(&used[1].written[HDR_LEN..], &small[..]);
+
+        // A transmit chain longer than any frame is dropped, not read into memory.
+        tx.push(&[
+            Buf::Out(vec![0u8; HDR_LEN]),
+            Buf::Out(vec![7u8; MAX_FRAME + 1]),
+        ]);
+        tx.push(&[Buf::Out(vec![0u8; HDR_LEN]), Buf::Out(out.clone())]);
+        dev.queue_notify(TXQ as u32);
+        assert_eq!(tx.take_used().len(), 2);
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &out[..], "only the frame that fits went out");
 
         // After a reset nothing reaches the guest's old queues.
         dev.reset();

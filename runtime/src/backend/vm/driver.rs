@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use strata_agent_protocol::GUEST_CID;
 
+use super::network::{mac_text, Nic};
 use crate::host::{find_program, host_kvm_kind};
 
 /// virtio-fs tag of the container rootfs; the agent reads it from `strata.rootfs=`.
@@ -32,6 +33,29 @@ pub struct Launch<'a> {
     pub readonly_rootfs: bool,
     /// Sockets and the console log live here (a short path: socket names are limited).
     pub run_dir: &'a Path,
+    /// Network interfaces: each a tap the VM's process inherits.
+    pub nics: &'a [Nic],
+}
+
+/// Lets the VM's process inherit the taps, under their own numbers: only that child's copies
+/// lose close-on-exec (the helper daemons get none of them).
+fn pass_taps(cmd: &mut Command, nics: &[Nic]) {
+    let fds: Vec<i32> = nics.iter().map(|n| n.tap.as_raw_fd()).collect();
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: between fork and exec: fcntl on fds this process owns, async-signal-safe; the
+    // vector was allocated before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 pub trait Hypervisor {
@@ -140,6 +164,14 @@ impl Hypervisor for StrataVmm {
         }
         cmd.arg("--serial").arg(l.run_dir.join("console.log"));
         cmd.arg("--cmdline").arg(guest_cmdline());
+        for nic in l.nics {
+            let mut spec = format!("fd={},mac={}", nic.tap.as_raw_fd(), mac_text(&nic.mac));
+            if let Some(mtu) = nic.mtu {
+                spec.push_str(&format!(",mtu={mtu}"));
+            }
+            cmd.arg("--net").arg(spec);
+        }
+        pass_taps(&mut cmd, l.nics);
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         cmd.stderr(Stdio::from(std::fs::File::create(
             l.run_dir.join("vmm.log"),
@@ -297,6 +329,16 @@ impl Hypervisor for Qemu {
         q.arg("-chardev")
             .arg(format!("socket,id=vs0,path={}", vhost_sock.display()));
         q.args(["-device", "vhost-user-vsock-device,chardev=vs0"]);
+        for (i, nic) in l.nics.iter().enumerate() {
+            q.arg("-netdev")
+                .arg(format!("tap,id=net{i},fd={}", nic.tap.as_raw_fd()));
+            let mut dev = format!("virtio-net-device,netdev=net{i},mac={}", mac_text(&nic.mac));
+            if let Some(mtu) = nic.mtu {
+                dev.push_str(&format!(",host_mtu={mtu}"));
+            }
+            q.arg("-device").arg(dev);
+        }
+        pass_taps(&mut q, l.nics);
         // The console comes to us on QEMU's stdout, and only its first CONSOLE_LIMIT bytes
         // are kept: the guest writes what it likes there, and the log is host memory.
         q.args(["-serial", "stdio"]);

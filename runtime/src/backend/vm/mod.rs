@@ -12,6 +12,7 @@ pub mod client;
 pub mod driver;
 pub mod initramfs;
 pub mod monitor;
+pub mod network;
 pub mod plan;
 
 use std::hash::{Hash, Hasher};
@@ -42,6 +43,11 @@ pub struct VmInfo {
     pub run_dir: PathBuf,
     pub memory_mib: u32,
     pub vcpus: u8,
+    /// The network namespace whose interfaces the VM took over, and their indexes there.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    #[serde(default)]
+    pub links: Vec<u32>,
 }
 
 impl VmInfo {
@@ -100,7 +106,7 @@ fn refuse_preserved_fds(n: i32) -> Result<()> {
 impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         refuse_preserved_fds(req.container.io.preserve_fds)?;
-        let plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
+        let mut plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
         let kernel = Self::kernel(req)?;
         let cache = crate::host::cache_dir();
         let agent = req
@@ -116,18 +122,48 @@ impl Backend for Vm {
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
-        let info = VmInfo {
-            driver: driver.name().to_string(),
-            run_dir: run_dir.clone(),
-            memory_mib: plan.memory_mib,
-            vcpus: plan.vcpus,
+        let host_net = match &plan.netns {
+            Some(netns) => match network::attach(netns) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                    return Err(e);
+                }
+            },
+            None => None,
         };
-        std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?)?;
+        let links = host_net
+            .as_ref()
+            .map(|n| n.links.clone())
+            .unwrap_or_default();
+        let netns = plan.netns.clone();
         let cleanup = |cgroups: Option<&CgroupSet>| {
             let _ = std::fs::remove_dir_all(&run_dir);
             if let Some(c) = cgroups {
                 c.remove();
             }
+            if let Some(ns) = &netns {
+                network::detach(ns, &links);
+            }
+        };
+        let info = VmInfo {
+            driver: driver.name().to_string(),
+            run_dir: run_dir.clone(),
+            memory_mib: plan.memory_mib,
+            vcpus: plan.vcpus,
+            netns: netns.clone(),
+            links: links.clone(),
+        };
+        if let Err(e) = std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?) {
+            cleanup(None);
+            return Err(e.into());
+        }
+        let nics = match host_net {
+            Some(n) => {
+                plan.network = n.guest;
+                n.nics
+            }
+            None => Vec::new(),
         };
         let cgroups_path = req
             .container
@@ -156,6 +192,7 @@ impl Backend for Vm {
             start_listener: req.container.start_listener,
             console: req.container.io.console,
             cgroups: cgroups.clone(),
+            nics,
         };
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: the runtime is single-threaded here; the child only runs the monitor and
@@ -252,7 +289,16 @@ impl Backend for Vm {
     fn destroy(&self, rec: &Record) -> Result<()> {
         // The monitor, the VM and its helpers, and exec relays are all in the host cgroup.
         Native.destroy(rec)?;
-        let run_dir = VmInfo::read(&rec.state_dir)
+        let info = VmInfo::read(&rec.state_dir);
+        if let Some(VmInfo {
+            netns: Some(ns),
+            links,
+            ..
+        }) = &info
+        {
+            network::detach(ns, links);
+        }
+        let run_dir = info
             .map(|i| i.run_dir)
             .unwrap_or_else(|| run_dir_for(&rec.state_dir));
         let _ = std::fs::remove_dir_all(run_dir);

@@ -51,6 +51,8 @@ pub struct MonitorSetup {
     /// A connection to the caller's console socket, when the process has a terminal.
     pub console: Option<RawFd>,
     pub cgroups: CgroupSet,
+    /// The taps of the VM's network interfaces (see `network`).
+    pub nics: Vec<super::network::Nic>,
 }
 
 /// Where a process's stdio goes on the host: our own stdio fds, or a pty whose master went to
@@ -256,6 +258,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         rootfs: &setup.plan.rootfs,
         readonly_rootfs: setup.plan.readonly_rootfs,
         run_dir: &setup.run_dir,
+        nics: &setup.nics,
     };
     children.extend(setup.driver.launch(&launch)?);
     let vm_pid = children
@@ -303,6 +306,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
             spec: setup.plan.spec.clone(),
             files: setup.plan.files.clone(),
             allow_vsock: setup.plan.allow_vsock,
+            network: setup.plan.network.clone(),
         },
         Some(REQUEST_TIMEOUT),
     )?)?;

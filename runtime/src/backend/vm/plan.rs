@@ -92,6 +92,10 @@ pub struct GuestPlan {
     pub rootfs: PathBuf,
     /// The bundle's `root.readonly`.
     pub readonly_rootfs: bool,
+    /// The network namespace the bundle names, whose interfaces the VM gets.
+    pub netns: Option<PathBuf>,
+    /// The guest's interfaces, once the host side is set up (see `network`).
+    pub network: Vec<strata_agent_protocol::GuestInterface>,
 }
 
 fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
@@ -138,8 +142,15 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         }
     }
     let linux = spec.linux().clone().unwrap_or_default();
+    let mut netns = None;
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         if let Some(path) = ns.path() {
+            // A network namespace made for the container (by CNI, netavark, Docker) is where
+            // the VM's network comes from: its interfaces are carried into the guest.
+            if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                netns = Some(path.clone());
+                continue;
+            }
             bail!(
                 "vm backend: linux.namespaces: joining the host's {:?} namespace {} is not \
                  supported; a vm container gets its own namespaces in its guest (drop the path, \
@@ -219,6 +230,13 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     // places the container under its own default.
     if let Some(linux) = guest.get_mut("linux").and_then(|l| l.as_object_mut()) {
         linux.remove("cgroupsPath");
+        // With the host's network carried in, the container uses the guest's network
+        // namespace, where its interfaces are.
+        if netns.is_some() {
+            if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
+                list.retain(|n| n["type"] != "network");
+            }
+        }
     }
     let limits = linux.resources().clone().unwrap_or_default();
     let from_limit = match limits
@@ -298,6 +316,8 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false),
+        netns,
+        network: Vec::new(),
     })
 }
 
@@ -405,11 +425,11 @@ mod tests {
         let b = bundle();
         let node = NodeConfig::default();
         let s = spec(
-            serde_json::json!({"linux": {"namespaces": [{"type": "network", "path": "/run/netns/x"}]}}),
+            serde_json::json!({"linux": {"namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "pid"}, {"type": "mount"}]}}),
         );
         let e = plan(&s, &b.0, &node).unwrap_err().to_string();
         assert!(
-            e.contains("linux.namespaces") && e.contains("/run/netns/x"),
+            e.contains("linux.namespaces") && e.contains("/proc/1/ns/ipc"),
             "{e}"
         );
         let s = spec(serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}));
@@ -422,6 +442,36 @@ mod tests {
         );
         let e = plan(&s, &b.0, &node).unwrap_err().to_string();
         assert!(e.contains("/etc") && e.contains("/data"), "{e}");
+    }
+
+    #[test]
+    fn a_network_namespace_by_path_becomes_the_guests_network() {
+        let b = bundle();
+        let s = spec(serde_json::json!({"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "mount"}, {"type": "network", "path": "/run/netns/pod"}
+        ]}}));
+        let p = plan(&s, &b.0, &NodeConfig::default()).unwrap();
+        assert_eq!(p.netns.as_deref(), Some(Path::new("/run/netns/pod")));
+        let types: Vec<&str> = p.spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["pid", "mount"],
+            "the guest's own network namespace is used"
+        );
+        // Without a path: the container's own namespace in the guest, no host network.
+        let s = spec(serde_json::json!({}));
+        let p = plan(&s, &b.0, &NodeConfig::default()).unwrap();
+        assert!(p.netns.is_none());
+        assert!(p.spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
     }
 
     #[test]
