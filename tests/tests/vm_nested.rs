@@ -5,7 +5,9 @@
 //! which loads kvm-amd, and runs tests/nested/checks in it: strata's vm backend with its
 //! default driver choice (our VMM wherever KVM has VMX/SVM) runs the busybox bundle, the
 //! detached lifecycle, a terminal, stats, parallel execs, fast output, virtio-fs traffic and
-//! `delete --force`, with nothing left behind in L1. See shared/notes/nested-svm.md.
+//! `delete --force`, and a container reaching a listener in L1 over virtio-net from the
+//! network namespace its bundle names, with nothing left behind in L1. See
+//! shared/notes/nested-svm.md.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -33,6 +35,8 @@ const CHECKS: &[&str] = &[
     "delete",
     "lifecycle-leaves-nothing",
     "delete-force",
+    "net",
+    "net-leaves-nothing",
 ];
 
 /// Well above a loaded run: one takes ~1-2 min at low load, 2-3x that under load.
@@ -59,6 +63,16 @@ fn strata_vmm_runs_linux_containers_under_nested_svm() {
     std::fs::write(
         bundle.path().join("config-smp.json"),
         serde_json::to_string_pretty(&smp).unwrap(),
+    )
+    .unwrap();
+    // The same bundle in a network namespace of L1's (the checks make /run/netns/ctr).
+    let mut net = bundle.config.clone();
+    let ns = net["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    ns.push(json!({"type": "network", "path": "/run/netns/ctr"}));
+    std::fs::write(
+        bundle.path().join("config-net.json"),
+        serde_json::to_string_pretty(&net).unwrap(),
     )
     .unwrap();
     let args = NestedRun {

@@ -5,7 +5,7 @@
 //! through its PVH note (or the 64-bit Linux boot protocol when the note is absent), [`vm`]
 //! creates the KVM VM and its vCPUs (each with the CPUID of [`cpuid`]) and runs them,
 //! [`devices`] holds the legacy devices (8250 serial, i8042 reset) and the virtio-mmio
-//! transport with the vsock and virtio-fs devices, and [`seccomp`] is the filter each VMM
+//! transport with the vsock, virtio-fs and virtio-net devices, and [`seccomp`] is the filter each VMM
 //! thread installs once the guest runs.
 //!
 //! [`tiny_guest`] is a guest of a few dozen instructions that exercises all of this end to end on
