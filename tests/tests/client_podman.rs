@@ -338,3 +338,120 @@ fn podman_run_on_the_vm_backend_by_annotation() {
     p.runtime.assert_used("create");
     p.runtime.report("podman run (vm)");
 }
+
+/// A podman bridge network (CNI here, as podman 4.3 on Debian uses it) on the vm backend: the
+/// namespace podman made is taken into the VM, the container gets podman's address and route,
+/// and reaches a listener on the host at the bridge's address.
+#[test]
+fn podman_bridge_network_on_the_vm_backend() {
+    require_root!();
+    if !strata_integration::is_root() || !require_client(&["podman", "conmon"]) {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        assert!(
+            std::env::var("STRATA_REQUIRE_CLIENTS").as_deref() != Ok("1"),
+            "STRATA_REQUIRE_CLIENTS=1 but /usr/lib/cni/bridge (containernetworking-plugins) is missing"
+        );
+        eprintln!("SKIPPED: containernetworking-plugins is not installed");
+        return;
+    }
+    let cfg_dir = TempDir::new("podman-vmnet");
+    let Some(config) = strata_integration::vm_node_config(cfg_dir.path()) else {
+        return;
+    };
+    let p = Podman::with_runtime(LoggedRuntime::with_private_root_and_config(
+        "podman-vmnet",
+        &config,
+    ));
+    let cni = p.dir.path().join("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    let conf = p.dir.path().join("containers.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text += &format!(
+        "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"/usr/lib/cni\"]\n\
+         network_config_dir = \"{}\"\n",
+        cni.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let net = unique("strata-vmnet");
+    p.ok(&["network", "create", "--subnet", "10.89.213.0/24", &net]);
+    // The bridge the CNI plugin makes on the host outlives the network; removed however the
+    // test ends.
+    let conflist = std::fs::read_to_string(cni.join(format!("{net}.conflist"))).unwrap();
+    let bridge: String = serde_json::from_str::<serde_json::Value>(&conflist).unwrap()["plugins"]
+        [0]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    struct Cleanup<'a>(&'a Podman, String, String, Option<std::process::Child>);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            if let Some(mut l) = self.3.take() {
+                let _ = l.kill();
+                let _ = l.wait();
+            }
+            let _ = self.0.run(&["rm", "--all", "--force", "--time", "0"]);
+            let _ = self.0.run(&["network", "rm", "--force", &self.1]);
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.2])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mut cleanup = Cleanup(&p, net.clone(), bridge, None);
+    let cg = p.cgroup_parent_flag();
+    // The listener is on the host; the bridge's address exists once a container is on it, so
+    // the container retries.
+    cleanup.3 = Some(
+        Command::new("busybox")
+            .args([
+                "nc",
+                "-l",
+                "-p",
+                "8089",
+                "-e",
+                "echo",
+                "hello-from-the-host",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = p.run(&[
+        "run",
+        "--rm",
+        &cg,
+        "--network",
+        &net,
+        "--annotation",
+        "dev.strata.backend=vm",
+        IMAGE,
+        "sh",
+        "-c",
+        "uname -r; ip -o -4 addr show dev eth0 | grep -o '10\\.89\\.213\\.[0-9]*/24'; \
+         ip route | grep -o 'default via 10.89.213.1'; \
+         i=0; until nc 10.89.213.1 8089 </dev/null; do i=$((i+1)); [ $i -ge 20 ] && exit 9; sleep 0.5; done",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() == 4 && strata_integration::is_guest_kernel(lines[0]),
+        "ran in the guest: {text:?}"
+    );
+    assert!(
+        lines[1].starts_with("10.89.213.") && lines[1] != "10.89.213.1/24",
+        "{text:?}"
+    );
+    assert_eq!(
+        &lines[2..],
+        ["default via 10.89.213.1", "hello-from-the-host"],
+        "{text:?}"
+    );
+    p.runtime.assert_used("create");
+    drop(cleanup);
+    p.runtime.report("podman bridge network (vm)");
+}

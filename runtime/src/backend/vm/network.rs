@@ -57,8 +57,9 @@ fn same_namespace(file: &std::fs::File, path: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        // Unreadable: treat as the host's, and refuse.
-        _ => true,
+        // Unreadable (podman runs the runtime without ptrace access to init): only the
+        // runtime's own namespace, checked beside this, is known to be the host's.
+        _ => false,
     }
 }
 
