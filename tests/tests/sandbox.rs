@@ -577,3 +577,32 @@ fn a_reused_id_is_not_touched_by_the_old_guard() {
     assert!(rt.container_dirs().is_empty());
     assert_eq!(cgroup_left(&id), None);
 }
+
+/// `process.user.additionalGids` (podman and Docker set them for every `--user`): the
+/// container starts under the sandbox, and the supervisor opens files with the caller's
+/// groups: a file only group 10 may read is read by a user in group 10, as under native.
+#[test]
+fn additional_gids_start_and_count_in_file_checks() {
+    require_root!();
+    let script = "id; cat /etc/group-ten && echo READ || echo DENIED";
+    let edit = |b: &mut Bundle| {
+        let f = b.rootfs().join("etc/group-ten");
+        std::fs::write(&f, "secret of group 10\n").unwrap();
+        std::os::unix::fs::chown(&f, Some(0), Some(10)).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        b.edit(|c| {
+            c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [1000, 10]})
+        });
+    };
+    let want = "uid=1000 gid=1000 groups=10,1000\nsecret of group 10\nREAD\n";
+    assert_eq!(run_with("native", script, &[], edit), want, "native");
+    assert_eq!(run_with("sandbox", script, &[], edit), want, "sandbox");
+    // Root with gids [0], as the plain bundle had it.
+    let root = |b: &mut Bundle| {
+        b.edit(|c| c["process"]["user"] = json!({"uid": 0, "gid": 0, "additionalGids": [0]}));
+    };
+    assert_eq!(
+        run_with("sandbox", "id", &[], root),
+        "uid=0(root) gid=0(root) groups=0(root)\n"
+    );
+}

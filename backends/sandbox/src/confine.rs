@@ -44,7 +44,12 @@ impl Confinement {
         let (policy, host_network) = (self.policy.clone(), self.host_network);
         move || {
             crate::landlock::restrict(&policy, host_network)
-                .map_err(|e| strata_linux::error::Error::config("sandbox", e.to_string()))
+                // The error says "sandbox: ..." itself; the field is the sandbox's Landlock.
+                .map_err(|e| {
+                    let text = e.to_string();
+                    let reason = text.strip_prefix("sandbox: ").unwrap_or(&text).to_string();
+                    strata_linux::error::Error::config("sandbox", reason)
+                })
         }
     }
 

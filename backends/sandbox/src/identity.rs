@@ -172,64 +172,84 @@ impl Identity {
     }
 
     /// Makes `t` the thread's identity, changing only what differs from the applied one.
+    /// Groups and fs IDs change under the supervisor's own capabilities (setgroups needs
+    /// CAP_SETGID, setfs[ug]id CAP_SETUID/CAP_SETGID, which the caller's set mostly lacks);
+    /// the target's capabilities are set last, as the kernel may have dropped some with the
+    /// fsuid.
     pub fn apply(&mut self, t: &Target) -> R<()> {
         let caps = t.caps & self.permitted;
-        if self.applied.groups != t.groups {
-            // The raw syscall, per thread: glibc's setgroups would change every thread.
-            // SAFETY: reads `len` gids from the vector, which is ours.
-            Errno::result(unsafe {
-                libc::syscall(libc::SYS_setgroups, t.groups.len(), t.groups.as_ptr())
-            })?;
-            self.applied.groups = t.groups.clone();
-        }
-        if self.applied.fsgid != t.fsgid {
-            // SAFETY: integer argument; setfsgid reports failure only through a second call.
-            unsafe { libc::setfsgid(t.fsgid) };
-            // SAFETY: as above; -1 changes nothing and reports the value now in effect.
-            if unsafe { libc::setfsgid(u32::MAX) } as u32 != t.fsgid {
-                return Err(Errno::EPERM);
+        let ids_change = self.applied.groups != t.groups
+            || self.applied.fsgid != t.fsgid
+            || self.applied.fsuid != t.fsuid;
+        if ids_change {
+            if self.applied.caps != self.permitted {
+                self.set_caps(self.permitted)?;
             }
-            self.applied.fsgid = t.fsgid;
-        }
-        if self.applied.fsuid != t.fsuid {
-            // SAFETY: as for setfsgid.
-            unsafe { libc::setfsuid(t.fsuid) };
-            // SAFETY: as above.
-            if unsafe { libc::setfsuid(u32::MAX) } as u32 != t.fsuid {
-                return Err(Errno::EPERM);
+            if self.applied.groups != t.groups {
+                // The raw syscall, per thread: glibc's setgroups would change every thread.
+                // SAFETY: reads `len` gids from the vector, which is ours.
+                Errno::result(unsafe {
+                    libc::syscall(libc::SYS_setgroups, t.groups.len(), t.groups.as_ptr())
+                })?;
+                self.applied.groups = t.groups.clone();
             }
-            self.applied.fsuid = t.fsuid;
+            if self.applied.fsgid != t.fsgid {
+                // SAFETY: integer argument; setfsgid reports failure only through a second call.
+                unsafe { libc::setfsgid(t.fsgid) };
+                // SAFETY: as above; -1 changes nothing and reports the value now in effect.
+                if unsafe { libc::setfsgid(u32::MAX) } as u32 != t.fsgid {
+                    return Err(Errno::EPERM);
+                }
+                self.applied.fsgid = t.fsgid;
+            }
+            if self.applied.fsuid != t.fsuid {
+                // SAFETY: as for setfsgid.
+                unsafe { libc::setfsuid(t.fsuid) };
+                // SAFETY: as above.
+                if unsafe { libc::setfsuid(u32::MAX) } as u32 != t.fsuid {
+                    return Err(Errno::EPERM);
+                }
+                self.applied.fsuid = t.fsuid;
+            }
+            // What the kernel did to the effective set with the fsuid is not tracked.
+            self.applied.caps = u64::MAX;
         }
         if self.applied.caps != caps {
-            let split = |v: u64| (v as u32, (v >> 32) as u32);
-            let (e0, e1) = split(caps);
-            let (p0, p1) = split(self.permitted);
-            let (i0, i1) = split(self.inheritable);
-            let mut header = CapHeader {
-                version: CAP_V3,
-                pid: 0,
-            };
-            let data = [
-                CapData {
-                    effective: e0,
-                    permitted: p0,
-                    inheritable: i0,
-                },
-                CapData {
-                    effective: e1,
-                    permitted: p1,
-                    inheritable: i1,
-                },
-            ];
-            // SAFETY: capset reads the header and two CapData (v3), all ours.
-            Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
-            self.applied.caps = caps;
+            self.set_caps(caps)?;
         }
         if self.applied.umask != t.umask {
             // SAFETY: umask cannot fail.
             unsafe { libc::umask(t.umask as libc::mode_t) };
             self.applied.umask = t.umask;
         }
+        Ok(())
+    }
+
+    /// Sets the thread's effective capabilities to `caps` (within the permitted set).
+    fn set_caps(&mut self, caps: u64) -> R<()> {
+        let split = |v: u64| (v as u32, (v >> 32) as u32);
+        let (e0, e1) = split(caps);
+        let (p0, p1) = split(self.permitted);
+        let (i0, i1) = split(self.inheritable);
+        let mut header = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: e0,
+                permitted: p0,
+                inheritable: i0,
+            },
+            CapData {
+                effective: e1,
+                permitted: p1,
+                inheritable: i1,
+            },
+        ];
+        // SAFETY: capset reads the header and two CapData (v3), all ours.
+        Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
+        self.applied.caps = caps;
         Ok(())
     }
 
