@@ -44,6 +44,7 @@ pub fn configure(interfaces: &[GuestInterface]) -> Result<()> {
                 destination: r.destination,
                 gateway: r.gateway,
                 kernel: false,
+                metric: r.metric,
             })
             .collect();
         routes.sort_by_key(|r| r.gateway.is_some());

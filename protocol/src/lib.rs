@@ -68,6 +68,9 @@ pub struct GuestRoute {
     /// Network and prefix length; none for the default route.
     pub destination: Option<(std::net::IpAddr, u8)>,
     pub gateway: Option<std::net::IpAddr>,
+    /// The route's priority (metric); none for the kernel's default.
+    #[serde(default)]
+    pub metric: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +299,7 @@ mod tests {
                     routes: vec![GuestRoute {
                         destination: None,
                         gateway: Some("10.88.0.1".parse().unwrap()),
+                        metric: Some(100),
                     }],
                 }],
             },

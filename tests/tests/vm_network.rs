@@ -74,6 +74,29 @@ impl Pair {
             "nodad",
         ]);
         ip(&["-n", &a, "route", "add", "10.99.0.0/16", "via", "10.77.0.1"]);
+        // Two default routes, told apart by their metrics.
+        ip(&[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.77.0.1",
+            "metric",
+            "100",
+        ]);
+        ip(&[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.77.0.3",
+            "metric",
+            "200",
+        ]);
         ip(&["-n", &b, "addr", "add", "10.77.0.1/24", "dev", "veth-b"]);
         pair
     }
@@ -131,6 +154,7 @@ fn network_bundle(pair: &Pair, script: &str) -> Bundle {
 
 struct VmRt {
     rt: Runtime,
+    config: PathBuf,
     _dir: TempDir,
 }
 
@@ -142,7 +166,11 @@ fn vm_runtime() -> Option<VmRt> {
     let dir = TempDir::new("vmnet");
     let config = vm_node_config(dir.path())?;
     let rt = Runtime::with_global(&["--config", config.to_str().unwrap(), "--backend", "vm"]);
-    Some(VmRt { rt, _dir: dir })
+    Some(VmRt {
+        rt,
+        config,
+        _dir: dir,
+    })
 }
 
 fn run_dir(rt: &Runtime, id: &str) -> PathBuf {
@@ -160,6 +188,7 @@ fn a_vm_container_gets_its_network_namespaces_interfaces_and_reaches_the_peer() 
          ip -o -4 addr show dev eth0 | grep -o '10.77.0.2/24'; \
          ip -o -6 addr show dev eth0 scope global | grep -o 'fd77::2/64'; \
          ip route | grep -o '10.99.0.0/16 via 10.77.0.1'; \
+         ip route | tr -s ' ' | grep -o 'default via 10.77.0.[13] dev eth0 metric [12]00'; \
          tries=0; until nc 10.77.0.1 8080 </dev/null; do \
            tries=$((tries+1)); [ $tries -ge 20 ] && exit 9; sleep 0.5; done",
     );
@@ -172,7 +201,9 @@ fn a_vm_container_gets_its_network_namespaces_interfaces_and_reaches_the_peer() 
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         stdout(&out),
-        "1400\n10.77.0.2/24\nfd77::2/64\n10.99.0.0/16 via 10.77.0.1\nhello-from-b\n"
+        "1400\n10.77.0.2/24\nfd77::2/64\n10.99.0.0/16 via 10.77.0.1\n\
+         default via 10.77.0.1 dev eth0 metric 100\ndefault via 10.77.0.3 dev eth0 metric 200\n\
+         hello-from-b\n"
     );
     // The namespace is as it was: no tap, no redirect.
     assert!(!links(&pair.a).contains("strata-tap"), "{}", links(&pair.a));
@@ -235,6 +266,165 @@ fn an_interface_someone_else_redirects_is_refused_and_theirs_kept() {
         "their qdisc was removed"
     );
     assert!(!links(&pair.a).contains("strata-tap"), "{}", links(&pair.a));
+    assert!(!v.rt.root.path().join(&id).exists());
+    assert!(!run_dir(&v.rt, &id).exists());
+}
+
+/// A path that names another namespace by the time of `delete` (a symlink re-pointed, a
+/// namespace deleted and made again under the same name) is not where the redirects are
+/// removed: the victim's own ingress qdisc stays.
+#[test]
+fn delete_removes_redirects_only_in_the_namespace_it_made_them_in() {
+    let Some(v) = vm_runtime() else { return };
+    let pair = Pair::new("s");
+    let victim = Pair::new("v");
+    // The victim's interface has the same index as the container's, and a qdisc of its own.
+    let out = Command::new("tc")
+        .args(["-n", &victim.a, "qdisc", "add", "dev", "veth-a", "ingress"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dir = TempDir::new("nslink");
+    let link = dir.path().join("ns");
+    std::os::unix::fs::symlink(pair.path(), &link).unwrap();
+    let mut b = Bundle::new(&["sleep", "300"]);
+    let path = link.to_str().unwrap().to_string();
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+        ns.push(json!({"type": "network", "path": path}));
+    });
+    let id = container(&mut b, "vmnets");
+    v.rt.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(tc_qdiscs(&pair.a).contains("ingress"));
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+    v.rt.ok(&["delete", "--force", &id]);
+    assert!(
+        tc_qdiscs(&victim.a).contains("ingress"),
+        "the victim's qdisc was removed"
+    );
+    assert!(!run_dir(&v.rt, &id).exists());
+}
+
+/// The host's network namespace is refused by any path, also when strata itself runs in
+/// another namespace (then only the initial namespace tells it: init's, or kthreadd's where
+/// init's cannot be read, as here).
+#[test]
+fn the_hosts_namespace_is_refused_from_another_namespace_too() {
+    let Some(v) = vm_runtime() else { return };
+    let pair = Pair::new("h");
+    let dir = TempDir::new("hostns");
+    let file = dir.path().join("net");
+    std::fs::write(&file, "").unwrap();
+    let status = Command::new("mount")
+        .args(["--bind", "/proc/self/ns/net"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(file.clone());
+    let mut b = Bundle::new(&["true"]);
+    let path = file.to_str().unwrap().to_string();
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+        ns.push(json!({"type": "network", "path": path}));
+    });
+    let id = container(&mut b, "vmneth");
+    let out = output_via_files(
+        Command::new("ip")
+            .args(["netns", "exec", &pair.a])
+            .arg(strata_bin())
+            .arg("--root")
+            .arg(v.rt.root.path())
+            .arg("--config")
+            .arg(&v.config)
+            .args(["--backend", "vm", "run", "-b"])
+            .arg(b.path())
+            .arg(&id)
+            .stdin(std::process::Stdio::null()),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("host's own network namespace"), "{err}");
+    let host_links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!host_links.contains("strata-tap"), "{host_links}");
+    assert!(!v.rt.root.path().join(&id).exists());
+    assert!(!run_dir(&v.rt, &id).exists());
+}
+
+/// What a VM cannot take over is refused before anything changes: a namespace another VM
+/// already uses, interfaces sharing a MAC, more interfaces than a VM has slots.
+#[test]
+fn namespaces_a_vm_cannot_take_over_are_refused_and_left_as_they_were() {
+    let Some(v) = vm_runtime() else { return };
+    let pair = Pair::new("m");
+    let mut first = network_bundle(&pair, "sleep 300");
+    let id1 = container(&mut first, "vmnetm1");
+    v.rt.ok(&["create", "-b", first.path().to_str().unwrap(), &id1]);
+    let mut second = network_bundle(&pair, "true");
+    let id2 = container(&mut second, "vmnetm2");
+    let err =
+        v.rt.fails(&["run", "-b", second.path().to_str().unwrap(), &id2]);
+    assert!(err.contains("another VM already uses it"), "{err}");
+    assert!(
+        tc_qdiscs(&pair.a).contains("ingress"),
+        "the first VM's redirect went"
+    );
+    assert!(!v.rt.root.path().join(&id2).exists());
+    v.rt.ok(&["delete", "--force", &id1]);
+
+    // Two interfaces with one MAC.
+    let dup = Pair::new("u");
+    let mac = "02:53:54:00:aa:01";
+    ip(&["-n", &dup.a, "link", "set", "veth-a", "address", mac]);
+    ip(&[
+        "-n", &dup.a, "link", "add", "veth-x", "type", "veth", "peer", "name", "veth-y",
+    ]);
+    ip(&["-n", &dup.a, "link", "set", "veth-x", "address", mac]);
+    let mut b = network_bundle(&dup, "true");
+    let id = container(&mut b, "vmnetu");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("same MAC"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!tc_qdiscs(&dup.a).contains("ingress"));
+    assert!(!links(&dup.a).contains("strata-tap"));
+
+    // Seven interfaces.
+    let many = Pair::new("w");
+    for i in 0..6 {
+        ip(&[
+            "-n",
+            &many.a,
+            "link",
+            "add",
+            &format!("veth-m{i}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("veth-p{i}"),
+        ]);
+    }
+    let mut b = network_bundle(&many, "true");
+    let id = container(&mut b, "vmnetw");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("at most 6"), "{err}");
+    assert!(!links(&many.a).contains("strata-tap"));
     assert!(!v.rt.root.path().join(&id).exists());
     assert!(!run_dir(&v.rt, &id).exists());
 }

@@ -27,11 +27,9 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 pub enum NetlinkError {
     #[error("netlink socket: {0}")]
     Socket(std::io::Error),
-    #[error("netlink: {what}: {source}")]
-    Request {
-        what: String,
-        source: std::io::Error,
-    },
+    // Not named `source`: the message already says it, and a chained error would repeat it.
+    #[error("netlink: {what}: {error}")]
+    Request { what: String, error: std::io::Error },
     #[error("netlink: {what}: unreadable reply: {why}")]
     Reply { what: String, why: String },
 }
@@ -63,6 +61,8 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     /// Made by the kernel for an address's own subnet: it comes back with the address.
     pub kernel: bool,
+    /// The route's priority (`metric`): two default routes differ by it.
+    pub metric: Option<u32>,
 }
 
 pub struct Netlink {
@@ -107,9 +107,9 @@ impl Netlink {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let req_err = |source| NetlinkError::Request {
+        let req_err = |error| NetlinkError::Request {
             what: what.to_string(),
-            source,
+            error,
         };
         let bad = |why: String| NetlinkError::Reply {
             what: what.to_string(),
@@ -267,10 +267,15 @@ impl Netlink {
                     RouteAttribute::Gateway(g) => route_ip(g),
                     _ => None,
                 });
+                let metric = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Priority(p) => Some(*p),
+                    _ => None,
+                });
                 routes.push(Route {
                     destination: dest.map(|d| (d, r.header.destination_prefix_length)),
                     gateway,
                     kernel: r.header.protocol == RouteProtocol::Kernel,
+                    metric,
                 });
             }
         }
@@ -343,6 +348,9 @@ impl Netlink {
             msg.attributes.push(RouteAttribute::Gateway(gw.into()));
         }
         msg.attributes.push(RouteAttribute::Oif(index));
+        if let Some(metric) = route.metric {
+            msg.attributes.push(RouteAttribute::Priority(metric));
+        }
         let what = match route.destination {
             Some((d, p)) => format!("adding the route to {d}/{p}"),
             None => "adding the default route".to_string(),
@@ -364,6 +372,21 @@ impl Netlink {
         };
         msg.attributes.push(TcAttribute::Kind("ingress".into()));
         msg
+    }
+
+    /// Whether `index` has an ingress (or clsact) qdisc, which would be another tool's.
+    pub fn has_ingress_qdisc(&mut self, index: u32) -> Result<bool, NetlinkError> {
+        let replies = self.request(
+            "listing qdiscs",
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies.into_iter().any(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) => {
+                q.header.index == index as i32 && q.header.parent == TcHandle::INGRESS
+            }
+            _ => false,
+        }))
     }
 
     pub fn add_ingress_qdisc(&mut self, index: u32) -> Result<(), NetlinkError> {
@@ -470,12 +493,20 @@ mod tests {
                 destination: None,
                 gateway: Some(gw),
                 kernel: false,
+                metric: Some(100),
             };
             nl.add_route(t0.index, &default).unwrap();
+            // A second default route, told apart by its metric.
+            let backup = Route {
+                metric: Some(200),
+                ..default
+            };
+            nl.add_route(t0.index, &backup).unwrap();
             let other = Route {
                 destination: Some((IpAddr::V4(Ipv4Addr::new(192, 168, 77, 0)), 24)),
                 gateway: Some(gw),
                 kernel: false,
+                metric: None,
             };
             nl.add_route(t0.index, &other).unwrap();
             assert_eq!(
@@ -498,7 +529,14 @@ mod tests {
             );
             let routes = nl.routes(t0.index).unwrap();
             assert!(
-                routes.contains(&default) && routes.contains(&other),
+                routes.contains(&default) && routes.contains(&backup),
+                "{routes:?}"
+            );
+            // The kernel reports an IPv4 route added without a metric as metric 0.
+            assert!(
+                routes.iter().any(|r| r.destination == other.destination
+                    && r.gateway == other.gateway
+                    && r.metric.unwrap_or(0) == 0),
                 "{routes:?}"
             );
             assert!(
@@ -511,7 +549,10 @@ mod tests {
                 "an existing address"
             );
 
+            assert!(!nl.has_ingress_qdisc(t0.index).unwrap());
             nl.add_ingress_qdisc(t0.index).unwrap();
+            assert!(nl.has_ingress_qdisc(t0.index).unwrap());
+            assert!(!nl.has_ingress_qdisc(t1.index).unwrap());
             nl.add_redirect(t0.index, t1.index).unwrap();
             // A frame written to t0's fd arrives on t0 and must leave by t1.
             let mut frame = vec![0xffu8; 6];
@@ -522,6 +563,7 @@ mod tests {
             let got = read_frame_like(&mut a, &mut b, &frame);
             assert!(got, "the frame did not come out of the other tap");
             nl.del_ingress_qdisc(t0.index).unwrap();
+            assert!(!nl.has_ingress_qdisc(t0.index).unwrap());
             assert!(
                 !read_frame_like(&mut a, &mut b, &frame),
                 "redirected after the qdisc went"

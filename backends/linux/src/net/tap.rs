@@ -11,11 +11,9 @@ pub enum TapError {
     Name(String),
     #[error("opening /dev/net/tun: {0}")]
     Open(std::io::Error),
-    #[error("creating tap device {name}: {source}")]
-    Create {
-        name: String,
-        source: std::io::Error,
-    },
+    // Not named `source`: the message already says it, and a chained error would repeat it.
+    #[error("creating tap device {name}: {error}")]
+    Create { name: String, error: std::io::Error },
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -55,7 +53,7 @@ pub fn open(name: &str) -> Result<OwnedFd, TapError> {
     if rc < 0 {
         return Err(TapError::Create {
             name: name.to_string(),
-            source: std::io::Error::last_os_error(),
+            error: std::io::Error::last_os_error(),
         });
     }
     Ok(OwnedFd::from(file))

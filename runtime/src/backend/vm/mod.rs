@@ -43,9 +43,12 @@ pub struct VmInfo {
     pub run_dir: PathBuf,
     pub memory_mib: u32,
     pub vcpus: u8,
-    /// The network namespace whose interfaces the VM took over, and their indexes there.
+    /// The network namespace whose interfaces the VM took over (its path and which namespace
+    /// it named then), and their indexes there.
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    #[serde(default)]
+    pub netns_id: Option<network::NsId>,
     #[serde(default)]
     pub links: Vec<u32>,
 }
@@ -122,9 +125,11 @@ impl Backend for Vm {
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
-        let host_net = match &plan.netns {
-            Some(netns) => match network::attach(netns) {
-                Ok(n) => Some(n),
+        // The namespace is read, and what will be changed in it recorded, before anything is
+        // changed: a create killed half-way leaves nothing `delete` does not know of.
+        let survey = match &plan.netns {
+            Some(netns) => match network::survey(netns) {
+                Ok(s) => Some(s),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&run_dir);
                     return Err(e);
@@ -132,18 +137,16 @@ impl Backend for Vm {
             },
             None => None,
         };
-        let links = host_net
-            .as_ref()
-            .map(|n| n.links.clone())
-            .unwrap_or_default();
+        let links = survey.as_ref().map(|s| s.links()).unwrap_or_default();
+        let netns_id = survey.as_ref().map(|s| s.id);
         let netns = plan.netns.clone();
         let cleanup = |cgroups: Option<&CgroupSet>| {
             let _ = std::fs::remove_dir_all(&run_dir);
             if let Some(c) = cgroups {
                 c.remove();
             }
-            if let Some(ns) = &netns {
-                network::detach(ns, &links);
+            if let (Some(ns), Some(id)) = (&netns, netns_id) {
+                network::detach(ns, id, &links);
             }
         };
         let info = VmInfo {
@@ -152,18 +155,24 @@ impl Backend for Vm {
             memory_mib: plan.memory_mib,
             vcpus: plan.vcpus,
             netns: netns.clone(),
+            netns_id,
             links: links.clone(),
         };
         if let Err(e) = std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?) {
-            cleanup(None);
+            let _ = std::fs::remove_dir_all(&run_dir);
             return Err(e.into());
         }
-        let nics = match host_net {
-            Some(n) => {
+        let (nics, redirects) = match survey.map(network::attach) {
+            Some(Ok(n)) => {
                 plan.network = n.guest;
-                n.nics
+                (n.nics, Some(n.redirects))
             }
-            None => Vec::new(),
+            // attach removed what it had made.
+            Some(Err(e)) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(e);
+            }
+            None => (Vec::new(), None),
         };
         let cgroups_path = req
             .container
@@ -193,6 +202,7 @@ impl Backend for Vm {
             console: req.container.io.console,
             cgroups: cgroups.clone(),
             nics,
+            redirects,
         };
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: the runtime is single-threaded here; the child only runs the monitor and
@@ -292,11 +302,12 @@ impl Backend for Vm {
         let info = VmInfo::read(&rec.state_dir);
         if let Some(VmInfo {
             netns: Some(ns),
+            netns_id: Some(id),
             links,
             ..
         }) = &info
         {
-            network::detach(ns, links);
+            network::detach(ns, *id, links);
         }
         let run_dir = info
             .map(|i| i.run_dir)

@@ -53,6 +53,8 @@ pub struct MonitorSetup {
     pub cgroups: CgroupSet,
     /// The taps of the VM's network interfaces (see `network`).
     pub nics: Vec<super::network::Nic>,
+    /// Removed when the VM has ended (`delete` removes them too, should the monitor die).
+    pub redirects: Option<super::network::Redirects>,
 }
 
 /// Where a process's stdio goes on the host: our own stdio fds, or a pty whose master went to
@@ -238,6 +240,9 @@ pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
+    }
+    if let Some(r) = &setup.redirects {
+        r.remove();
     }
     status
 }
