@@ -11,6 +11,20 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::logging::LogFormat;
 
+/// Where state lives without `--root`: /run/strata for root; for a rootless user, as runc,
+/// under $XDG_RUNTIME_DIR (else /run/user/UID, which systemd-logind makes for the user).
+pub fn default_root() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if !strata_linux::rootless() {
+        return PathBuf::from("/run/strata");
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("strata");
+    }
+    // Not a directory in /tmp, where another user could have made it first.
+    PathBuf::from(format!("/run/user/{uid}/strata"))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Parser))]
 #[cfg_attr(
@@ -22,10 +36,10 @@ pub use crate::logging::LogFormat;
     )
 )]
 pub struct Cli {
-    /// Directory for container state.
+    /// Directory for container state (default /run/strata; rootless, $XDG_RUNTIME_DIR/strata).
     #[cfg_attr(
         feature = "cli",
-        arg(long, global = true, default_value = "/run/strata")
+        arg(long, global = true, default_value_os_t = default_root(), hide_default_value = true)
     )]
     pub root: PathBuf,
     /// Write log messages to this file (instead of stderr).

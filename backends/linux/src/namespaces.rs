@@ -209,10 +209,87 @@ pub fn write_id_maps(
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect::<String>()
     };
+    // Root of a user namespace (rootless podman's runtime) maps what its namespace has.
+    if !nix::unistd::geteuid().is_root() {
+        return write_id_maps_rootless(pid, uid_maps, gid_maps);
+    }
     std::fs::write(format!("/proc/{pid}/uid_map"), fmt(uid_maps))
         .ctx(|| "writing linux.uidMappings to uid_map".into())?;
     std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gid_maps))
         .ctx(|| "writing linux.gidMappings to gid_map".into())?;
+    Ok(())
+}
+
+/// An unprivileged user may map only their own uid and gid, one id each, and the gid only
+/// with setgroups denied; anything more goes through the setuid newuidmap/newgidmap (Debian's
+/// uidmap), which allow the ranges /etc/subuid and /etc/subgid grant the user.
+fn write_id_maps_rootless(
+    pid: i32,
+    uid_maps: &[LinuxIdMapping],
+    gid_maps: &[LinuxIdMapping],
+) -> Result<()> {
+    let own = |maps: &[LinuxIdMapping], id: u32| {
+        maps.len() == 1 && maps[0].size() == 1 && maps[0].host_id() == id
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    if own(uid_maps, uid) {
+        let m = &uid_maps[0];
+        std::fs::write(
+            format!("/proc/{pid}/uid_map"),
+            format!("{} {} 1\n", m.container_id(), m.host_id()),
+        )
+        .ctx(|| "writing linux.uidMappings to uid_map".into())?;
+    } else {
+        helper_map("newuidmap", "linux.uidMappings", pid, uid_maps)?;
+    }
+    if own(gid_maps, gid) {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .ctx(|| "denying setgroups (rootless, own gid only)".into())?;
+        let m = &gid_maps[0];
+        std::fs::write(
+            format!("/proc/{pid}/gid_map"),
+            format!("{} {} 1\n", m.container_id(), m.host_id()),
+        )
+        .ctx(|| "writing linux.gidMappings to gid_map".into())?;
+    } else {
+        helper_map("newgidmap", "linux.gidMappings", pid, gid_maps)?;
+    }
+    Ok(())
+}
+
+fn helper_map(tool: &str, field: &str, pid: i32, maps: &[LinuxIdMapping]) -> Result<()> {
+    let mut cmd = std::process::Command::new(tool);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([
+            m.container_id().to_string(),
+            m.host_id().to_string(),
+            m.size().to_string(),
+        ]);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::config(
+                field,
+                format!(
+                    "mapping more than your own id needs {tool} (Debian's uidmap package): {e}"
+                ),
+            )
+        })?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::config(
+            field,
+            format!(
+                "{tool} refused the mappings (does /etc/sub{}id grant them?): {}",
+                if tool == "newuidmap" { "u" } else { "g" },
+                why.trim().replace('\n', " ")
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -286,6 +286,22 @@ pub fn set_non_dumpable() -> Result<()> {
     Ok(())
 }
 
+/// While an unprivileged runtime writes this process's id maps (rootless): /proc/<pid>/uid_map
+/// of a non-dumpable process belongs to root, whom a rootless runtime is not. Nothing of the
+/// container runs yet, and the rest of /proc/<pid> is the user's own anyway.
+pub fn with_dumpable<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !crate::rootless() {
+        return f();
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| "PR_SET_DUMPABLE".into());
+    }
+    let r = f();
+    set_non_dumpable()?;
+    r
+}
+
 /// The environment the workload gets: the spec's, plus HOME (from the container's
 /// /etc/passwd, else "/") and PATH when missing, plus extra variables.
 pub fn build_env(process: &Process, extra: &[String]) -> Vec<String> {

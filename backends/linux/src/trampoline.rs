@@ -272,7 +272,7 @@ impl IntoCtx for std::io::Error {
     fn into_ctx(self, what: &str) -> crate::Error {
         crate::Error::Io {
             what: what.to_string(),
-            source: self,
+            error: self,
         }
     }
 }

@@ -33,12 +33,9 @@ pub enum Error {
     Policy { path: String, msg: String },
     #[error("sandbox: {0}")]
     Setup(String),
-    #[error("sandbox: {what}: {source}")]
-    Sys {
-        what: String,
-        #[source]
-        source: nix::Error,
-    },
+    // The cause in the message, not chained: `{:#}` would print it twice.
+    #[error("sandbox: {what}: {error}")]
+    Sys { what: String, error: nix::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -49,9 +46,9 @@ pub(crate) trait Ctx<T> {
 
 impl<T> Ctx<T> for std::result::Result<T, nix::Error> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Sys {
+        self.map_err(|error| Error::Sys {
             what: what(),
-            source,
+            error,
         })
     }
 }

@@ -74,15 +74,18 @@ pub trait Backend {
     }
 
     fn pause(&self, rec: &Record) -> Result<()> {
+        needs_cgroup(rec, "pause")?;
         Ok(rec.cgroups.set_frozen(true)?)
     }
 
     fn resume(&self, rec: &Record) -> Result<()> {
+        needs_cgroup(rec, "resume")?;
         Ok(rec.cgroups.set_frozen(false)?)
     }
 
     /// Applies new resource limits to a running container.
     fn update(&self, rec: &Record, resources: &LinuxResources) -> Result<()> {
+        needs_cgroup(rec, "update")?;
         let devices = rec
             .spec
             .linux()
@@ -98,7 +101,7 @@ pub trait Backend {
 
     /// Host PIDs of every process of the container.
     fn pids(&self, rec: &Record) -> Result<Vec<i32>> {
-        Ok(rec.cgroups.pids())
+        Ok(container_pids(rec))
     }
 
     /// OOM kills so far.
@@ -116,4 +119,43 @@ pub trait Backend {
     fn state_annotations(&self, _rec: &Record) -> Vec<(String, String)> {
         Vec::new()
     }
+}
+
+/// A rootless container the user could make no cgroup for has none: what needs one says so.
+pub fn needs_cgroup(rec: &Record, what: &str) -> Result<()> {
+    if rec.cgroups.is_none() {
+        anyhow::bail!(
+            "cannot {what} container {:?}: it has no cgroup (rootless, and the user may create \
+             none here; a cgroup v2 subtree delegated to the user gives it one)",
+            rec.id
+        );
+    }
+    Ok(())
+}
+
+/// Every process of the container: its cgroup's, or, without a cgroup (rootless), those in
+/// the init's pid namespace when it has one of its own, else the init alone.
+pub fn container_pids(rec: &Record) -> Vec<i32> {
+    if !rec.cgroups.is_none() {
+        return rec.cgroups.pids();
+    }
+    if rec.pid <= 0 || !crate::state::process_alive(rec.pid, rec.pid_start) {
+        return Vec::new();
+    }
+    let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(theirs) = ns_of(rec.pid) else {
+        return vec![rec.pid];
+    };
+    if ns_of(std::process::id() as i32).as_ref() == Some(&theirs) {
+        return vec![rec.pid];
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| ns_of(*pid).as_ref() == Some(&theirs))
+        .collect();
+    pids.sort_unstable();
+    pids
 }

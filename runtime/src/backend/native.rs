@@ -88,8 +88,10 @@ impl Backend for Native {
         }
         // Frozen, the processes cannot fork new ones between our reading the list and the
         // signal arriving.
-        let freeze = !rec.cgroups.is_frozen() && rec.cgroups.set_frozen(true).is_ok();
-        for pid in rec.cgroups.pids() {
+        let freeze = !rec.cgroups.is_none()
+            && !rec.cgroups.is_frozen()
+            && rec.cgroups.set_frozen(true).is_ok();
+        for pid in crate::backend::contract::container_pids(rec) {
             let _ = kill(Pid::from_raw(pid), sig);
         }
         if freeze {
@@ -116,7 +118,7 @@ impl Backend for Native {
                 pidfds.push((rec.pid, fd));
             }
         }
-        for pid in rec.cgroups.pids() {
+        for pid in crate::backend::contract::container_pids(rec) {
             if pid != rec.pid {
                 if let Ok(fd) = pidfd_open(pid) {
                     pidfds.push((pid, fd));

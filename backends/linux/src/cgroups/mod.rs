@@ -46,6 +46,27 @@ pub struct CgroupDir {
     pub controllers: Vec<String>,
 }
 
+/// The first limit `r` asks for, by its field name (device rules are not limits: a rootless
+/// container, which cannot make device nodes, goes without them as under runc).
+pub fn limits_asked(r: &oci_spec::runtime::LinuxResources) -> Option<&'static str> {
+    let some_hugepages = r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty());
+    let some_rdma = r.rdma().as_ref().is_some_and(|h| !h.is_empty());
+    let some_unified = r.unified().as_ref().is_some_and(|h| !h.is_empty());
+    [
+        ("memory", r.memory().is_some()),
+        ("cpu", r.cpu().is_some()),
+        ("pids", r.pids().is_some()),
+        ("blockIO", r.block_io().is_some()),
+        ("hugepageLimits", some_hugepages),
+        ("network", r.network().is_some()),
+        ("rdma", some_rdma),
+        ("unified", some_unified),
+    ]
+    .into_iter()
+    .find(|(_, set)| *set)
+    .map(|(name, _)| name)
+}
+
 impl CgroupSet {
     /// Creates (or joins) the cgroup in every hierarchy. On error, whatever was made is
     /// removed again.
@@ -92,6 +113,19 @@ impl CgroupSet {
             }
         }
         Ok(set)
+    }
+
+    /// No cgroup at all: a rootless container where the user may create none. Every
+    /// operation on it is a no-op; what needs one says so (see `is_none`).
+    pub fn none(path: &Path) -> CgroupSet {
+        CgroupSet {
+            path: path.to_path_buf(),
+            dirs: Vec::new(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.dirs.is_empty()
     }
 
     pub fn add(&self, pid: i32) -> Result<()> {
@@ -435,7 +469,7 @@ fn mkdir_tracked(
     // Another runtime may remove an empty parent between our mkdirs; start over then.
     for _ in 0..3 {
         match mkdir_once(mount_point, dir, created, controllers) {
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => continue,
+            Err(Error::Io { error, .. }) if error.kind() == ErrorKind::NotFound => continue,
             other => return other,
         }
     }

@@ -69,8 +69,10 @@ impl Init<'_> {
             let flags = plan.new_flags() - CloneFlags::CLONE_NEWCGROUP;
             unshare(flags).ctx(|| "unshare of the new namespaces".into())?;
             if plan.is_new(NsType::User) {
-                chan.send(&Message::MapIds)?;
-                chan.expect(Message::IdsMapped)?;
+                process::with_dumpable(|| {
+                    chan.send(&Message::MapIds)?;
+                    chan.expect(Message::IdsMapped)
+                })?;
             }
             if plan.is_new(NsType::Time) {
                 self.write_time_offsets()?;
@@ -92,8 +94,10 @@ impl Init<'_> {
             drop(gate_r);
             process::set_non_dumpable()?;
         } else if plan.is_new(NsType::User) {
-            chan.send(&Message::MapIds)?;
-            chan.expect(Message::IdsMapped)?;
+            process::with_dumpable(|| {
+                chan.send(&Message::MapIds)?;
+                chan.expect(Message::IdsMapped)
+            })?;
         }
         if plan.is_new(NsType::User) || plan.joins(NsType::User).is_some() {
             let root = nix::unistd::Uid::from_raw(0);
@@ -345,7 +349,10 @@ impl Init<'_> {
             prop
         };
         let root = pivot::prepare_root(self.rootfs, first)?;
-        let in_user_ns = self.plan.is_new(NsType::User) || self.plan.joins(NsType::User).is_some();
+        // Or the runtime itself runs in one (rootless podman's): no mknod there either.
+        let in_user_ns = self.plan.is_new(NsType::User)
+            || self.plan.joins(NsType::User).is_some()
+            || crate::rootless();
         let ctx = RootfsContext {
             rootfs: self.rootfs,
             bundle: self.opts.request.bundle,

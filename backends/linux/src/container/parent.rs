@@ -51,7 +51,25 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .chain(opts.extra_seccomp.iter())
         .collect();
     let filters = seccomp::compile_chain(&profiles)?;
-    let cgroups = CgroupSet::create(&cg_path, &hs)?;
+    let cgroups = match CgroupSet::create(&cg_path, &hs) {
+        Ok(c) => c,
+        // Rootless, as runc: a cgroup only where the user may make one (a cgroup v2 subtree
+        // delegated to them); without, the container runs unlimited, unless it asked for
+        // limits.
+        Err(e) if crate::rootless() && e.is_permission() => {
+            if let Some(field) = linux.resources().as_ref().and_then(cgroups::limits_asked) {
+                return Err(Error::config(
+                    format!("linux.resources.{field}"),
+                    format!(
+                        "a rootless container gets cgroup limits only where the user may                          create its cgroup (a cgroup v2 subtree delegated to them): {e}"
+                    ),
+                ));
+            }
+            tracing::debug!("rootless: the container has no cgroup ({e})");
+            CgroupSet::none(&cg_path)
+        }
+        Err(e) => return Err(e),
+    };
     (opts.request.on_cgroups)(&cgroups);
     crate::fault::point("create:after-cgroups");
     if let Some(r) = linux.resources() {

@@ -101,7 +101,7 @@ pub fn open_in_root(root: &OwnedFd, path: &Path, last: Create) -> Result<OwnedFd
     }
     Err(Error::Sys {
         what: format!("resolving {} in the rootfs", path.display()),
-        source: nix::Error::ELOOP,
+        error: nix::Error::ELOOP,
     })
 }
 

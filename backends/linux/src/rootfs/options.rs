@@ -197,7 +197,7 @@ impl RecursiveAttrs {
             };
             Error::Sys {
                 what: format!("applying recursive mount options ({why})"),
-                source: e,
+                error: e,
             }
         })
     }
