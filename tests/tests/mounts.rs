@@ -160,7 +160,8 @@ fn options_strata_does_not_understand_fail_create_and_leave_nothing() {
     let mounts = mount_count();
     for (options, word) in [
         (vec!["rbind", "bogus"], "bogus"),
-        (vec!["bind", "size=1m"], "size=1m"),
+        // A misspelt flag on a bind; a filesystem's key=value there is dropped (below).
+        (vec!["bind", "nosiud"], "nosiud"),
         (vec!["rbind", "ridmap"], "ridmap"),
         (vec!["rbind", "idmap"], "idmap"),
     ] {
@@ -178,6 +179,16 @@ fn options_strata_does_not_understand_fail_create_and_leave_nothing() {
         assert!(cgroup_left(&id).is_none(), "cgroup of {id} left behind");
         assert_eq!(mount_count(), mounts, "mounts left behind");
     }
+    // mount(2) ignores a bind's filesystem data, and runc passes it: a `mode=755` copied from
+    // a tmpfs is dropped, and the container runs.
+    let mut b = Bundle::new(&["true"]);
+    add_mounts(
+        &mut b,
+        vec![bind("/data", vol.path(), &["rbind", "mode=755"])],
+    );
+    let id = container(&mut b, "dataopt");
+    rt.ok(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert_eq!(mount_count(), mounts, "mounts left behind");
     // A filesystem gets its words and refuses what it does not know itself.
     let mut b = Bundle::new(&["true"]);
     add_mounts(
