@@ -340,6 +340,13 @@ impl Runtime {
         self.cmd_of(&strata_bin())
     }
 
+    /// A command that will get `global` too: the empty node config only if they name none.
+    pub fn cmd_for(&self, global: &[&str]) -> Command {
+        let mut c = self.cmd_with(&strata_bin(), !names_config(global));
+        c.args(global);
+        c
+    }
+
     /// A command of another strata binary (a copy installed elsewhere) on this state root.
     pub fn cmd_of(&self, bin: &Path) -> Command {
         self.cmd_with(bin, true)

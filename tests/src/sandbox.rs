@@ -10,6 +10,35 @@ pub fn run_on(backend: &str, script: &str, edit: impl FnOnce(&mut Bundle)) -> St
     run_with(backend, script, &[], edit)
 }
 
+/// The sandbox policy these suites test the supervisor's checks with unless they name one:
+/// read everything, write only scratch places, run only the program directories, loopback
+/// only (the built-in policy before it followed the bundle; see `Policy::for_bundle`).
+pub const STRICT_POLICY: &str = "read_only = [\"/\"]\n\
+    read_write = [\"/tmp\", \"/var/tmp\", \"/run\", \"/dev\", \"/proc/self\"]\n\
+    exec = [\"/bin\", \"/sbin\", \"/usr/bin\", \"/usr/sbin\", \"/usr/local/bin\", \
+    \"/usr/local/sbin\", \"/lib\", \"/lib64\", \"/usr/lib\", \"/usr/lib64\", \"/usr/libexec\"]\n\
+    network = \"loopback\"\n";
+
+/// `global` with a node config of [`STRICT_POLICY`] added for the sandbox, unless it names a
+/// config of its own; the directory holds the files.
+pub fn strict_unless_named(backend: &str, global: &[&str]) -> (Vec<String>, Option<TempDir>) {
+    let mut out: Vec<String> = global.iter().map(|s| s.to_string()).collect();
+    if backend != "sandbox" || global.contains(&"--config") {
+        return (out, None);
+    }
+    let dir = TempDir::new("strict-policy");
+    let node = node_with_policy(&dir, STRICT_POLICY);
+    out.extend(["--config".to_string(), node]);
+    (out, Some(dir))
+}
+
+/// A runtime whose every command names a node config of [`STRICT_POLICY`].
+pub fn strict_sandbox_runtime() -> (Runtime, TempDir) {
+    let dir = TempDir::new("strict-policy");
+    let node = node_with_policy(&dir, STRICT_POLICY);
+    (Runtime::with_global(&["--config", &node]), dir)
+}
+
 pub fn run_with(
     backend: &str,
     script: &str,
@@ -20,8 +49,10 @@ pub fn run_with(
     let mut b = Bundle::new(&["sh", "-c", script]);
     edit(&mut b);
     let id = container(&mut b, backend);
+    let (global, _policy) = strict_unless_named(backend, global);
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
     let mut args = vec!["--backend", backend];
-    args.extend_from_slice(global);
+    args.extend_from_slice(&global);
     args.extend(["run", "-b", b.path().to_str().unwrap(), &id]);
     let out = rt.run(&args);
     assert!(
@@ -105,6 +136,7 @@ pub struct Detached {
     pub id: String,
     log: PathBuf,
     _dir: TempDir,
+    _policy: Option<TempDir>,
 }
 
 impl Detached {
@@ -112,9 +144,10 @@ impl Detached {
         let dir = TempDir::new("detached");
         let log = dir.path().join("stdout");
         let id = container(b, backend);
+        let (global, policy) = strict_unless_named(backend, global);
+        let global: Vec<&str> = global.iter().map(String::as_str).collect();
         let status = rt
-            .cmd()
-            .args(global)
+            .cmd_for(&global)
             .args(["--backend", backend, "run", "-d", "-b"])
             .arg(b.path())
             .arg(&id)
@@ -122,7 +155,12 @@ impl Detached {
             .status()
             .unwrap();
         assert!(status.success(), "{backend}: run -d failed");
-        Detached { id, log, _dir: dir }
+        Detached {
+            id,
+            log,
+            _dir: dir,
+            _policy: policy,
+        }
     }
 
     /// What the container has printed so far.

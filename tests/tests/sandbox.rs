@@ -132,7 +132,7 @@ fn racing_threads_cannot_swap_a_checked_path() {
             "etc/linked"
         };
         // Under native the race lands (or the program writes it directly): the test can fail.
-        let rt = Runtime::new();
+        let (rt, _policy) = strict_sandbox_runtime();
         // Native stops at the first landing; the sandbox must hold for every attempt.
         for (backend, attempts) in [("native", "200000"), ("sandbox", "3000")] {
             let mut b = Bundle::new(&["escape", mode, attempts]);
@@ -168,7 +168,7 @@ fn a_dirfd_does_not_carry_writes_outside_the_write_set() {
 #[test]
 fn exec_and_delete_keep_the_supervisor_contract() {
     require_root!();
-    let rt = Runtime::new();
+    let (rt, _policy) = strict_sandbox_runtime();
     let mut b = Bundle::new(&["sleep", "1000"]);
     let id = container(&mut b, "sbx-life");
     rt.ok(&[
@@ -370,7 +370,7 @@ fn a_user_namespace_is_refused_clearly() {
 fn a_dirfd_opened_before_a_rename_is_checked_where_it_now_is() {
     require_root_and_escape!();
     for (backend, expected) in [("native", "created\n"), ("sandbox", "refused\n")] {
-        let rt = Runtime::new();
+        let (rt, _policy) = strict_sandbox_runtime();
         let mut b = Bundle::new(&["escape", "dirfd-rename"]);
         with_escape(&mut b);
         std::fs::create_dir_all(b.rootfs().join("tmp/d")).unwrap();
@@ -527,7 +527,7 @@ fn the_strata_binary_alone_supervises_too() {
     let alone = TempDir::new("strata-alone");
     let bin = alone.path().join("strata");
     std::fs::copy(strata_bin(), &bin).unwrap();
-    let rt = Runtime::new();
+    let (rt, _policy) = strict_sandbox_runtime();
     let mut b = Bundle::new(&["sleep", "1000"]);
     let id = container(&mut b, "sbx-alone");
     let st = rt
@@ -604,5 +604,158 @@ fn additional_gids_start_and_count_in_file_checks() {
     assert_eq!(
         run_with("sandbox", "id", &[], root),
         "uid=0(root) gid=0(root) groups=0(root)\n"
+    );
+}
+
+/// The built-in policy follows the bundle: everything it grants, as under native. With a
+/// writable root, a write anywhere in it and a program run from outside the usual
+/// directories; with a read-only root, the volumes it mounts read-write are writable, its
+/// read-only ones and the root are not (the kernel's EROFS, as under native).
+#[test]
+fn the_builtin_policy_grants_what_the_bundle_grants() {
+    require_root!();
+    // `--config /dev/null`: no node policy, so the built-in one (not the suites' strict one).
+    let builtin = ["--config", "/dev/null"];
+    let script =
+        "echo x > /etc/written && echo WROTE; mkdir -p /opt/app && cp /bin/busybox /opt/app/echo \
+                  && /opt/app/echo RAN; mkdir -p / && echo MKDIR-P-ROOT";
+    let want = "WROTE\nRAN\nMKDIR-P-ROOT\n";
+    let writable_root = |b: &mut Bundle| {
+        b.edit(|c| c["root"]["readonly"] = json!(false));
+    };
+    assert_eq!(
+        run_with("native", script, &builtin, writable_root),
+        want,
+        "native"
+    );
+    assert_eq!(
+        run_with("sandbox", script, &builtin, writable_root),
+        want,
+        "sandbox"
+    );
+
+    let vol = TempDir::new("sbvol");
+    let ro = TempDir::new("sbro");
+    let script = "echo a > /data/a && echo DATA; echo b > /vol/b && echo VOL; \
+                  echo c > /ro/c 2>/dev/null && echo RO-WROTE || echo RO-REFUSED; \
+                  echo d > /etc/d 2>/dev/null && echo ROOT-WROTE || echo ROOT-REFUSED";
+    let want = "DATA\nVOL\nRO-REFUSED\nROOT-REFUSED\n";
+    let volumes = |b: &mut Bundle| {
+        for d in ["data", "vol", "ro"] {
+            std::fs::create_dir_all(b.rootfs().join(d)).unwrap();
+        }
+        let (v, r) = (
+            vol.path().to_str().unwrap().to_string(),
+            ro.path().to_str().unwrap().to_string(),
+        );
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(true);
+            let m = c["mounts"].as_array_mut().unwrap();
+            m.push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+            m.push(json!({"destination": "/vol", "type": "bind", "source": v, "options": ["rbind", "rw"]}));
+            m.push(json!({"destination": "/ro", "type": "bind", "source": r, "options": ["rbind", "ro"]}));
+        });
+    };
+    assert_eq!(
+        run_with("native", script, &builtin, volumes),
+        want,
+        "native"
+    );
+    assert_eq!(
+        run_with("sandbox", script, &builtin, volumes),
+        want,
+        "sandbox"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.path().join("b")).unwrap(),
+        "b\n"
+    );
+}
+
+/// In a network namespace of its own (a pod network, here a veth to a peer namespace) the
+/// built-in policy lets the container reach its network, as under native; the strict policy
+/// (loopback only) still refuses.
+#[test]
+fn the_builtin_policy_uses_the_containers_own_network() {
+    require_root!();
+    let tag = std::process::id();
+    let (a, b) = (
+        format!("strata-test-sba-{tag}"),
+        format!("strata-test-sbb-{tag}"),
+    );
+    struct Netns(Vec<String>, Option<std::process::Child>);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.1.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for n in &self.0 {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", n])
+                    .status();
+            }
+        }
+    }
+    let mut guard = Netns(vec![a.clone(), b.clone()], None);
+    let ip = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success(),
+            "ip {args:?}"
+        );
+    };
+    ip(&["netns", "add", &a]);
+    ip(&["netns", "add", &b]);
+    ip(&[
+        "link", "add", "sb-a", "netns", &a, "type", "veth", "peer", "name", "sb-b", "netns", &b,
+    ]);
+    ip(&["-n", &a, "addr", "add", "10.79.0.2/24", "dev", "sb-a"]);
+    ip(&["-n", &a, "link", "set", "sb-a", "up"]);
+    ip(&["-n", &a, "link", "set", "lo", "up"]);
+    ip(&["-n", &b, "addr", "add", "10.79.0.1/24", "dev", "sb-b"]);
+    ip(&["-n", &b, "link", "set", "sb-b", "up"]);
+    guard.1 = Some(
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &b, "busybox", "nc", "-ll", "-p", "8081", "-e", "echo", "peer",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let path = format!("/run/netns/{a}");
+    let in_ns = |bd: &mut Bundle| {
+        bd.edit(|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "network");
+            ns.push(json!({"type": "network", "path": path}));
+        });
+    };
+    let script = "i=0; until nc 10.79.0.1 8081 </dev/null; do i=$((i+1)); [ $i -ge 20 ] && echo UNREACHED && exit 0; sleep 0.2; done";
+    let builtin = ["--config", "/dev/null"];
+    assert_eq!(
+        run_with("native", script, &builtin, in_ns),
+        "peer\n",
+        "native"
+    );
+    assert_eq!(
+        run_with("sandbox", script, &builtin, in_ns),
+        "peer\n",
+        "sandbox"
+    );
+    // The strict policy (loopback only) is narrower than the bundle: refused.
+    assert_eq!(
+        run_with(
+            "sandbox",
+            "nc 10.79.0.1 8081 </dev/null || echo REFUSED",
+            &[],
+            in_ns
+        ),
+        "REFUSED\n"
     );
 }

@@ -147,6 +147,17 @@ pub enum Network {
     Any,
 }
 
+/// What a bundle grants its container, for [`Policy::for_bundle`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// `root.readonly` is false.
+    pub writable_root: bool,
+    /// Destinations of the mounts the bundle declares read-write (not proc, sysfs or cgroup).
+    pub writable_mounts: Vec<PathBuf>,
+    /// The container has a network namespace of its own.
+    pub own_network: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
@@ -195,6 +206,31 @@ impl Policy {
             connect: None,
             bind: None,
         }
+    }
+
+    /// The policy when none is named: everything the bundle grants, nothing of the host.
+    /// Writable where the bundle makes it so (the whole root when `root.readonly` is false,
+    /// else the scratch places and every mount it declares read-write: volumes, tmpfs,
+    /// /dev/shm); programs run from anywhere in the container (the kernel still holds
+    /// `noexec` mounts); any address in a network namespace of the container's own (a pod
+    /// network), loopback only in the host's. A named policy is a narrower one; none reaches
+    /// past the bundle, as read-only mounts stay read-only in the kernel.
+    pub fn for_bundle(grants: &Grants) -> Policy {
+        let mut p = Policy::builtin();
+        p.exec = vec![PathBuf::from("/")];
+        if grants.writable_root {
+            p.read_write = vec![PathBuf::from("/")];
+        } else {
+            for m in &grants.writable_mounts {
+                if !p.read_write.iter().any(|w| m.starts_with(w)) {
+                    p.read_write.push(m.clone());
+                }
+            }
+        }
+        if grants.own_network {
+            p.network = Network::Any;
+        }
+        p
     }
 
     pub fn parse(text: &str, origin: &Path) -> Result<Policy> {

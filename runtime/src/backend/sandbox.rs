@@ -50,7 +50,39 @@ pub fn choose_policy(spec: &Spec, node: &NodeConfig) -> Result<Policy> {
     };
     Ok(match path {
         Some(p) => Policy::load(&p)?,
-        None => Policy::builtin(),
+        None => Policy::for_bundle(&grants(spec)?),
+    })
+}
+
+/// What the bundle grants, as the built-in policy follows it.
+fn grants(spec: &Spec) -> Result<strata_sandbox::policy::Grants> {
+    let writable_root = !spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let writable_mounts = spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            let kernel_fs = matches!(
+                m.typ().as_deref(),
+                Some("proc" | "sysfs" | "cgroup" | "cgroup2")
+            );
+            let ro = m
+                .options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|w| w == "ro" || w == "rro"));
+            !kernel_fs && !ro
+        })
+        .map(|m| m.destination().clone())
+        .collect();
+    Ok(strata_sandbox::policy::Grants {
+        writable_root,
+        writable_mounts,
+        own_network: !shares_host_network(spec)?,
     })
 }
 
