@@ -759,3 +759,54 @@ fn the_builtin_policy_uses_the_containers_own_network() {
         "REFUSED\n"
     );
 }
+
+/// Unmodified work gives under the sandbox's built-in policy what it gives under native: a
+/// script that installs files (`mkdir -p`, `cp -a`, `ln -s`, `tar`), what the container sees
+/// of itself (`/proc/mounts`, `/proc/self/ns`, `df`, `ps`), and busybox `httpd` serving a
+/// volume to `wget` over the container's loopback.
+#[test]
+fn unmodified_work_runs_under_the_builtin_policy_as_under_native() {
+    require_root!();
+    let builtin = ["--config", "/dev/null"];
+    let vol = TempDir::new("sbweb");
+    std::fs::write(vol.path().join("index.html"), "served from a volume\n").unwrap();
+    let script = "mkdir -p / /a/b/c && cp -a /bin /a/b/c/ && ln -s /a /l && ls /l/b/c/bin | wc -l; \
+        tar cf /tmp/t.tar /a 2>/dev/null && mkdir /tmp/x && tar xf /tmp/t.tar -C /tmp/x && ls /tmp/x/a/b/c/bin | wc -l; \
+        grep -c . /proc/mounts >/dev/null && awk '{print $2}' /proc/mounts | grep -x /data; \
+        ls /proc/self/ns | tr '\\n' ' '; echo; readlink /proc/self/ns/pid | cut -d: -f1; \
+        df /data | tail -1 | awk '{print $NF}'; ps -o pid,comm | head -2 | tail -1; \
+        ip link set lo up && httpd -p 127.0.0.1:8080 -h /data && i=0; \
+        until wget -qO- http://127.0.0.1:8080/index.html 2>/dev/null; do \
+          i=$((i+1)); [ $i -ge 20 ] && echo NO-HTTP && break; sleep 0.1; done";
+    let edit = |b: &mut Bundle| {
+        let root = b.rootfs();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        for a in ["awk", "tr", "df", "tar", "wget", "httpd", "ip"] {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+        }
+        let v = vol.path().to_str().unwrap().to_string();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            // Its own network namespace's loopback is down until it brings it up.
+            for set in ["bounding", "effective", "permitted"] {
+                c["process"]["capabilities"][set]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_NET_ADMIN"));
+            }
+            c["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/data", "type": "bind", "source": v, "options": ["rbind", "ro"]}),
+            );
+        });
+    };
+    let native = run_with("native", script, &builtin, edit);
+    assert!(
+        native.ends_with("served from a volume\n"),
+        "native: {native}"
+    );
+    assert_eq!(
+        run_with("sandbox", script, &builtin, edit),
+        native,
+        "sandbox"
+    );
+}
