@@ -810,3 +810,41 @@ fn unmodified_work_runs_under_the_builtin_policy_as_under_native() {
         "sandbox"
     );
 }
+
+/// The errno sweep (tests/programs/errno.c): file and socket calls in their error cases
+/// (missing paths, EEXIST, ENOTDIR, ELOOP, EISDIR, O_EXCL, O_TMPFILE, dirfds, AT_EMPTY_PATH,
+/// long names, trailing slashes, dangling symlinks, a read-only mount) return under the
+/// sandbox exactly what they return under native, line by line.
+#[test]
+fn trapped_calls_fail_with_the_errno_native_gives() {
+    require_root!();
+    let Some(prog) = static_program("errno") else {
+        return;
+    };
+    let ro = TempDir::new("sberrno-ro");
+    let edit = |b: &mut Bundle| {
+        std::fs::copy(&prog, b.rootfs().join("bin/errno")).unwrap();
+        std::fs::create_dir_all(b.rootfs().join("ro")).unwrap();
+        let r = ro.path().to_str().unwrap().to_string();
+        b.edit(|c| {
+            c["root"]["readonly"] = json!(false);
+            c["process"]["args"] = json!(["/bin/errno"]);
+            c["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/ro", "type": "bind", "source": r, "options": ["rbind", "ro"]}),
+            );
+        });
+    };
+    let builtin = ["--config", "/dev/null"];
+    let native = run_with("native", "", &builtin, edit);
+    assert!(native.lines().count() > 70, "native: {native}");
+    assert!(native.contains("open-loop ELOOP\n"), "native: {native}");
+    let sandbox = run_with("sandbox", "", &builtin, edit);
+    let diff: Vec<String> = native
+        .lines()
+        .zip(sandbox.lines())
+        .filter(|(n, s)| n != s)
+        .map(|(n, s)| format!("native {n:?}, sandbox {s:?}"))
+        .collect();
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+    assert_eq!(native.lines().count(), sandbox.lines().count(), "{sandbox}");
+}

@@ -29,6 +29,10 @@ impl Emulator {
                 if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
                     return Err(Errno::EEXIST);
                 }
+                // O_CREAT never opens a directory, whatever the access mode.
+                if flags & libc::O_CREAT != 0 && is_dir(&fd) {
+                    return Err(Errno::EISDIR);
+                }
                 self.check(&fd, access, "open")?;
                 if flags & libc::O_PATH == 0 {
                     self.check_device(&fd, flags)?;
@@ -103,7 +107,24 @@ impl Emulator {
                 }
             }
             Err(Errno::ENOENT) if flags & libc::O_CREAT != 0 => {
-                let (parent, last) = self.parent(tid, c, dirfd, &path)?;
+                // A name with a trailing slash is a directory, which O_CREAT cannot make.
+                if path.ends_with(b"/") {
+                    return Err(Errno::EISDIR);
+                }
+                let (mut parent, mut last) = self.parent(tid, c, dirfd, &path)?;
+                // A dangling symlink is followed to the name it points at, which is created
+                // (as the kernel does without O_EXCL or O_NOFOLLOW), inside the root; each
+                // hop is resolved again, so a racing thread swapping links moves nothing out.
+                let mut hops = 0;
+                while flags & (libc::O_EXCL | libc::O_NOFOLLOW) == 0
+                    && is_symlink_at(&parent, &last)
+                {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(Errno::ELOOP);
+                    }
+                    (parent, last) = self.symlink_target(&parent, &last)?;
+                }
                 self.check_named(&parent, &last, Access::Write, "open")?;
                 openat_raw(
                     parent.as_raw_fd(),
@@ -139,6 +160,16 @@ pub(super) fn is_dev_tty(fd: &OwnedFd) -> bool {
 /// Whether `name` exists in `dir` (a dangling symlink too).
 pub(super) fn exists_at(dir: &OwnedFd, name: &CStr) -> bool {
     nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+}
+
+pub(super) fn is_dir(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Whether `name` in `dir` is a symlink (not followed).
+pub(super) fn is_symlink_at(dir: &OwnedFd, name: &CStr) -> bool {
+    nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
 }
 
 pub(super) fn is_regular(fd: &OwnedFd) -> bool {

@@ -134,6 +134,12 @@ impl Emulator {
             return Err(Errno::EINVAL);
         }
         let dir = self.dir_fd(tid, dirfd, dir_part)?;
+        Self::parent_in(dir, dir_part, last)
+    }
+
+    /// [`Self::parent`] of a path whose directory part is `dir_part`, looked up from `dir`
+    /// (the container's root for an absolute one).
+    pub(super) fn parent_in(dir: Dir, dir_part: &[u8], last: &[u8]) -> R<(OwnedFd, CString)> {
         let cdir = CString::new(dir_part.to_vec()).map_err(|_| Errno::EINVAL)?;
         let parent = openat2(
             dir.as_raw_fd(),
@@ -146,6 +152,32 @@ impl Emulator {
             parent,
             CString::new(last.to_vec()).map_err(|_| Errno::EINVAL)?,
         ))
+    }
+
+    /// Where a symlink named `last` in `parent` points, as a parent and a last name: an
+    /// absolute target from the container's root, a relative one from `parent`.
+    pub(super) fn symlink_target(&self, parent: &OwnedFd, last: &CStr) -> R<(OwnedFd, CString)> {
+        let target = nix::fcntl::readlinkat(parent.as_fd(), last)?;
+        let target = target.as_bytes();
+        let mut t = target;
+        while t.len() > 1 && t.ends_with(b"/") {
+            t = &t[..t.len() - 1];
+        }
+        let (dir_part, name) = match t.iter().rposition(|b| *b == b'/') {
+            Some(0) => (&b"/"[..], &t[1..]),
+            Some(i) => (&t[..i], &t[i + 1..]),
+            None => (&b"."[..], t),
+        };
+        if name.is_empty() || name == b"." || name == b".." || t.len() != target.len() {
+            // A target naming a directory: O_CREAT cannot make one.
+            return Err(Errno::EISDIR);
+        }
+        let dir = if dir_part.first() == Some(&b'/') {
+            Dir::Root(self.root.as_raw_fd())
+        } else {
+            Dir::Own(parent.try_clone().map_err(|_| Errno::EMFILE)?)
+        };
+        Self::parent_in(dir, dir_part, name)
     }
 
     pub(super) fn real_path(&self, fd: &OwnedFd) -> R<PathBuf> {
