@@ -40,6 +40,12 @@ pub struct Policy {
     /// When set, the only endpoints a socket may bind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<Vec<Endpoint>>,
+    /// Set by [`Policy::for_bundle`] only (a policy file may not): the path sets are the
+    /// bundle's own, so the kernel decides every file call by itself (Landlock holds the same
+    /// sets, the mount table the read-only places, the devices cgroup the device rules) and
+    /// none is trapped. A named policy narrower than the bundle needs the supervisor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kernel_decides_files: bool,
 }
 
 /// One `ADDRESS[/PREFIX]:PORT[-PORT]` entry of `connect` or `bind`.
@@ -205,6 +211,7 @@ impl Policy {
             network: Network::Loopback,
             connect: None,
             bind: None,
+            kernel_decides_files: false,
         }
     }
 
@@ -230,6 +237,7 @@ impl Policy {
         if grants.own_network {
             p.network = Network::Any;
         }
+        p.kernel_decides_files = true;
         p
     }
 
@@ -238,6 +246,13 @@ impl Policy {
             path: origin.display().to_string(),
             msg: e.message().trim().to_string(),
         })?;
+        if policy.kernel_decides_files {
+            return Err(Error::Policy {
+                path: origin.display().to_string(),
+                msg: "kernel_decides_files is the built-in policy's own, not a policy file's"
+                    .to_string(),
+            });
+        }
         for (key, set) in [
             ("read_only", &policy.read_only),
             ("read_write", &policy.read_write),

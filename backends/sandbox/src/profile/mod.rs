@@ -56,10 +56,35 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
         .copied()
         .filter(|s| !(trap_listen && *s == "listen"))
         .collect();
-    let mut syscalls = vec![
+    // Under the built-in policy the kernel decides every file call (see
+    // `Policy::kernel_decides_files`): the path calls and the credential changes (trapped
+    // only for the supervisor's identity cache) run as made. connect and bind stay with the
+    // supervisor unless any address may be reached: a Unix path there is its to check. execve
+    // stays too: the supervisor holds the first one until the kernel's socket programs are
+    // attached, so no code of the container's own runs before the network policy holds.
+    let direct = policy.kernel_decides_files;
+    let (trapped, passed): (Vec<&str>, Vec<&str>) = TRAPPED.iter().partition(|s| {
+        !direct
+            || matches!(**s, "execve" | "execveat")
+            || (matches!(**s, "connect" | "bind") && policy.network != Network::Any)
+    });
+    // The supervisor performs a trapped connect or bind as the caller (a Unix peer sees its
+    // IDs): its cache of the caller's identity must hear of every change while it does.
+    let performs_sockets = !direct || policy.network != Network::Any;
+    let (trapped_creds, passed_creds): (Vec<&str>, Vec<&str>) =
+        CREDENTIAL_CHANGES.iter().partition(|_| performs_sockets);
+    let mut syscalls: Vec<_> = [
+        (&trapped, "SCMP_ACT_NOTIFY"),
+        (&trapped_creds, "SCMP_ACT_NOTIFY"),
+        (&passed, "SCMP_ACT_ALLOW"),
+        (&passed_creds, "SCMP_ACT_ALLOW"),
+    ]
+    .into_iter()
+    .filter(|(names, _)| !names.is_empty())
+    .map(|(names, action)| rule(names, action, None, &[]))
+    .collect();
+    syscalls.extend([
         rule(&allowed, "SCMP_ACT_ALLOW", None, &[]),
-        rule(TRAPPED, "SCMP_ACT_NOTIFY", None, &[]),
-        rule(CREDENTIAL_CHANGES, "SCMP_ACT_NOTIFY", None, &[]),
         rule(FORBIDDEN, "SCMP_ACT_ERRNO", Some(libc::EPERM as u32), &[]),
         rule(
             XATTR_WRITES,
@@ -67,7 +92,7 @@ pub fn profile(listener: &Path, policy: &Policy) -> LinuxSeccomp {
             Some(libc::EOPNOTSUPP as u32),
             &[],
         ),
-    ];
+    ]);
     if trap_listen {
         syscalls.push(rule(&["listen"], "SCMP_ACT_NOTIFY", None, &[]));
     }
@@ -228,6 +253,58 @@ mod tests {
             actions("network = \"any\"\nbind = [\"127.0.0.1:80\"]"),
             ["SCMP_ACT_NOTIFY"]
         );
+    }
+
+    /// Under the built-in policy (it follows the bundle) the kernel decides the file calls:
+    /// none is trapped but execve, the sync point for the kernel's socket programs; connect,
+    /// bind and the credential changes stay trapped unless any address may be reached. A
+    /// named policy traps them all.
+    #[test]
+    fn the_builtin_policy_traps_no_file_call() {
+        let action = |policy: &Policy, name: &str| -> String {
+            let v = serde_json::to_value(profile(Path::new("/s"), policy)).unwrap();
+            let acts: Vec<String> = v["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == name))
+                .map(|r| r["action"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(acts.len(), 1, "{name}: {acts:?}");
+            acts[0].clone()
+        };
+        let pod = Policy::for_bundle(&crate::policy::Grants {
+            writable_root: true,
+            writable_mounts: vec![],
+            own_network: true,
+        });
+        for name in [
+            "openat",
+            "newfstatat",
+            "mkdirat",
+            "unlinkat",
+            "fchmod",
+            "connect",
+            "setuid",
+        ] {
+            assert_eq!(action(&pod, name), "SCMP_ACT_ALLOW", "{name}");
+        }
+        assert_eq!(action(&pod, "execve"), "SCMP_ACT_NOTIFY");
+        let host_net = Policy::for_bundle(&crate::policy::Grants::default());
+        assert_eq!(action(&host_net, "openat"), "SCMP_ACT_ALLOW");
+        for name in ["connect", "bind", "setuid", "execve"] {
+            assert_eq!(action(&host_net, name), "SCMP_ACT_NOTIFY", "{name}");
+        }
+        let named = Policy::parse(
+            "read_only = [\"/\"]\nnetwork = \"any\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        for name in ["openat", "newfstatat", "connect", "setuid", "execve"] {
+            assert_eq!(action(&named, name), "SCMP_ACT_NOTIFY", "{name}");
+        }
+        // Only the built-in policy says the kernel decides; a file cannot.
+        assert!(Policy::parse("kernel_decides_files = true\n", Path::new("p.toml")).is_err());
     }
 
     /// Loads the built-in profile in a forked child and reports what a few calls return
