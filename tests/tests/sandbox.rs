@@ -637,9 +637,10 @@ fn the_builtin_policy_grants_what_the_bundle_grants() {
     let vol = TempDir::new("sbvol");
     let ro = TempDir::new("sbro");
     let script = "echo a > /data/a && echo DATA; echo b > /vol/b && echo VOL; \
+                  sh -c 'echo 0 > /proc/self/oom_score_adj' && echo CHILD-PROC; \
                   echo c > /ro/c 2>/dev/null && echo RO-WROTE || echo RO-REFUSED; \
                   echo d > /etc/d 2>/dev/null && echo ROOT-WROTE || echo ROOT-REFUSED";
-    let want = "DATA\nVOL\nRO-REFUSED\nROOT-REFUSED\n";
+    let want = "DATA\nVOL\nCHILD-PROC\nRO-REFUSED\nROOT-REFUSED\n";
     let volumes = |b: &mut Bundle| {
         for d in ["data", "vol", "ro"] {
             std::fs::create_dir_all(b.rootfs().join(d)).unwrap();
@@ -861,6 +862,44 @@ fn trapped_calls_fail_with_the_errno_native_gives() {
             native.lines().count(),
             sandbox.lines().count(),
             "{what}: {sandbox}"
+        );
+    }
+}
+
+/// A kernel filesystem in the write set is not written through it, whatever the bundle
+/// declared: a sysfs mounted read-write (by type, or by a bind of the host's /sys) stays
+/// closed to writes under the sandbox's built-in policy (native opens it).
+#[test]
+fn kernel_filesystems_are_not_written_through_the_builtin_policy() {
+    require_root!();
+    let builtin = ["--config", "/dev/null"];
+    // In a subshell: a failed redirection of `:` ends a POSIX shell.
+    let script = "(: >> /sys/kernel/mm/transparent_hugepage/enabled) 2>/dev/null && echo OPENED || echo REFUSED";
+    for sys in [
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev"]}),
+    ] {
+        let edit = |b: &mut Bundle| {
+            let sys = sys.clone();
+            b.edit(|c| {
+                c["root"]["readonly"] = json!(true);
+                let m = c["mounts"].as_array_mut().unwrap();
+                m.retain(|m| m["destination"] != "/sys");
+                m.push(sys);
+            });
+        };
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            return;
+        }
+        assert_eq!(
+            run_with("native", script, &builtin, edit),
+            "OPENED\n",
+            "native {sys}"
+        );
+        assert_eq!(
+            run_with("sandbox", script, &builtin, edit),
+            "REFUSED\n",
+            "sandbox {sys}"
         );
     }
 }

@@ -225,6 +225,14 @@ impl Policy {
     pub fn for_bundle(grants: &Grants) -> Policy {
         let mut p = Policy::builtin();
         p.exec = vec![PathBuf::from("/")];
+        // The kernel decides here, and Landlock cannot tell one process's /proc/self from
+        // another's: the container's own /proc (its processes' entries; /proc/sys and the
+        // like stay read-only mounts), as under native.
+        for w in p.read_write.iter_mut() {
+            if w == Path::new("/proc/self") {
+                *w = PathBuf::from("/proc");
+            }
+        }
         if grants.writable_root {
             p.read_write = vec![PathBuf::from("/")];
         } else {
