@@ -128,8 +128,8 @@ impl VirtioFs {
             let _ = queue.add_used(&mem, head, reply_len);
             used_any = true;
         }
-        if used_any && queue.needs_notification(&mem).unwrap_or(true) {
-            irq.signal_used_queue();
+        if used_any {
+            irq.signal_used(queue, &mem);
         }
     }
 }

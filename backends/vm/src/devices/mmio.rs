@@ -48,6 +48,14 @@ impl Interrupt {
         self.raise(INT_USED_RING);
     }
 
+    /// Tells the driver of new used entries of `queue`, unless it asked not to hear
+    /// (VIRTIO_F_EVENT_IDX) or the check cannot be made (then it is told).
+    pub fn signal_used(&self, queue: &mut Queue, mem: &GuestMemory) {
+        if queue.needs_notification(mem).unwrap_or(true) {
+            self.signal_used_queue();
+        }
+    }
+
     fn raise(&self, bit: u32) {
         self.status.fetch_or(bit, Ordering::SeqCst);
         if let Err(e) = self.line.write(1) {

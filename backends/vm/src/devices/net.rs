@@ -265,13 +265,12 @@ impl NetState {
     }
 
     fn notify(&mut self, queue: usize) {
-        let (Some(mem), Some(irq)) = (self.mem.as_ref(), self.interrupt.as_ref()) else {
-            return;
-        };
-        if let Some(q) = self.queues.get_mut(queue) {
-            if q.needs_notification(mem).unwrap_or(true) {
-                irq.signal_used_queue();
-            }
+        if let (Some(mem), Some(irq), Some(q)) = (
+            self.mem.as_ref(),
+            self.interrupt.as_ref(),
+            self.queues.get_mut(queue),
+        ) {
+            irq.signal_used(q, mem);
         }
     }
 }
