@@ -5,7 +5,8 @@ use nix::mount::{mount, MsFlags};
 
 use crate::Config;
 
-/// Mounts what a container host needs, and the rootfs the host shares over virtio-fs.
+/// Mounts what a container host needs, and what the host shares over virtio-fs: the rootfs,
+/// and the share of bind-mounted directories and files.
 pub fn setup_guest(cfg: &Config) -> Result<()> {
     let none: Option<&str> = None;
     let m =
@@ -71,6 +72,22 @@ pub fn setup_guest(cfg: &Config) -> Result<()> {
         none,
     )
     .with_context(|| format!("mounting the virtio-fs rootfs {tag:?}"))?;
+    // The host's bind-mounted directories and files, when the container has any. Device
+    // nodes there mean nothing to the container (the host side refuses to open them too).
+    if let Some(tag) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("strata.share="))
+    {
+        std::fs::create_dir_all(&cfg.share)?;
+        mount(
+            Some(tag),
+            &cfg.share,
+            Some("virtiofs"),
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+            none,
+        )
+        .with_context(|| format!("mounting the virtio-fs share {tag:?}"))?;
+    }
     Ok(())
 }
 

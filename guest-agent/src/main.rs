@@ -11,7 +11,7 @@
 //! process of the guest, and powers the guest off on `Shutdown`.
 //!
 //! Off a VM (the loopback tests) the same agent runs as an ordinary host process:
-//! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR`.
+//! `strata-agent --listen unix:PATH --ready unix:PATH --runtime PATH --work DIR --rootfs DIR --share DIR`.
 
 mod confine;
 mod guest;
@@ -38,10 +38,13 @@ pub struct Config {
     /// The binary run as the runtime: this agent itself (the guest's `/bin/strata` links to
     /// `/init`).
     pub runtime: PathBuf,
-    /// Bundles, copied files, console sockets, logs and the runtime's state live under here.
+    /// Bundles, console sockets, logs and the runtime's state live under here.
     pub work: PathBuf,
     /// The container rootfs (the virtio-fs mount in a guest).
     pub rootfs: PathBuf,
+    /// The host's share of bind-mounted directories and files (the second virtio-fs mount in
+    /// a guest, when the host exports one).
+    pub share: PathBuf,
     /// Running as the guest's init: set up the system, power off on shutdown.
     pub pid1: bool,
 }
@@ -85,6 +88,7 @@ fn config() -> Result<Config> {
         runtime: PathBuf::from("/bin/strata"),
         work: PathBuf::from("/run/strata"),
         rootfs: PathBuf::from("/run/strata/rootfs"),
+        share: PathBuf::from("/run/strata/share"),
         pid1,
     };
     let mut args = std::env::args().skip(1);
@@ -96,6 +100,7 @@ fn config() -> Result<Config> {
             "--runtime" => cfg.runtime = PathBuf::from(value()?),
             "--work" => cfg.work = PathBuf::from(value()?),
             "--rootfs" => cfg.rootfs = PathBuf::from(value()?),
+            "--share" => cfg.share = PathBuf::from(value()?),
             // The kernel passes unknown command-line words to init; ignore them there.
             _ if pid1 => {}
             other => bail!("unknown argument {other:?}"),

@@ -14,21 +14,26 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// Bumped on any incompatible change; both sides refuse frames of another version. 2: the
 /// agent confines containers as `Create.allow_vsock` says (an agent that ignored the field
 /// would leave them unconfined, so the versions must not mix). 3: `Create.network` (an agent
-/// that ignored it would run the container without its network).
-pub const VERSION: u32 = 3;
+/// that ignored it would run the container without its network). 4: bind sources in the share
+/// (`SHARE_PREFIX`) instead of copied files; `Create.pod` and `Delete`, for pods.
+pub const VERSION: u32 = 4;
 /// The agent listens here (vsock port, or the name of the loopback socket).
 pub const AGENT_PORT: u32 = 1024;
 /// The host listens here for the agent's "I am up".
 pub const READY_PORT: u32 = 1025;
-/// Largest frame accepted: a spec with its small files fits many times over.
+/// Largest frame accepted: a spec fits many times over.
 pub const MAX_FRAME: usize = 16 << 20;
 /// The guest's vsock context ID; the host is 2 ([`HOST_CID`]), the only peer the agent
 /// accepts.
 pub const GUEST_CID: u32 = 3;
 pub const HOST_CID: u32 = 2;
-/// Mount sources the host rewrites to small files it sends with `Create`; the agent places
-/// them (see the agent's spec rewrite).
-pub const FILE_PREFIX: &str = "@strata-file/";
+/// Mount sources the host rewrites to names in the VM's share: the virtio-fs device (tag
+/// [`SHARE_TAG`]) through which the host exports the container's bind-mounted directories and
+/// files, each under its own name; the agent mounts the share and points each source there.
+pub const SHARE_PREFIX: &str = "@strata-share/";
+/// virtio-fs tag of the share; the agent mounts it when the kernel command line has
+/// `strata.share=<tag>`.
+pub const SHARE_TAG: &str = "share";
 /// The error text for a container or process that is gone. The wording is a contract:
 /// containerd's shim recognises "container not running" and treats the kill as done.
 pub const NOT_RUNNING: &str = "container not running";
@@ -41,15 +46,6 @@ pub enum Stream {
     Stderr,
     /// Both directions of a terminal.
     Tty,
-}
-
-/// A small host file a bind mount of the bundle refers to, carried into the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestFile {
-    /// Where the agent writes it (a path under its files directory).
-    pub name: String,
-    pub mode: u32,
-    pub content: Vec<u8>,
 }
 
 /// A network interface of the guest, as the host's interface it stands for is configured:
@@ -77,11 +73,11 @@ pub struct GuestRoute {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Create the container from `spec` (config.json rewritten for the guest: the agent sets
-    /// `root.path` to the shared rootfs, and bind sources named in `files` to its copies).
+    /// `root.path` to the shared rootfs, and bind sources named with [`SHARE_PREFIX`] to
+    /// their places in the share).
     Create {
         id: String,
         spec: serde_json::Value,
-        files: Vec<GuestFile>,
         /// The container's processes may open AF_VSOCK sockets (the bundle asked, and the
         /// node honours the ask); otherwise the agent's filter refuses them.
         allow_vsock: bool,
@@ -90,6 +86,16 @@ pub enum Request {
         /// namespace, with only its loopback.
         #[serde(default)]
         network: Vec<GuestInterface>,
+        /// The pod the container joins: the id, in this guest, of the pod's sandbox
+        /// container, whose network, IPC and UTS namespaces it shares (and its root comes
+        /// through the share). None: a container of its own.
+        #[serde(default)]
+        pod: Option<String>,
+    },
+    /// Remove container `id` from the guest (a pod member deleted while its VM goes on): its
+    /// processes killed, its runtime state and bundle gone.
+    Delete {
+        id: String,
     },
     Start {
         id: String,
@@ -283,12 +289,8 @@ mod tests {
             Request::Create {
                 id: "c1".into(),
                 spec: serde_json::json!({"ociVersion": "1.2.0"}),
-                files: vec![GuestFile {
-                    name: "0".into(),
-                    mode: 0o644,
-                    content: b"127.0.0.1 localhost\n".to_vec(),
-                }],
                 allow_vsock: false,
+                pod: Some("sandbox".into()),
                 network: vec![GuestInterface {
                     mac: [2, 0, 0, 0, 0, 1],
                     mtu: Some(1450),

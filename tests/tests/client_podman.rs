@@ -312,18 +312,37 @@ fn podman_run_on_the_vm_backend_by_annotation() {
         &config,
     ));
     let cg = p.cgroup_parent_flag();
+    // Volumes (`-v`), one read-write and one read-only, cross into the guest.
+    let vols = TempDir::new("podman-vm-vols");
+    let (data, conf) = (vols.path().join("data"), vols.path().join("conf"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("setting"), "from-the-host\n").unwrap();
+    let data_vol = format!("{}:/data", data.display());
+    let conf_vol = format!("{}:/conf:ro", conf.display());
     let out = p.run(&[
         "run",
         "--rm",
         &cg,
         "--annotation",
         "dev.strata.backend=vm",
+        "-v",
+        &data_vol,
+        "-v",
+        &conf_vol,
         IMAGE,
         "sh",
         "-c",
-        "uname -r; cat /etc/hostname; exit 6",
+        "uname -r; echo \"$(cat /etc/hostname)\"; cat /conf/setting; echo written > /data/out; \
+         touch /conf/x 2>/dev/null && echo WROTE-RO || echo ro-refused; exit 6",
     ]);
     assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("out")).unwrap_or_default(),
+        "written\n",
+        "{out:?}"
+    );
+    assert!(!conf.join("x").exists(), "the read-only volume was written");
     let text = stdout(&out);
     let release = text.lines().next().unwrap_or_default().to_string();
     assert!(
@@ -333,6 +352,11 @@ fn podman_run_on_the_vm_backend_by_annotation() {
     // podman's /etc/hostname bind mount (a host file) reached the guest.
     assert!(
         text.lines().nth(1).is_some_and(|h| !h.trim().is_empty()),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.lines().skip(2).collect::<Vec<_>>(),
+        ["from-the-host", "ro-refused"],
         "{text:?}"
     );
     p.runtime.assert_used("create");

@@ -226,17 +226,27 @@ fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
     );
     assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
 
-    // A bind mount of a host directory.
-    let mut b = Bundle::new(&["true"]);
-    b.edit(|c| {
-        c["mounts"].as_array_mut().unwrap().push(
-            json!({"destination": "/data", "type": "bind", "source": "/etc", "options": ["rbind"]}),
-        )
-    });
-    let id = container(&mut b, "vmbind");
-    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
-    assert!(err.contains("/etc") && err.contains("/data"), "{err}");
-    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+    // Bind mounts of a FIFO (only directories and regular files cross) and of a source that
+    // does not exist.
+    let fifo_dir = TempDir::new("vmbind-fifo");
+    let fifo = fifo_dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for source in [fifo.clone(), fifo_dir.path().join("missing")] {
+        let mut b = Bundle::new(&["true"]);
+        b.edit(|c| {
+            c["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]}),
+            )
+        });
+        let id = container(&mut b, "vmbind");
+        let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+        assert!(err.contains(source.to_str().unwrap()), "{err}");
+        assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
+    }
 
     // Host fds to pass on.
     let mut b = Bundle::new(&["true"]);
@@ -610,4 +620,117 @@ fn eventually_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Bind mounts of host directories and files (volumes) reach the guest through the VM's share:
+/// writes land on the host, a read-only volume stays read-only even to guest root that
+/// remounts it (the host side refuses), a host-side change (the kubelet's `..data` symlink
+/// swap of a configMap) is seen within seconds, and the share's mounts exist only in the VM's
+/// own processes, gone with them.
+#[test]
+fn volumes_are_shared_live_and_read_only_where_asked() {
+    let Some(v) = vm_runtime() else { return };
+    let host = TempDir::new("vmvol");
+    let rw = host.path().join("rw");
+    let ro = host.path().join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(ro.join("..v1")).unwrap();
+    std::fs::write(ro.join("..v1/key"), "v1").unwrap();
+    std::os::unix::fs::symlink("..v1", ro.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/key", ro.join("key")).unwrap();
+    let term = host.path().join("termination-log");
+    std::fs::write(&term, "").unwrap();
+    let script = "echo hello > /rw/from-guest && echo RW; \
+                  touch /ro/x 2>/dev/null && echo RO-WRITTEN || echo RO; \
+                  mount -o remount,rw /ro 2>/dev/null; \
+                  touch /ro/y 2>/dev/null && echo RO-WRITTEN-AFTER-REMOUNT || echo STILL-RO; \
+                  echo \"key=$(cat /ro/key)\"; echo bye > /term; echo ready; \
+                  i=0; while [ \"$(cat /ro/key)\" != v2 ] && [ $i -lt 100 ]; do \
+                  sleep 0.1; i=$((i+1)); done; echo \"swapped=$(cat /ro/key) after=$i\"; \
+                  sleep 1000";
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            let list = c["process"]["capabilities"][set].as_array_mut().unwrap();
+            list.push(json!("CAP_SYS_ADMIN"));
+        }
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/rw", "type": "bind", "source": rw, "options": ["rbind", "rw"]}),
+        );
+        mounts.push(
+            json!({"destination": "/ro", "type": "bind", "source": ro, "options": ["rbind", "ro"]}),
+        );
+        mounts.push(
+            json!({"destination": "/term", "type": "bind", "source": term, "options": ["bind"]}),
+        );
+    });
+    let id = container(&mut b, "vmvol");
+    let run = run_dir(&v.rt, &id);
+    let out_dir = TempDir::new("vmvol-out");
+    let out = out_dir.path().join("out");
+    let st =
+        v.rt.cmd()
+            .args(["run", "--detach", "-b", b.path().to_str().unwrap(), &id])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .status()
+            .unwrap();
+    assert!(st.success());
+    eventually_for(
+        "the container to be ready",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("ready")
+        },
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text, "RW\nRO\nSTILL-RO\nkey=v1\nready\n",
+        "what the container saw"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("from-guest")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(std::fs::read_to_string(&term).unwrap(), "bye\n");
+    assert!(!ro.join("x").exists() && !ro.join("y").exists());
+    // The share's mounts are the VM's alone: none in the host's namespace.
+    let share = run.join("share");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(share.to_str().unwrap()),
+        "the share is mounted on the host: {mountinfo}"
+    );
+    // The kubelet's atomic update: a new version directory, then the `..data` link swapped.
+    std::fs::create_dir_all(ro.join("..v2")).unwrap();
+    std::fs::write(ro.join("..v2/key"), "v2").unwrap();
+    std::os::unix::fs::symlink("..v2", ro.join("..data_tmp")).unwrap();
+    std::fs::rename(ro.join("..data_tmp"), ro.join("..data")).unwrap();
+    let swapped = std::time::Instant::now();
+    eventually_for("the swap to be seen", Duration::from_secs(30), || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("swapped=")
+    });
+    let seen = swapped.elapsed();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("swapped=v2 "), "{text}");
+    assert!(
+        seen < Duration::from_secs(5),
+        "the swap took {seen:?} to reach the guest"
+    );
+    v.rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&v.rt, &id, &run);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let info = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+        assert!(
+            !info.contains(share.to_str().unwrap()),
+            "process {:?} still has the share mounted",
+            e.file_name()
+        );
+    }
+    // The volumes keep what was written, and nothing else was touched.
+    assert_eq!(std::fs::read_to_string(ro.join("key")).unwrap(), "v2");
 }

@@ -61,9 +61,9 @@ impl Agent {
         let reply = self.call(Request::Create {
             id: id.into(),
             spec: spec.clone(),
-            files: vec![],
             allow_vsock,
             network: vec![],
+            pod: None,
         });
         assert!(
             matches!(reply, Response::Created { pid } if pid > 0),
@@ -271,9 +271,9 @@ fn bad_requests_get_a_reason() {
     assert!(err(agent.call(Request::Create {
         id: "../x".into(),
         spec: json!({}),
-        files: vec![],
         allow_vsock: false,
         network: vec![],
+        pod: None,
     }))
     .contains("../x"));
     // A spec the runtime refuses: its own one-line error comes back.
@@ -282,18 +282,18 @@ fn bad_requests_get_a_reason() {
     assert!(err(agent.call(Request::Create {
         id: "bad".into(),
         spec: bad,
-        files: vec![],
         allow_vsock: false,
         network: vec![],
+        pod: None,
     }))
     .contains("cwd"));
     agent.create("c4", &spec_for(&bundle, &["sleep", "100"]));
     assert!(err(agent.call(Request::Create {
         id: "c4".into(),
         spec: spec_for(&bundle, &["true"]),
-        files: vec![],
         allow_vsock: false,
         network: vec![],
+        pod: None,
     }))
     .contains("already exists"));
     assert!(agent

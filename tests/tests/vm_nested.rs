@@ -5,7 +5,8 @@
 //! which loads kvm-amd, and runs tests/nested/checks in it: strata's vm backend with its
 //! default driver choice (our VMM wherever KVM has VMX/SVM) runs the busybox bundle, the
 //! detached lifecycle, a terminal, stats, parallel execs, fast output, virtio-fs traffic and
-//! `delete --force`, and a container reaching a listener in L1 over virtio-net from the
+//! `delete --force`, L1 directories as volumes (read-write and read-only) through the VM's
+//! share, and a container reaching a listener in L1 over virtio-net from the
 //! network namespace its bundle names, with nothing left behind in L1. See
 //! shared/notes/nested-svm.md.
 
@@ -35,6 +36,8 @@ const CHECKS: &[&str] = &[
     "delete",
     "lifecycle-leaves-nothing",
     "delete-force",
+    "volumes",
+    "volumes-leave-nothing",
     "net",
     "net-leaves-nothing",
 ];
@@ -73,6 +76,16 @@ fn strata_vmm_runs_linux_containers_under_nested_svm() {
     std::fs::write(
         bundle.path().join("config-net.json"),
         serde_json::to_string_pretty(&net).unwrap(),
+    )
+    .unwrap();
+    // The same bundle with two L1 directories as volumes (the checks make them).
+    let mut vol = bundle.config.clone();
+    let mounts = vol["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/vol", "type": "bind", "source": "/l1/vol", "options": ["rbind", "rw"]}));
+    mounts.push(json!({"destination": "/vro", "type": "bind", "source": "/l1/vro", "options": ["rbind", "ro"]}));
+    std::fs::write(
+        bundle.path().join("config-vol.json"),
+        serde_json::to_string_pretty(&vol).unwrap(),
     )
     .unwrap();
     let args = NestedRun {

@@ -63,7 +63,7 @@ pub fn drop_mknod() -> io::Result<()> {
 }
 
 /// Makes `dirs` read-only (and nosuid, nodev) for this process only: a mount namespace of
-/// its own, private, with each directory bind-mounted read-only onto itself.
+/// its own, a slave of the caller's, with each directory bind-mounted read-only onto itself.
 pub fn read_only(dirs: &[&Path]) -> io::Result<()> {
     if dirs.is_empty() {
         return Ok(());
@@ -95,7 +95,9 @@ pub fn read_only(dirs: &[&Path]) -> io::Result<()> {
         }
         Ok(())
     };
-    mount(None, Path::new("/"), libc::MS_REC | libc::MS_PRIVATE)?;
+    // A slave, not private: what the launching process mounts in its share later (a pod's
+    // containers joining its VM) must still reach this namespace.
+    mount(None, Path::new("/"), libc::MS_REC | libc::MS_SLAVE)?;
     for dir in dirs {
         mount(Some(dir), dir, libc::MS_BIND | libc::MS_REC)?;
         mount(

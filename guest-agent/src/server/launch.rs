@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use strata_agent_protocol::{GuestFile, GuestInterface, Response, FILE_PREFIX};
+use strata_agent_protocol::{GuestInterface, Response, SHARE_PREFIX};
 
 use strata::cli::{Cli, Command, CreateArgs, CreateCommon, ExecArgs, LogFormat};
 
@@ -162,13 +162,19 @@ impl Agent {
         &self,
         id: &str,
         mut spec: serde_json::Value,
-        files: &[GuestFile],
         allow_vsock: bool,
         network: &[GuestInterface],
+        pod: Option<&str>,
     ) -> Result<Response> {
         strata::state::validate_id(id)?;
         if self.procs().contains_key(&(id.to_string(), None)) {
             bail!("container {id:?} already exists in the guest");
+        }
+        if let Some(sandbox) = pod {
+            if !network.is_empty() {
+                bail!("a pod member gets its network from the pod's sandbox, not its own");
+            }
+            self.join_pod(&mut spec, sandbox)?;
         }
         if !network.is_empty() {
             // Outside a VM (the loopback tests) these would be the host's interfaces.
@@ -178,21 +184,8 @@ impl Agent {
             crate::network::configure(network).context("configuring the guest's network")?;
         }
         let bundle = self.cfg.work.join("bundles").join(id);
-        let file_dir = self.cfg.work.join("files").join(id);
         std::fs::create_dir_all(&bundle)?;
-        std::fs::create_dir_all(&file_dir)?;
-        for f in files {
-            if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
-                bail!("bad file name {:?} from the host", f.name);
-            }
-            let path = file_dir.join(&f.name);
-            std::fs::write(&path, &f.content)?;
-            std::fs::set_permissions(
-                &path,
-                std::os::unix::fs::PermissionsExt::from_mode(f.mode & 0o7777),
-            )?;
-        }
-        rewrite_spec(&mut spec, &self.cfg.rootfs, &file_dir);
+        rewrite_spec(&mut spec, &self.cfg.rootfs, &self.cfg.share)?;
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&spec)?,
@@ -218,6 +211,58 @@ impl Agent {
             &pid_file,
             allow_vsock,
         )
+    }
+
+    /// Points a pod member's spec at the namespaces of the pod's sandbox container: the
+    /// network, IPC and UTS namespaces it has of its own are joined by path; those it shares
+    /// with the guest (the network, when the host's interfaces were carried in) are shared
+    /// likewise.
+    fn join_pod(&self, spec: &mut serde_json::Value, sandbox: &str) -> Result<()> {
+        let (pid, since) = self
+            .lookup(&(sandbox.to_string(), None))
+            .context("the pod's sandbox container")?;
+        if self.reaper.exited(pid, since).is_some() {
+            bail!("the pod's sandbox container {sandbox:?} has exited");
+        }
+        let config = self
+            .cfg
+            .work
+            .join("bundles")
+            .join(sandbox)
+            .join("config.json");
+        let sandbox_spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).context("the sandbox's config")?)?;
+        let has = |typ: &str| {
+            sandbox_spec["linux"]["namespaces"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|n| n["type"] == typ))
+        };
+        let list = spec["linux"]["namespaces"]
+            .as_array_mut()
+            .context("linux.namespaces in the member's spec")?;
+        for (typ, name) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")] {
+            list.retain(|n| n["type"] != typ);
+            if has(typ) {
+                list.push(
+                    serde_json::json!({"type": typ, "path": format!("/proc/{pid}/ns/{name}")}),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a container from the guest: processes, runtime state, bundle.
+    pub(super) fn delete(&self, id: &str) -> Result<Response> {
+        strata::state::validate_id(id)?;
+        let allow_vsock = self.allows_vsock(id);
+        let command = Command::Delete {
+            id: id.to_string(),
+            force: true,
+        };
+        let result = self.runtime(command, None, allow_vsock);
+        self.procs().retain(|(cid, _), _| cid != id);
+        let _ = std::fs::remove_dir_all(self.cfg.work.join("bundles").join(id));
+        result.map(|_| Response::Ok)
     }
 
     pub(super) fn exec(
@@ -306,21 +351,32 @@ fn strata_linux_recv_fd(conn: &UnixStream) -> Result<OwnedFd> {
     Ok(strata_linux::tty::recv_fd(conn.as_raw_fd())?)
 }
 
-/// Points the spec at the guest's view: the shared rootfs, the copied bind sources, and a
+/// Points the spec at the guest's view: the shared rootfs, bind sources in the share, and a
 /// cgroup path of the guest's own.
-pub fn rewrite_spec(spec: &mut serde_json::Value, rootfs: &Path, files: &Path) {
-    spec["root"]["path"] = serde_json::Value::String(rootfs.to_string_lossy().to_string());
+pub fn rewrite_spec(spec: &mut serde_json::Value, rootfs: &Path, share: &Path) -> Result<()> {
+    // A name in the share's top directory, nothing that climbs out of it.
+    let in_share = |value: &serde_json::Value| -> Result<Option<serde_json::Value>> {
+        let Some(name) = value.as_str().and_then(|s| s.strip_prefix(SHARE_PREFIX)) else {
+            return Ok(None);
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            bail!("bad share name {name:?} from the host");
+        }
+        Ok(Some(share.join(name).to_string_lossy().to_string().into()))
+    };
+    // A pod member's root is in the share; a VM's own container has the rootfs device.
+    spec["root"]["path"] = match in_share(&spec["root"]["path"])? {
+        Some(path) => path,
+        None => rootfs.to_string_lossy().to_string().into(),
+    };
     if let Some(mounts) = spec["mounts"].as_array_mut() {
         for m in mounts {
-            if let Some(name) = m["source"]
-                .as_str()
-                .and_then(|s| s.strip_prefix(FILE_PREFIX))
-            {
-                m["source"] =
-                    serde_json::Value::String(files.join(name).to_string_lossy().to_string());
+            if let Some(path) = in_share(&m["source"])? {
+                m["source"] = path;
             }
         }
     }
+    Ok(())
 }
 
 /// A stable 64-bit hash of a process's name, for short socket paths.

@@ -66,7 +66,7 @@ fn error(message: impl Into<String>) -> Response {
 }
 
 pub fn serve(cfg: Config, reaper: Reaper) -> Result<()> {
-    for dir in ["state", "bundles", "files", "console", "logs", "exec"] {
+    for dir in ["state", "bundles", "console", "logs", "exec"] {
         std::fs::create_dir_all(cfg.work.join(dir))?;
     }
     let listener = listen(&cfg.listen)?;
@@ -131,10 +131,11 @@ impl Agent {
             Request::Create {
                 id,
                 spec,
-                files,
                 allow_vsock,
                 network,
-            } => self.create(&id, spec, &files, allow_vsock, &network),
+                pod,
+            } => self.create(&id, spec, allow_vsock, &network, pod.as_deref()),
+            Request::Delete { id } => self.delete(&id),
             Request::Start { id } => {
                 let allow_vsock = self.allows_vsock(&id);
                 self.runtime(Command::Start { id }, None, allow_vsock)

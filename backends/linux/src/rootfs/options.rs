@@ -236,6 +236,32 @@ pub(crate) fn mount_setattr(
     Ok(())
 }
 
+/// Makes the mount at `target`, and every mount under it, nosuid and nodev, and read-only
+/// when `readonly`: how a host directory is handed to a file server that acts as root for a
+/// guest (a device node or a set-id program there must mean nothing on the host side).
+pub fn restrict_tree(target: &std::path::Path, readonly: bool) -> Result<()> {
+    let what = || format!("restricting the mounts at {}", target.display());
+    let fd = nix::fcntl::open(
+        target,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|error| Error::Sys {
+        what: what(),
+        error,
+    })?;
+    restrict_tree_fd(&fd, readonly).map_err(|error| Error::Sys {
+        what: what(),
+        error,
+    })
+}
+
+/// [`restrict_tree`] on an fd: the root of a mount (or of a detached tree from open_tree).
+pub fn restrict_tree_fd(fd: &OwnedFd, readonly: bool) -> nix::Result<()> {
+    let set = ATTR_NOSUID | ATTR_NODEV | if readonly { ATTR_RDONLY } else { 0 };
+    mount_setattr(fd, true, set, 0)
+}
+
 /// Sets MOUNT_ATTR_RDONLY on one mount, leaving its superblock and submounts as they are.
 pub(crate) fn make_mount_readonly(target: &OwnedFd) -> nix::Result<()> {
     mount_setattr(target, false, ATTR_RDONLY, 0)

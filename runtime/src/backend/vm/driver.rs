@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use strata_agent_protocol::GUEST_CID;
+use strata_agent_protocol::{GUEST_CID, SHARE_TAG};
 
 use super::network::{mac_text, Nic};
 use crate::host::{find_program, host_kvm_kind};
@@ -31,6 +31,9 @@ pub struct Launch<'a> {
     /// The bundle's `root.readonly`: the share is read-only on the host side, so that guest
     /// root cannot undo it in the guest.
     pub readonly_rootfs: bool,
+    /// The VM's share of bind-mounted directories and files, when the container has any
+    /// (see `share`; read-only where a mount says so, on the host side already).
+    pub share: Option<&'a Path>,
     /// Sockets and the console log live here (a short path: socket names are limited).
     pub run_dir: &'a Path,
     /// Network interfaces: each a tap the VM's process inherits.
@@ -136,8 +139,12 @@ fn keep_console(mut from: impl std::io::Read, to: std::fs::File) {
 }
 
 /// The kernel command line both drivers share.
-fn guest_cmdline() -> String {
-    format!("strata.rootfs={ROOTFS_TAG} quiet")
+fn guest_cmdline(l: &Launch) -> String {
+    let mut line = format!("strata.rootfs={ROOTFS_TAG} quiet");
+    if l.share.is_some() {
+        line.push_str(&format!(" strata.share={SHARE_TAG}"));
+    }
+    line
 }
 
 pub struct StrataVmm;
@@ -162,8 +169,12 @@ impl Hypervisor for StrataVmm {
         if l.readonly_rootfs {
             cmd.args(["--fs-readonly", ROOTFS_TAG]);
         }
+        if let Some(share) = l.share {
+            cmd.arg("--fs")
+                .arg(format!("{SHARE_TAG}={}", share.display()));
+        }
         cmd.arg("--serial").arg(l.run_dir.join("console.log"));
-        cmd.arg("--cmdline").arg(guest_cmdline());
+        cmd.arg("--cmdline").arg(guest_cmdline(l));
         for nic in l.nics {
             let mut spec = format!("fd={},mac={}", nic.tap.as_raw_fd(), mac_text(&nic.mac));
             if let Some(mtu) = nic.mtu {
@@ -222,6 +233,39 @@ fn wait_for_socket(path: &Path, daemon: &mut Child, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// virtiofsd serving `dir` on a socket we bind ourselves (`--fd`), so it is ready the moment
+/// it exists.
+fn virtiofsd(dir: &Path, readonly: bool, sock: &Path, log: &Path) -> Result<Child> {
+    let listener = UnixListener::bind(sock).context("binding a virtio-fs socket")?;
+    let fs_fd: OwnedFd = listener.into();
+    let mut fs = Command::new(program("virtiofsd")?);
+    // No device nodes from the guest: virtiofsd acts as root on the host, and a guest could
+    // otherwise leave (say) a world-writable node of the host's disk in the share.
+    fs.arg(format!("--fd={}", 3))
+        .arg("--shared-dir")
+        .arg(dir)
+        .args(["--cache=auto", "--log-level=error", "--modcaps=-mknod"]);
+    if readonly {
+        fs.arg("--readonly");
+    }
+    fs.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log)?));
+    let raw = fs_fd.as_raw_fd();
+    // SAFETY: between fork and exec: dup2 on fds this process owns, async-signal-safe.
+    unsafe {
+        fs.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    die_with_parent(&mut fs)
+        .spawn()
+        .context("starting virtiofsd")
+}
+
 impl Hypervisor for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
@@ -229,43 +273,23 @@ impl Hypervisor for Qemu {
 
     fn launch(&self, l: &Launch) -> Result<Vec<Child>> {
         let mut children = Vec::new();
-        // virtiofsd serves the rootfs on a socket we bind ourselves (--fd), so it is ready the
-        // moment it exists.
         let fs_sock = l.run_dir.join("fs.sock");
-        let listener = UnixListener::bind(&fs_sock).context("binding the virtio-fs socket")?;
-        let fs_fd: OwnedFd = listener.into();
-        let mut fs = Command::new(program("virtiofsd")?);
-        // No device nodes from the guest: virtiofsd acts as root on the host, and a guest
-        // could otherwise leave (say) a world-writable node of the host's disk in the share.
-        fs.arg(format!("--fd={}", 3))
-            .arg("--shared-dir")
-            .arg(l.rootfs)
-            .args(["--cache=auto", "--log-level=error", "--modcaps=-mknod"]);
-        if l.readonly_rootfs {
-            fs.arg("--readonly");
+        children.push(virtiofsd(
+            l.rootfs,
+            l.readonly_rootfs,
+            &fs_sock,
+            &l.run_dir.join("virtiofsd.log"),
+        )?);
+        let share_sock = l.run_dir.join("share.sock");
+        if let Some(share) = l.share {
+            // Read-only entries are read-only binds already; the share as a whole is not.
+            children.push(virtiofsd(
+                share,
+                false,
+                &share_sock,
+                &l.run_dir.join("virtiofsd-share.log"),
+            )?);
         }
-        fs.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(
-                l.run_dir.join("virtiofsd.log"),
-            )?));
-        let raw = fs_fd.as_raw_fd();
-        // SAFETY: between fork and exec: dup2 and fcntl on fds this process owns, both
-        // async-signal-safe.
-        unsafe {
-            fs.pre_exec(move || {
-                if libc::dup2(raw, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        children.push(
-            die_with_parent(&mut fs)
-                .spawn()
-                .context("starting virtiofsd")?,
-        );
-        drop(fs_fd);
 
         let vhost_sock = l.run_dir.join("vsock-vhost.sock");
         let mut vs = Command::new(program("vhost-device-vsock")?);
@@ -286,7 +310,7 @@ impl Hypervisor for Qemu {
         children.push(vsock);
         ready?;
 
-        let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 {}", guest_cmdline());
+        let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 {}", guest_cmdline(l));
         if !self.kvm {
             if let Some(khz) = tsc_khz() {
                 cmdline.push_str(&format!(" tsc_early_khz={khz}"));
@@ -326,6 +350,14 @@ impl Hypervisor for Qemu {
             "-device",
             &format!("vhost-user-fs-device,chardev=fs0,tag={ROOTFS_TAG}"),
         ]);
+        if l.share.is_some() {
+            q.arg("-chardev")
+                .arg(format!("socket,id=fs1,path={}", share_sock.display()));
+            q.args([
+                "-device",
+                &format!("vhost-user-fs-device,chardev=fs1,tag={SHARE_TAG}"),
+            ]);
+        }
         q.arg("-chardev")
             .arg(format!("socket,id=vs0,path={}", vhost_sock.display()));
         q.args(["-device", "vhost-user-vsock-device,chardev=vs0"]);

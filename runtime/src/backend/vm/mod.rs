@@ -14,6 +14,8 @@ pub mod initramfs;
 pub mod monitor;
 pub mod network;
 pub mod plan;
+pub mod pod;
+pub mod share;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -51,6 +53,15 @@ pub struct VmInfo {
     pub netns_id: Option<network::NsId>,
     #[serde(default)]
     pub links: Vec<u32>,
+    /// The VM is a pod's (its container is the CRI sandbox): members may be created in it.
+    #[serde(default)]
+    pub pod_vm: bool,
+    /// For a pod member: the sandbox container whose VM it is in (`run_dir` is that VM's).
+    #[serde(default)]
+    pub pod_sandbox: Option<String>,
+    /// For a pod member: its entries in the VM's share (rootfs, volumes).
+    #[serde(default)]
+    pub share_entries: Vec<String>,
 }
 
 impl VmInfo {
@@ -110,6 +121,9 @@ impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         refuse_preserved_fds(req.container.io.preserve_fds)?;
         let mut plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
+        if let plan::PodRole::Member { sandbox } = plan.pod.clone() {
+            return pod::create_member(req, plan, &sandbox);
+        }
         let kernel = Self::kernel(req)?;
         let cache = crate::host::cache_dir();
         let agent = req
@@ -157,6 +171,9 @@ impl Backend for Vm {
             netns: netns.clone(),
             netns_id,
             links: links.clone(),
+            pod_vm: plan.pod == plan::PodRole::Sandbox,
+            pod_sandbox: None,
+            share_entries: Vec::new(),
         };
         if let Err(e) = std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?) {
             let _ = std::fs::remove_dir_all(&run_dir);
@@ -297,9 +314,17 @@ impl Backend for Vm {
     }
 
     fn destroy(&self, rec: &Record) -> Result<()> {
-        // The monitor, the VM and its helpers, and exec relays are all in the host cgroup.
+        // The monitor, the VM and its helpers, and exec relays are all in the host cgroup
+        // (for a pod member: its relay and exec relays).
         Native.destroy(rec)?;
         let info = VmInfo::read(&rec.state_dir);
+        if let Some(member) = &info {
+            if let Some(sandbox) = &member.pod_sandbox {
+                // The VM and its run directory are the sandbox's.
+                pod::delete_member(rec, member, sandbox);
+                return Ok(());
+            }
+        }
         if let Some(VmInfo {
             netns: Some(ns),
             netns_id: Some(id),

@@ -27,6 +27,7 @@ use strata_linux::cgroups::CgroupSet;
 use super::client::{accept_ready, AgentAddr, REQUEST_TIMEOUT};
 use super::driver::{Hypervisor, Launch, VSOCK_SOCKET};
 use super::plan::GuestPlan;
+use super::share;
 use strata_agent_protocol::copy_stream;
 use strata_agent_protocol::{Request, Response, Stream, READY_PORT};
 
@@ -226,7 +227,7 @@ pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
         return 1;
     };
     let id = setup.id.clone();
-    let status = match run_started(&setup, &addr, &vm) {
+    let status = match run_started(&setup.id, setup.start_listener, &addr, &vm) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("strata: vm container {id}: {e:#}");
@@ -253,6 +254,14 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
     nix::unistd::setsid().context("setsid")?;
     setup.cgroups.add(std::process::id() as i32)?;
     block_forwarded()?;
+    // Still single-threaded: the share's mount namespace can be made.
+    let share = setup
+        .plan
+        .needs_share()
+        .then(|| setup.run_dir.join(share::SHARE_DIR));
+    if let Some(dir) = &share {
+        share::build(dir, &setup.plan.volumes)?;
+    }
     let ready_path = setup.run_dir.join(format!("{VSOCK_SOCKET}_{READY_PORT}"));
     let ready = UnixListener::bind(&ready_path).context("binding the agent's ready socket")?;
     let launch = Launch {
@@ -262,6 +271,7 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         vcpus: setup.plan.vcpus,
         rootfs: &setup.plan.rootfs,
         readonly_rootfs: setup.plan.readonly_rootfs,
+        share: share.as_deref(),
         run_dir: &setup.run_dir,
         nics: &setup.nics,
     };
@@ -309,9 +319,9 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         &Request::Create {
             id: setup.id.clone(),
             spec: setup.plan.spec.clone(),
-            files: setup.plan.files.clone(),
             allow_vsock: setup.plan.allow_vsock,
             network: setup.plan.network.clone(),
+            pod: None,
         },
         Some(REQUEST_TIMEOUT),
     )?)?;
@@ -413,9 +423,9 @@ fn spawn_forwarder(addr: AgentAddr, id: String, exec_id: Option<String>, tty: Op
 }
 
 /// After the container exists: `start`, then the workload's exit status.
-fn run_started(setup: &MonitorSetup, addr: &AgentAddr, vm: &OwnedFd) -> Result<i32> {
+fn run_started(id: &str, start_listener: RawFd, addr: &AgentAddr, vm: &OwnedFd) -> Result<i32> {
     // SAFETY: the start listener was inherited from the creating runtime and is ours alone now.
-    let listener = unsafe { UnixListener::from_raw_fd(setup.start_listener) };
+    let listener = unsafe { UnixListener::from_raw_fd(start_listener) };
     let mut fds = [
         PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         PollFd::new(vm.as_fd(), PollFlags::POLLIN),
@@ -433,15 +443,65 @@ fn run_started(setup: &MonitorSetup, addr: &AgentAddr, vm: &OwnedFd) -> Result<i
     let (mut conn, _): (UnixStream, _) = listener.accept().context("accepting start")?;
     let mut byte = [0u8; 1];
     conn.read_exact(&mut byte).context("reading start")?;
-    if let Err(e) = addr.call_ok(&Request::Start {
-        id: setup.id.clone(),
-    }) {
+    if let Err(e) = addr.call_ok(&Request::Start { id: id.to_string() }) {
         let _ = conn.write_all(format!("{e:#}").as_bytes());
         return Err(e);
     }
     drop(conn);
     drop(listener);
-    wait_exit(addr, &setup.id, None, vm)
+    wait_exit(addr, id, None, vm)
+}
+
+pub struct MemberSetup {
+    pub id: String,
+    /// The pod's sandbox container, in whose VM the member is created.
+    pub sandbox: String,
+    pub spec: serde_json::Value,
+    pub allow_vsock: bool,
+    pub addr: AgentAddr,
+    pub start_listener: RawFd,
+    pub console: Option<RawFd>,
+    pub cgroups: CgroupSet,
+    /// The pod VM's monitor: its end is the VM's end.
+    pub monitor_pid: i32,
+}
+
+/// Runs in the forked process that is a pod member's PID on the host (its relay): creates
+/// the member in the pod's VM, relays its stdio, turns `start` into the agent's Start, and
+/// exits with its status. The VM is the sandbox's to end, not the member's.
+pub fn member(setup: MemberSetup, report: OwnedFd) -> i32 {
+    ignore_sigpipe();
+    let prepared = (|| -> Result<(Attached, OwnedFd)> {
+        nix::unistd::setsid().context("setsid")?;
+        setup.cgroups.add(std::process::id() as i32)?;
+        block_forwarded()?;
+        let vm =
+            strata_linux::proc::pidfd_open(setup.monitor_pid).context("the pod's VM is gone")?;
+        expect_created(setup.addr.call(
+            &Request::Create {
+                id: setup.id.clone(),
+                spec: setup.spec.clone(),
+                allow_vsock: setup.allow_vsock,
+                network: Vec::new(),
+                pod: Some(setup.sandbox.clone()),
+            },
+            Some(REQUEST_TIMEOUT),
+        )?)?;
+        let attached = connect_process(&setup.addr, &setup.id, None, setup.console)?;
+        Ok((attached, vm))
+    })();
+    let Some((attached, vm)) = send_report(report, prepared) else {
+        return 1;
+    };
+    let status = match run_started(&setup.id, setup.start_listener, &setup.addr, &vm) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata: pod container {}: {e:#}", setup.id);
+            255
+        }
+    };
+    join_all(attached.outputs, Duration::from_secs(2));
+    status
 }
 
 pub struct RelaySetup {

@@ -1,5 +1,5 @@
-//! What a bundle becomes in a VM: the spec as the guest sees it, the small host files its bind
-//! mounts name, and the VM's size. Everything a VM cannot honour is refused here, before any
+//! What a bundle becomes in a VM: the spec as the guest sees it, the host directories and files
+//! its bind mounts name (carried through the VM's share), and the VM's size. Everything a VM cannot honour is refused here, before any
 //! resource exists, with the field that asked for it.
 
 use std::path::{Path, PathBuf};
@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 
+use super::share::Volume;
 use crate::config::{annotation, NodeConfig};
-use strata_agent_protocol::{GuestFile, FILE_PREFIX};
+use strata_agent_protocol::SHARE_PREFIX;
 
 pub const MEMORY_ANNOTATION: &str = "dev.strata.vm.memory_mib";
 pub const VCPUS_ANNOTATION: &str = "dev.strata.vm.vcpus";
@@ -21,10 +22,6 @@ pub const DEFAULT_MEMORY_MIB: u32 = 256;
 /// the kernel keeps 15.5 MiB (MemTotal 240.5 MiB) and 27 MiB more are in use (MemAvailable
 /// 213.5 MiB), 43 MiB in all; the rest is headroom for the page cache of the virtio-fs rootfs.
 pub const GUEST_OVERHEAD_MIB: u32 = 64;
-/// Largest host file carried into the guest for a bind mount (hosts, resolv.conf, hostname,
-/// .containerenv are bytes to a few KiB).
-const MAX_FILE: u64 = 1 << 20;
-
 /// The most memory a VM gets.
 pub const MAX_MEMORY_MIB: u32 = 65536;
 
@@ -47,43 +44,68 @@ fn guest_device(meta: &std::fs::Metadata) -> Option<&'static str> {
     }
 }
 
-/// A host file a bind mount carries into the guest: a regular file (checked on the open fd,
-/// without blocking on a FIFO), read up to MAX_FILE bytes (a file that grows past it while
-/// it is read is refused too).
-fn read_small_file(source: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let what = || format!("vm backend: bind mount source {}", source.display());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(source)
-        .with_context(what)?;
-    let meta = file.metadata().with_context(what)?;
-    if !meta.is_file() {
-        bail!(
-            "{}: only regular files (and the host's null, zero, full, random and urandom \
-             devices) are carried into the guest",
-            what()
-        );
+/// Whether a bind mount's options leave it read-only (the last of `ro`/`rw` counts; `rro`
+/// makes it and its submounts read-only).
+fn bind_readonly(m: &oci_spec::runtime::Mount) -> bool {
+    let mut ro = false;
+    for o in m.options().as_deref().unwrap_or_default() {
+        match o.as_str() {
+            "ro" | "rro" => ro = true,
+            "rw" => ro = false,
+            _ => {}
+        }
     }
-    let mut content = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut content)
-        .with_context(what)?;
-    if content.len() as u64 > MAX_FILE {
-        bail!(
-            "{}: more than {MAX_FILE} bytes; files up to that are carried into the guest",
-            what()
-        );
+    ro
+}
+
+/// The CRI's annotations: which container of a pod this is, and the pod's sandbox.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Where a container stands in a pod: one VM per pod, booted for the pod's sandbox
+/// container, in which the pod's other containers (members) are created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodRole {
+    /// A container without a pod (ctr, Docker, podman): a VM of its own.
+    Alone,
+    /// The CRI sandbox container: its VM is the pod's.
+    Sandbox,
+    /// A container of the pod whose sandbox container is `sandbox`.
+    Member { sandbox: String },
+}
+
+impl PodRole {
+    fn of(spec: &Spec) -> Result<PodRole> {
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        match annotations
+            .get(CONTAINER_TYPE_ANNOTATION)
+            .map(String::as_str)
+        {
+            None => Ok(PodRole::Alone),
+            Some("sandbox") => Ok(PodRole::Sandbox),
+            Some("container") => match annotations.get(SANDBOX_ID_ANNOTATION) {
+                Some(id) if !id.is_empty() => Ok(PodRole::Member {
+                    sandbox: id.clone(),
+                }),
+                _ => bail!(
+                    "annotation {CONTAINER_TYPE_ANNOTATION}=container without \
+                     {SANDBOX_ID_ANNOTATION}: the vm backend creates a pod's containers in the \
+                     pod's VM, and needs to know which pod"
+                ),
+            },
+            Some(other) => bail!(
+                "annotation {CONTAINER_TYPE_ANNOTATION}: expected \"sandbox\" or \"container\", \
+                 got {other:?}"
+            ),
+        }
     }
-    Ok(content)
 }
 
 #[derive(Debug)]
 pub struct GuestPlan {
     pub spec: serde_json::Value,
-    pub files: Vec<GuestFile>,
+    /// The bind mounts carried through the VM's share (see `share`).
+    pub volumes: Vec<Volume>,
     pub memory_mib: u32,
     pub vcpus: u8,
     /// The container may open AF_VSOCK sockets in the guest.
@@ -96,6 +118,44 @@ pub struct GuestPlan {
     pub netns: Option<PathBuf>,
     /// The guest's interfaces, once the host side is set up (see `network`).
     pub network: Vec<strata_agent_protocol::GuestInterface>,
+    pub pod: PodRole,
+    /// A pod member's namespaces named by path (the sandbox's, by the CRI's convention),
+    /// checked against the pod's VM before the member is created there.
+    pub joined: Vec<(oci_spec::runtime::LinuxNamespaceType, PathBuf)>,
+}
+
+impl GuestPlan {
+    /// A pod member's plan, made for the pod's running VM: its rootfs and volumes are
+    /// entries of the VM's share named after the container (`ID-rootfs`, `ID-N`), and the
+    /// guest spec points there.
+    pub fn for_member(&mut self, id: &str) {
+        for v in &mut self.volumes {
+            let name = format!("{id}-{}", v.name);
+            if let Some(mounts) = self.spec["mounts"].as_array_mut() {
+                for m in mounts {
+                    if m["source"] == format!("{SHARE_PREFIX}{}", v.name).as_str() {
+                        m["source"] = format!("{SHARE_PREFIX}{name}").into();
+                    }
+                }
+            }
+            v.name = name;
+        }
+        let name = format!("{id}-rootfs");
+        self.spec["root"]["path"] = format!("{SHARE_PREFIX}{name}").into();
+        self.volumes.push(Volume {
+            name,
+            source: self.rootfs.clone(),
+            is_dir: true,
+            readonly: self.readonly_rootfs,
+            recursive: true,
+        });
+    }
+
+    /// The share the VM needs: its container's volumes, and for a pod's VM always one, for
+    /// the members to come.
+    pub fn needs_share(&self) -> bool {
+        !self.volumes.is_empty() || self.pod == PodRole::Sandbox
+    }
 }
 
 fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
@@ -142,9 +202,20 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         }
     }
     let linux = spec.linux().clone().unwrap_or_default();
+    let pod = PodRole::of(spec)?;
     let mut netns = None;
+    let mut joined = Vec::new();
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         if let Some(path) = ns.path() {
+            use oci_spec::runtime::LinuxNamespaceType as T;
+            // A pod member shares the sandbox's network, IPC and UTS namespaces, which are
+            // in the pod's VM: checked there, and the guest's own joined instead.
+            if matches!(pod, PodRole::Member { .. })
+                && matches!(ns.typ(), T::Network | T::Ipc | T::Uts)
+            {
+                joined.push((ns.typ(), path.clone()));
+                continue;
+            }
             // A network namespace made for the container (by CNI, netavark, Docker) is where
             // the VM's network comes from: its interfaces are carried into the guest.
             if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
@@ -174,7 +245,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     }
     let rootfs = strata_linux::container::rootfs_of(spec, bundle)?;
     let mut guest = serde_json::to_value(spec).context("serializing the spec")?;
-    let mut files = Vec::new();
+    let mut volumes = Vec::new();
     if let Some(mounts) = guest["mounts"].as_array_mut() {
         for (i, (m, json)) in spec
             .mounts()
@@ -200,29 +271,33 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
                 json["source"] = dev.into();
                 continue;
             }
-            if meta.is_dir() {
-                if m.destination() == Path::new("/dev/shm") {
-                    // Shared memory with the host means nothing across a VM boundary: the
-                    // container gets a private one.
-                    json["type"] = "tmpfs".into();
-                    json["source"] = "shm".into();
-                    json["options"] = serde_json::json!(["nosuid", "noexec", "nodev", "mode=1777"]);
-                    continue;
-                }
+            if meta.is_dir() && m.destination() == Path::new("/dev/shm") {
+                // Shared memory with the host means nothing across a VM boundary: the
+                // container gets a private one.
+                json["type"] = "tmpfs".into();
+                json["source"] = "shm".into();
+                json["options"] = serde_json::json!(["nosuid", "noexec", "nodev", "mode=1777"]);
+                continue;
+            }
+            if !meta.is_dir() && !meta.is_file() {
                 bail!(
-                    "vm backend: bind mount of the host directory {} at {} is not supported \
-                     (only the rootfs and small files are carried into the guest)",
-                    source.display(),
-                    m.destination().display()
+                    "vm backend: bind mount source {}: only directories and regular files (and \
+                     the host's null, zero, full, random and urandom devices) are carried into \
+                     the guest",
+                    source.display()
                 );
             }
-            let content = read_small_file(&source)?;
             let name = i.to_string();
-            json["source"] = format!("{FILE_PREFIX}{name}").into();
-            files.push(GuestFile {
+            json["source"] = format!("{SHARE_PREFIX}{name}").into();
+            volumes.push(Volume {
                 name,
-                mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()),
-                content,
+                source,
+                is_dir: meta.is_dir(),
+                readonly: bind_readonly(m),
+                recursive: m
+                    .options()
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|o| o == "rbind")),
             });
         }
     }
@@ -236,6 +311,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 list.retain(|n| n["type"] != "network");
             }
+        }
+        // A pod member's shared namespaces are the sandbox's in the guest (the agent
+        // points them there); paths from the host mean nothing inside.
+        if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
+            list.retain(|n| n.get("path").is_none());
         }
     }
     let limits = linux.resources().clone().unwrap_or_default();
@@ -306,7 +386,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     };
     Ok(GuestPlan {
         spec: guest,
-        files,
+        volumes,
         memory_mib,
         vcpus,
         allow_vsock,
@@ -318,6 +398,8 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             .unwrap_or(false),
         netns,
         network: Vec::new(),
+        pod,
+        joined,
     })
 }
 
@@ -437,11 +519,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("hooks.prestart"));
-        let s = spec(
-            serde_json::json!({"mounts": [{"destination": "/data", "type": "bind", "source": "/etc", "options": ["rbind"]}]}),
-        );
-        let e = plan(&s, &b.0, &node).unwrap_err().to_string();
-        assert!(e.contains("/etc") && e.contains("/data"), "{e}");
     }
 
     #[test]
@@ -492,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_sources_are_small_regular_files_or_the_guests_own_devices() {
+    fn bind_sources_are_directories_regular_files_or_the_guests_own_devices() {
         let b = bundle();
         let node = NodeConfig::default();
         let bind = |src: &str| {
@@ -503,24 +580,24 @@ mod tests {
         // /dev/zero would be read for ever: the guest's own is bound instead.
         let p = plan(&bind("/dev/zero"), &b.0, &node).unwrap();
         assert_eq!(p.spec["mounts"][0]["source"], "/dev/zero");
-        assert!(p.files.is_empty());
+        assert!(p.volumes.is_empty());
         // A FIFO would block create; other devices cannot cross.
         let fifo = b.0.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = plan(&bind(fifo.to_str().unwrap()), &b.0, &node)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("only regular files"), "{e}");
+        assert!(e.contains("only directories and regular files"), "{e}");
         let e = plan(&bind("/dev/kmsg"), &b.0, &node)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("only regular files"), "{e}");
+        assert!(e.contains("only directories and regular files"), "{e}");
+        // A file of any size is shared, not copied.
         let big = b.0.join("big");
-        std::fs::write(&big, vec![0u8; (MAX_FILE + 1) as usize]).unwrap();
-        let e = plan(&bind(big.to_str().unwrap()), &b.0, &node)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("more than"), "{e}");
+        std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();
+        let p = plan(&bind(big.to_str().unwrap()), &b.0, &node).unwrap();
+        assert_eq!(p.volumes.len(), 1);
+        assert!(!p.volumes[0].is_dir);
     }
 
     #[test]
@@ -545,21 +622,42 @@ mod tests {
     }
 
     #[test]
-    fn small_files_travel_and_shm_becomes_private() {
+    fn binds_go_through_the_share_and_shm_becomes_private() {
         let b = bundle();
         std::fs::write(b.0.join("hosts"), "127.0.0.1 localhost\n").unwrap();
         std::fs::create_dir(b.0.join("shm")).unwrap();
+        std::fs::create_dir(b.0.join("data")).unwrap();
         let s = spec(serde_json::json!({"mounts": [
             {"destination": "/etc/hosts", "type": "bind", "source": "hosts", "options": ["rbind", "ro"]},
             {"destination": "/dev/shm", "type": "bind", "source": b.0.join("shm"), "options": ["rbind"]},
-            {"destination": "/proc", "type": "proc", "source": "proc"}
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro", "rw"]},
+            {"destination": "/etc/x", "source": "/etc", "options": ["rbind", "rro"]}
         ], "linux": {"cgroupsPath": "machine.slice:libpod:x"}}));
         let p = plan(&s, &b.0, &NodeConfig::default()).unwrap();
-        assert_eq!(p.files.len(), 1);
-        assert_eq!(p.files[0].content, b"127.0.0.1 localhost\n");
-        assert_eq!(p.spec["mounts"][0]["source"], format!("{FILE_PREFIX}0"));
+        let vol = |name: &str, source: PathBuf, is_dir, readonly, recursive| Volume {
+            name: name.into(),
+            source,
+            is_dir,
+            readonly,
+            recursive,
+        };
+        assert_eq!(
+            p.volumes,
+            [
+                vol("0", b.0.join("hosts"), false, true, true),
+                vol("3", b.0.join("data"), true, false, false),
+                vol("4", "/etc".into(), true, true, true),
+            ]
+        );
+        assert_eq!(p.spec["mounts"][0]["source"], format!("{SHARE_PREFIX}0"));
         assert_eq!(p.spec["mounts"][1]["type"], "tmpfs");
         assert_eq!(p.spec["mounts"][2]["source"], "proc");
+        assert_eq!(p.spec["mounts"][3]["source"], format!("{SHARE_PREFIX}3"));
+        assert_eq!(
+            p.spec["mounts"][3]["options"],
+            serde_json::json!(["bind", "ro", "rw"])
+        );
         assert!(p.spec["linux"].get("cgroupsPath").is_none());
     }
 }
