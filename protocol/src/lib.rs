@@ -31,6 +31,10 @@ pub const HOST_CID: u32 = 2;
 /// [`SHARE_TAG`]) through which the host exports the container's bind-mounted directories and
 /// files, each under its own name; the agent mounts the share and points each source there.
 pub const SHARE_PREFIX: &str = "@strata-share/";
+/// A pod member's namespace path in `Create.spec`: the agent points it at the namespace of
+/// that type of the pod's sandbox container (or, where the sandbox shares the guest's own,
+/// drops it so that the member shares it too).
+pub const POD_NAMESPACE: &str = "@strata-pod";
 /// virtio-fs tag of the share; the agent mounts it when the kernel command line has
 /// `strata.share=<tag>`.
 pub const SHARE_TAG: &str = "share";

@@ -589,7 +589,13 @@ pub struct CriSettings<'a> {
     /// Handler name → runtime binary (the shim's `BinaryName`).
     pub handlers: &'a [(&'a str, &'a Path)],
     pub sandbox_image: &'a str,
+    /// A CNI network list (JSON) for pods with a network of their own, run with Debian's
+    /// containernetworking-plugins; None: host-network pods only.
+    pub cni: Option<&'a str>,
 }
+
+/// Where Debian's containernetworking-plugins installs the CNI plugins.
+pub const CNI_PLUGINS: &str = "/usr/lib/cni";
 
 impl Containerd {
     pub fn start(cri: Option<&CriSettings>) -> Containerd {
@@ -617,6 +623,16 @@ impl Containerd {
             let p = "plugins.\"io.containerd.grpc.v1.cri\"";
             std::fs::create_dir_all(d.join("cni/bin")).unwrap();
             std::fs::create_dir_all(d.join("cni/conf")).unwrap();
+            if let Some(list) = cri.cni {
+                std::fs::write(d.join("cni/conf/10-strata-test.conflist"), list).unwrap();
+                for plugin in std::fs::read_dir(CNI_PLUGINS).unwrap().flatten() {
+                    std::os::unix::fs::symlink(
+                        plugin.path(),
+                        d.join("cni/bin").join(plugin.file_name()),
+                    )
+                    .unwrap();
+                }
+            }
             config += &format!(
                 "[{p}]\n\
                  sandbox_image = \"{image}\"\n\

@@ -12,7 +12,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use strata_integration::clients::{
     busybox_oci_archive, require_client, run_ok, CgroupParent, Containerd, CriSettings,
-    LoggedRuntime,
+    LoggedRuntime, CNI_PLUGINS,
 };
 use strata_integration::{strata_bin, unique};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -120,33 +120,10 @@ impl Kubelet {
     }
 }
 
-/// `strata state` of a container the shim created, read from the handler's runtime root.
-fn strata_state(runtime_root: &Path, id: &str) -> serde_json::Value {
-    let out = run_ok(
-        std::process::Command::new(strata_bin())
-            .args(["--config", strata_integration::NO_NODE_CONFIG])
-            .arg("--root")
-            .arg(runtime_root)
-            .args(["state", id]),
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn cri_pod_lifecycle_and_backend_choice() {
-    if !strata_integration::is_root() {
-        eprintln!("SKIPPED: CRI tests need root");
-        return;
-    }
-    if !require_client(&["containerd", "ctr", "containerd-shim-runc-v2"]) {
-        return;
-    }
-    let runtime = LoggedRuntime::new("cri");
-    let sandbox_link = runtime.link("strata-sandbox");
-    let containerd = Containerd::start(Some(&CriSettings {
-        handlers: &[("strata", &runtime.path), ("strata-sandbox", &sandbox_link)],
-        sandbox_image: IMAGE,
-    }));
+/// A private containerd with its CRI plugin, the busybox image imported and seen by CRI,
+/// and the test's kubelet connected to it.
+async fn start_cri(name: &str, settings: &CriSettings<'_>) -> (Containerd, Kubelet) {
+    let containerd = Containerd::start(Some(settings));
     let archive = busybox_oci_archive(containerd.dir.path(), IMAGE, &["sleep", "2147483647"]);
     run_ok(
         containerd
@@ -176,13 +153,47 @@ async fn cri_pod_lifecycle_and_backend_choice() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen, "CRI never saw the imported image");
-
     let logs = containerd.dir.path().join("pod-logs");
-    let mut k = Kubelet {
+    let k = Kubelet {
         rt: RuntimeServiceClient::new(channel),
-        cgroups: CgroupParent::new("cri"),
+        cgroups: CgroupParent::new(name),
         logs,
     };
+    (containerd, k)
+}
+
+/// `strata state` of a container the shim created, read from the handler's runtime root.
+fn strata_state(runtime_root: &Path, id: &str) -> serde_json::Value {
+    let out = run_ok(
+        std::process::Command::new(strata_bin())
+            .args(["--config", strata_integration::NO_NODE_CONFIG])
+            .arg("--root")
+            .arg(runtime_root)
+            .args(["state", id]),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cri_pod_lifecycle_and_backend_choice() {
+    if !strata_integration::is_root() {
+        eprintln!("SKIPPED: CRI tests need root");
+        return;
+    }
+    if !require_client(&["containerd", "ctr", "containerd-shim-runc-v2"]) {
+        return;
+    }
+    let runtime = LoggedRuntime::new("cri");
+    let sandbox_link = runtime.link("strata-sandbox");
+    let (containerd, mut k) = start_cri(
+        "cri",
+        &CriSettings {
+            handlers: &[("strata", &runtime.path), ("strata-sandbox", &sandbox_link)],
+            sandbox_image: IMAGE,
+            cni: None,
+        },
+    )
+    .await;
     let version =
         k.rt.version(VersionRequest::default())
             .await
@@ -421,6 +432,352 @@ async fn cri_pod_lifecycle_and_backend_choice() {
         runtime.assert_used(verb);
     }
     runtime.report("containerd CRI");
+    drop(k);
+    drop(containerd);
+}
+
+/// Host processes of VMs whose command line names `needle`.
+fn vm_processes(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle) && (c.contains("qemu-system") || c.contains("strata-vmm")))
+        .count()
+}
+
+async fn exec_sync(k: &mut Kubelet, id: &str, script: &str) -> (i32, String) {
+    let r =
+        k.rt.exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 60,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned())
+}
+
+/// The strong-isolation RuntimeClass for real: a two-container pod on the `strata-vm`
+/// handler (the stock runc shim, strata's vm backend) with a CNI bridge network, a hostPort,
+/// an emptyDir-like and a read-only configMap-like volume, in exactly one VM.
+#[tokio::test(flavor = "current_thread")]
+async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
+    if !strata_integration::is_root() {
+        eprintln!("SKIPPED: CRI tests need root");
+        return;
+    }
+    if !require_client(&["containerd", "ctr", "containerd-shim-runc-v2", "iptables"])
+        || !require_client(&[&format!("{CNI_PLUGINS}/bridge")])
+    {
+        return;
+    }
+    let cfg = strata_integration::TempDir::new("cri-vm-cfg");
+    let Some(config) = strata_integration::vm_node_config(cfg.path()) else {
+        return;
+    };
+    let runtime = LoggedRuntime::with_config("cri-vm", &config);
+    let vm_link = runtime.link("strata-vm");
+    let bridge = format!("strata-cri{}", std::process::id() % 1000);
+    let ipam = strata_integration::TempDir::new("cri-vm-ipam");
+    let cni = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "strata-cri-vm",
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+             "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.77.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam.path()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+    .to_string();
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+    let _bridge = Bridge(bridge.clone());
+    let (containerd, mut k) = start_cri(
+        "cri-vm",
+        &CriSettings {
+            handlers: &[("strata-vm", &vm_link)],
+            sandbox_image: IMAGE,
+            cni: Some(&cni),
+        },
+    )
+    .await;
+    let handler_root = containerd.dir.path().join("runtime-root/strata-vm/k8s.io");
+    let volumes = strata_integration::TempDir::new("cri-vm-volumes");
+    let (data, conf) = (volumes.path().join("data"), volumes.path().join("conf"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(conf.join("..v1")).unwrap();
+    std::fs::write(conf.join("..v1/key"), "v1").unwrap();
+    std::os::unix::fs::symlink("..v1", conf.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/key", conf.join("key")).unwrap();
+    // A listener on the bridge's host address, for the pod's egress.
+    let egress = std::net::TcpListener::bind("10.89.77.1:0");
+
+    let mut pod_config = k.pod_config("vm-pod", &[]);
+    pod_config.hostname = "vm-pod".into();
+    if let Some(ns) = pod_config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Pod as i32;
+    }
+    let host_port = 18000 + (std::process::id() % 1000) as i32;
+    pod_config.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port,
+        host_ip: String::new(),
+    }];
+    let pod = k
+        .run_pod(&pod_config, "strata-vm")
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log_text()));
+    let status =
+        k.rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("a status");
+    let pod_ip = status.network.expect("the pod's network").ip;
+    assert!(pod_ip.starts_with("10.89.77."), "pod IP {pod_ip:?}");
+    // The egress listener needs the bridge, which the pod's network made.
+    let egress = egress
+        .or_else(|_| std::net::TcpListener::bind("10.89.77.1:0"))
+        .expect("a listener on the bridge address");
+    let egress_port = egress.local_addr().unwrap().port();
+
+    let mount = |path: &Path, at: &str, readonly: bool| Mount {
+        container_path: at.into(),
+        host_path: path.display().to_string(),
+        readonly,
+        ..Default::default()
+    };
+    // The kubelet's default: a PID namespace per container; with shareProcessNamespace,
+    // the pod's.
+    let make = |name: &str, script: String, mounts: Vec<Mount>, pid: NamespaceMode| {
+        CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into()],
+                args: vec![script],
+                log_path: format!("{name}.log"),
+                mounts,
+                linux: Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            network: NamespaceMode::Pod as i32,
+                            pid: pid as i32,
+                            ipc: NamespaceMode::Pod as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config.clone()),
+        }
+    };
+    let server = "echo up; while true; do nc -l -p 8080 -e echo hello-from-pod; done".to_string();
+    let client = format!(
+        "until nc 127.0.0.1 8080 </dev/null > /data/got; do sleep 0.2; done; \
+         echo from-pod | nc 10.89.77.1 {egress_port}; echo client-done; sleep 100000"
+    );
+    let mut ids = Vec::new();
+    for (name, script, mounts, pid) in [
+        (
+            "server",
+            server,
+            vec![mount(&data, "/data", false)],
+            NamespaceMode::Container,
+        ),
+        (
+            "client",
+            client,
+            vec![mount(&data, "/data", false), mount(&conf, "/config", true)],
+            NamespaceMode::Pod,
+        ),
+    ] {
+        let id = k
+            .rt
+            .create_container(make(name, script, mounts, pid))
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log_text()))
+            .into_inner()
+            .container_id;
+        k.rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", containerd.log_text()));
+        ids.push(id);
+    }
+    let (server_id, client_id) = (ids[0].clone(), ids[1].clone());
+
+    // The pod reaches the bridge's host address, and is seen there with its own IP.
+    egress.set_nonblocking(false).unwrap();
+    let (mut conn, peer) = egress.accept().expect("the pod's connection");
+    assert_eq!(peer.ip().to_string(), pod_ip, "the pod's egress address");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
+    assert_eq!(got, "from-pod\n");
+    // Localhost between the containers, through the shared emptyDir-like volume.
+    assert_eq!(
+        std::fs::read_to_string(data.join("got")).unwrap_or_default(),
+        "hello-from-pod\n"
+    );
+    // The host reaches the pod IP, and the hostPort through portmap.
+    for addr in [format!("{pod_ip}:8080"), format!("10.89.77.1:{host_port}")] {
+        // The server listens again only once its last connection is done (a guest under
+        // TCG is slow to): refused for a moment, then served.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(&addr) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("connecting to {addr}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        assert_eq!(text, "hello-from-pod\n", "from {addr}");
+    }
+    // The configMap-like volume: read-only, and a host-side `..data` swap seen within 5 s.
+    let (code, out) = exec_sync(&mut k, &client_id, "cat /config/key; touch /config/x").await;
+    assert_eq!((code != 0, out.as_str()), (true, "v1"));
+    std::fs::create_dir_all(conf.join("..v2")).unwrap();
+    std::fs::write(conf.join("..v2/key"), "v2").unwrap();
+    std::os::unix::fs::symlink("..v2", conf.join("..data_tmp")).unwrap();
+    std::fs::rename(conf.join("..data_tmp"), conf.join("..data")).unwrap();
+    let swapped = std::time::Instant::now();
+    let (_, out) = exec_sync(
+        &mut k,
+        &client_id,
+        "i=0; until [ \"$(cat /config/key)\" = v2 ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /config/key",
+    )
+    .await;
+    assert_eq!(out, "v2");
+    assert!(
+        swapped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        swapped.elapsed()
+    );
+    // The client shares the pod's PID namespace (it sees the sandbox's process); the server
+    // has its own (it does not).
+    let (_, out) = exec_sync(&mut k, &client_id, "ps -o args").await;
+    assert!(out.contains("sleep 2147483647"), "{out}");
+    let (_, out) = exec_sync(&mut k, &server_id, "ps -o args").await;
+    assert!(!out.contains("sleep 2147483647"), "{out}");
+    // The pod's hostname and the kernel are the VM's; exactly one VM runs for the pod.
+    let (_, out) = exec_sync(&mut k, &server_id, "hostname; uname -r").await;
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("vm-pod"), "{out}");
+    assert!(
+        strata_integration::is_guest_kernel(lines.next().unwrap_or("")),
+        "{out}"
+    );
+    let pod_state = strata_state(&handler_root, &pod);
+    assert_eq!(
+        pod_state["annotations"]["dev.strata.backend"], "vm",
+        "{pod_state}"
+    );
+    let pod_run = strata::backend::vm::run_dir_for(&handler_root.join(&pod));
+    assert_eq!(vm_processes(pod_run.to_str().unwrap()), 1, "the pod's VM");
+    assert_eq!(vm_processes(&handler_root.display().to_string()), 0);
+    for id in &ids {
+        assert!(!strata::backend::vm::run_dir_for(&handler_root.join(id)).exists());
+    }
+    let stats =
+        k.rt.container_stats(ContainerStatsRequest {
+            container_id: server_id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert!(stats.memory.is_some() && stats.cpu.is_some(), "{stats:?}");
+    let log = std::fs::read_to_string(k.logs.join("vm-pod/server.log")).unwrap_or_default();
+    assert!(log.contains("stdout F up"), "container log: {log:?}");
+
+    // Stop and remove as the kubelet does; then nothing of the pod is left.
+    for id in &ids {
+        k.rt.stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 5,
+        })
+        .await
+        .expect("StopContainer");
+        let (state, _) = k.container_state(id).await;
+        assert_eq!(state, ContainerState::ContainerExited as i32);
+        k.rt.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    }
+    k.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    k.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert_eq!(vm_processes(pod_run.to_str().unwrap()), 0, "a VM is left");
+    assert!(!pod_run.exists(), "the VM's run directory is left");
+    let left: Vec<_> = std::fs::read_dir(&handler_root)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "strata state left: {left:?}");
+    assert!(
+        k.cgroups.leftovers().is_empty(),
+        "{:?}",
+        k.cgroups.leftovers()
+    );
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("strata-tap"),
+        "a tap is left"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/run/strata-vm/"),
+        "a share is left mounted"
+    );
+    runtime.report("containerd CRI (vm pod)");
     drop(k);
     drop(containerd);
 }

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use strata_agent_protocol::{GuestInterface, Response, SHARE_PREFIX};
+use strata_agent_protocol::{GuestInterface, Response, POD_NAMESPACE, SHARE_PREFIX};
 
 use strata::cli::{Cli, Command, CreateArgs, CreateCommon, ExecArgs, LogFormat};
 
@@ -213,10 +213,10 @@ impl Agent {
         )
     }
 
-    /// Points a pod member's spec at the namespaces of the pod's sandbox container: the
-    /// network, IPC and UTS namespaces it has of its own are joined by path; those it shares
-    /// with the guest (the network, when the host's interfaces were carried in) are shared
-    /// likewise.
+    /// Points a pod member's shared namespaces (those the host marked `POD_NAMESPACE`) at
+    /// the pod's sandbox container's: joined by path where it has one of its own, shared
+    /// like the sandbox's where it uses the guest's (the network, when the host's interfaces
+    /// were carried in).
     fn join_pod(&self, spec: &mut serde_json::Value, sandbox: &str) -> Result<()> {
         let (pid, since) = self
             .lookup(&(sandbox.to_string(), None))
@@ -240,14 +240,31 @@ impl Agent {
         let list = spec["linux"]["namespaces"]
             .as_array_mut()
             .context("linux.namespaces in the member's spec")?;
-        for (typ, name) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")] {
-            list.retain(|n| n["type"] != typ);
-            if has(typ) {
-                list.push(
-                    serde_json::json!({"type": typ, "path": format!("/proc/{pid}/ns/{name}")}),
-                );
+        let mut joined = Vec::new();
+        for n in list.iter_mut() {
+            if n["path"] != POD_NAMESPACE {
+                continue;
             }
+            let typ = n["type"].as_str().unwrap_or_default().to_string();
+            let name = match typ.as_str() {
+                "network" => "net",
+                "ipc" => "ipc",
+                "uts" => "uts",
+                "pid" => "pid",
+                other => bail!("a pod member cannot share the sandbox's {other:?} namespace"),
+            };
+            if typ == "pid" && !has("pid") {
+                // The guest's own PID namespace is the agent's.
+                bail!("the pod's sandbox has no PID namespace of its own to share");
+            }
+            n["path"] = format!("/proc/{pid}/ns/{name}").into();
+            joined.push(typ);
         }
+        // Where the sandbox shares the guest's namespace, the member does too.
+        list.retain(|n| {
+            let typ = n["type"].as_str().unwrap_or_default();
+            !joined.iter().any(|t| t == typ) || has(typ)
+        });
         Ok(())
     }
 

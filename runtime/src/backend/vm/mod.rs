@@ -121,6 +121,9 @@ impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         refuse_preserved_fds(req.container.io.preserve_fds)?;
         let mut plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
+        if plan.readonly_rootfs {
+            plan::make_mount_points(req.container.spec, req.container.bundle, &plan.rootfs)?;
+        }
         if let plan::PodRole::Member { sandbox } = plan.pod.clone() {
             return pod::create_member(req, plan, &sandbox);
         }

@@ -9,7 +9,7 @@ use oci_spec::runtime::Spec;
 
 use super::share::Volume;
 use crate::config::{annotation, NodeConfig};
-use strata_agent_protocol::SHARE_PREFIX;
+use strata_agent_protocol::{POD_NAMESPACE, SHARE_PREFIX};
 
 pub const MEMORY_ANNOTATION: &str = "dev.strata.vm.memory_mib";
 pub const VCPUS_ANNOTATION: &str = "dev.strata.vm.vcpus";
@@ -208,10 +208,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         if let Some(path) = ns.path() {
             use oci_spec::runtime::LinuxNamespaceType as T;
-            // A pod member shares the sandbox's network, IPC and UTS namespaces, which are
-            // in the pod's VM: checked there, and the guest's own joined instead.
+            // A pod member shares the sandbox's network, IPC and UTS namespaces (and its PID
+            // namespace, with shareProcessNamespace), which are in the pod's VM: checked
+            // there, and the guest's joined instead.
             if matches!(pod, PodRole::Member { .. })
-                && matches!(ns.typ(), T::Network | T::Ipc | T::Uts)
+                && matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid)
             {
                 joined.push((ns.typ(), path.clone()));
                 continue;
@@ -315,7 +316,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         // A pod member's shared namespaces are the sandbox's in the guest (the agent
         // points them there); paths from the host mean nothing inside.
         if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
-            list.retain(|n| n.get("path").is_none());
+            for n in list.iter_mut() {
+                if n.get("path").is_some() {
+                    n["path"] = POD_NAMESPACE.into();
+                }
+            }
         }
     }
     let limits = linux.resources().clone().unwrap_or_default();
@@ -401,6 +406,49 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         pod,
         joined,
     })
+}
+
+/// Makes the mount points a read-only rootfs lacks, on the host, before it is shared: the
+/// guest cannot (the share is read-only on the host side, so that guest root cannot undo
+/// it), and runc makes them in the rootfs likewise before it remounts the root read-only.
+/// Resolved inside the rootfs (symlinks and `..` stay in it). A destination under another
+/// mount's is that mount's (a tmpfs /dev), made in the guest.
+pub fn make_mount_points(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<()> {
+    use strata_linux::rootfs::open::{open_in_root, Create};
+    let root: std::os::fd::OwnedFd = std::fs::File::open(rootfs)
+        .with_context(|| format!("vm backend: the rootfs {}", rootfs.display()))?
+        .into();
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for (i, m) in mounts.iter().enumerate() {
+        let dest = m.destination();
+        if mounts[..i]
+            .iter()
+            .any(|o| dest != o.destination() && dest.starts_with(o.destination()))
+        {
+            continue;
+        }
+        let file_source = is_bind(m)
+            && m.source().as_ref().is_some_and(|s| {
+                let s = if s.is_absolute() {
+                    s.clone()
+                } else {
+                    bundle.join(s)
+                };
+                std::fs::metadata(s).is_ok_and(|meta| !meta.is_dir())
+            });
+        let what = if file_source {
+            Create::File
+        } else {
+            Create::Dir
+        };
+        open_in_root(&root, dest, what).with_context(|| {
+            format!(
+                "vm backend: making the mount point {} in the read-only rootfs",
+                dest.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

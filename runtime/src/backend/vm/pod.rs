@@ -58,6 +58,7 @@ fn check_joined(plan: &GuestPlan, sandbox: &Sandbox, id: &str) -> Result<()> {
         let name = match typ {
             LinuxNamespaceType::Network => "net",
             LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Pid => "pid",
             _ => "uts",
         };
         let theirs = format!("/proc/{}/ns/{name}", sandbox.rec.pid);
