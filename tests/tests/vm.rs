@@ -226,8 +226,8 @@ fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
     );
     assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
 
-    // Bind mounts of a FIFO (only directories and regular files cross) and of a source that
-    // does not exist.
+    // Bind mounts of a FIFO (only directories and regular files cross), of a source that
+    // does not exist, and of a host kernel file.
     let fifo_dir = TempDir::new("vmbind-fifo");
     let fifo = fifo_dir.path().join("fifo");
     assert!(std::process::Command::new("mkfifo")
@@ -235,7 +235,12 @@ fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
         .status()
         .unwrap()
         .success());
-    for source in [fifo.clone(), fifo_dir.path().join("missing")] {
+    // The host kernel's files are not volumes either.
+    for source in [
+        fifo.clone(),
+        fifo_dir.path().join("missing"),
+        PathBuf::from("/proc/sys/kernel/domainname"),
+    ] {
         let mut b = Bundle::new(&["true"]);
         b.edit(|c| {
             c["mounts"].as_array_mut().unwrap().push(
@@ -640,11 +645,29 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
     std::os::unix::fs::symlink("..data/key", ro.join("key")).unwrap();
     let term = host.path().join("termination-log");
     std::fs::write(&term, "").unwrap();
+    // A directory with the host's procfs mounted inside it: a recursive bind of it must not
+    // carry the host kernel's files into the guest.
+    let kern = host.path().join("kern");
+    std::fs::create_dir_all(kern.join("proc")).unwrap();
+    assert!(std::process::Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(kern.join("proc"))
+        .status()
+        .unwrap()
+        .success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _kern_proc = Unmount(kern.join("proc"));
     let script = "echo hello > /rw/from-guest && echo RW; \
                   touch /ro/x 2>/dev/null && echo RO-WRITTEN || echo RO; \
                   mount -o remount,rw /ro 2>/dev/null; \
                   touch /ro/y 2>/dev/null && echo RO-WRITTEN-AFTER-REMOUNT || echo STILL-RO; \
-                  echo \"key=$(cat /ro/key)\"; echo bye > /term; echo ready; \
+                  echo \"key=$(cat /ro/key)\"; echo bye > /term; \
+                  echo \"kern=$(ls /kern/proc | wc -l)\"; echo ready; \
                   i=0; while [ \"$(cat /ro/key)\" != v2 ] && [ $i -lt 100 ]; do \
                   sleep 0.1; i=$((i+1)); done; echo \"swapped=$(cat /ro/key) after=$i\"; \
                   sleep 1000";
@@ -663,6 +686,9 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
         );
         mounts.push(
             json!({"destination": "/term", "type": "bind", "source": term, "options": ["bind"]}),
+        );
+        mounts.push(
+            json!({"destination": "/kern", "type": "bind", "source": kern, "options": ["rbind"]}),
         );
     });
     let id = container(&mut b, "vmvol");
@@ -687,7 +713,7 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
     );
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
-        text, "RW\nRO\nSTILL-RO\nkey=v1\nready\n",
+        text, "RW\nRO\nSTILL-RO\nkey=v1\nkern=0\nready\n",
         "what the container saw"
     );
     assert_eq!(

@@ -6,7 +6,7 @@
 //! default driver choice (our VMM wherever KVM has VMX/SVM) runs the busybox bundle, the
 //! detached lifecycle, a terminal, stats, parallel execs, fast output, virtio-fs traffic and
 //! `delete --force`, L1 directories as volumes (read-write and read-only) through the VM's
-//! share, and a container reaching a listener in L1 over virtio-net from the
+//! share, a CRI-style pod (a sandbox and a member in one VM), and a container reaching a listener in L1 over virtio-net from the
 //! network namespace its bundle names, with nothing left behind in L1. See
 //! shared/notes/nested-svm.md.
 
@@ -38,6 +38,8 @@ const CHECKS: &[&str] = &[
     "delete-force",
     "volumes",
     "volumes-leave-nothing",
+    "pod",
+    "pod-leaves-nothing",
     "net",
     "net-leaves-nothing",
 ];
@@ -88,6 +90,36 @@ fn strata_vmm_runs_linux_containers_under_nested_svm() {
         serde_json::to_string_pretty(&vol).unwrap(),
     )
     .unwrap();
+    // A CRI-style pod: a sandbox container, and a member naming it (the checks put the
+    // sandbox's PID in place of SANDBOX_PID).
+    let mut sandbox = bundle.config.clone();
+    sandbox["process"]["args"] = json!(["sleep", "100000"]);
+    sandbox["hostname"] = json!("l1-pod");
+    sandbox["annotations"] = json!({
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-id": "pod1"
+    });
+    let mut member = bundle.config.clone();
+    member["annotations"] = json!({
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": "pod1"
+    });
+    member.as_object_mut().unwrap().remove("hostname");
+    let ns = member["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| !["network", "ipc", "uts"].contains(&n["type"].as_str().unwrap()));
+    for (typ, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")] {
+        ns.push(json!({"type": typ, "path": format!("/proc/SANDBOX_PID/ns/{file}")}));
+    }
+    for (name, config) in [
+        ("config-pod-sandbox.json", &sandbox),
+        ("config-pod-member.json", &member),
+    ] {
+        std::fs::write(
+            bundle.path().join(name),
+            serde_json::to_string_pretty(config).unwrap(),
+        )
+        .unwrap();
+    }
     let args = NestedRun {
         vmm,
         pieces,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod fault;
 pub mod hooks;
+pub mod kernelfs;
 pub mod lsm;
 pub mod mempolicy;
 pub mod namespaces;

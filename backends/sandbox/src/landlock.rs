@@ -57,32 +57,8 @@ pub fn restrict(policy: &Policy, scope_abstract_sockets: bool) -> Result<()> {
 /// Whether `fd` is on a filesystem that is the kernel's own interface (not procfs: a
 /// container's own /proc is its processes').
 fn is_kernel_fs(fd: &PathFd) -> bool {
-    const SYSFS: i64 = 0x6265_6572;
-    const CGROUP: i64 = 0x0027_e0eb;
-    const CGROUP2: i64 = 0x6367_7270;
-    const DEBUGFS: i64 = 0x6462_6720;
-    const TRACEFS: i64 = 0x7472_6163;
-    const SECURITYFS: i64 = 0x7365_6373;
-    const BPF_FS: i64 = 0xcafe_4a11;
-    const PSTORE: i64 = 0x6165_676c;
-    const EFIVARFS: i64 = 0xde5e_81e4;
-    const CONFIGFS: i64 = 0x6265_6570;
-    const FUSECTL: i64 = 0x6573_5546;
     match nix::sys::statfs::fstatfs(fd) {
-        Ok(st) => matches!(
-            st.filesystem_type().0,
-            SYSFS
-                | CGROUP
-                | CGROUP2
-                | DEBUGFS
-                | TRACEFS
-                | SECURITYFS
-                | BPF_FS
-                | PSTORE
-                | EFIVARFS
-                | CONFIGFS
-                | FUSECTL
-        ),
+        Ok(st) => strata_linux::kernelfs::is_interface(st.filesystem_type().0),
         // Unknown: not written through the set.
         Err(_) => true,
     }

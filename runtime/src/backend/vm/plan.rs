@@ -44,6 +44,31 @@ fn guest_device(meta: &std::fs::Metadata) -> Option<&'static str> {
     }
 }
 
+/// The most bind mounts a VM's share carries (each is a mount in the monitor's namespace and
+/// an entry the guest binds).
+pub const MAX_VOLUMES: usize = 256;
+
+/// A non-bind mount names no path: in a VM a path in a mount's source or options would be
+/// resolved in the guest, where the only paths a bundle did not bring are the agent's own
+/// (its work directory, the rootfs and the share, with every pod member's entries).
+fn refuse_paths(i: usize, m: &oci_spec::runtime::Mount) -> Result<()> {
+    let source = m.source().as_ref().map(|s| s.to_string_lossy().to_string());
+    let named = source
+        .iter()
+        .chain(m.options().as_deref().unwrap_or_default())
+        .find(|v| v.contains('/'));
+    if let Some(value) = named {
+        bail!(
+            "vm backend: mounts[{i}] ({}): a {} mount naming the path {value:?}; paths of a \
+             mount other than a bind are the guest's, not the host's (only bind mounts carry \
+             host directories and files into a VM)",
+            m.destination().display(),
+            m.typ().as_deref().unwrap_or("typeless")
+        );
+    }
+    Ok(())
+}
+
 /// Whether a bind mount's options leave it read-only (the last of `ro`/`rw` counts; `rro`
 /// makes it and its submounts read-only).
 fn bind_readonly(m: &oci_spec::runtime::Mount) -> bool {
@@ -257,6 +282,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             .enumerate()
         {
             if !is_bind(m) {
+                refuse_paths(i, m)?;
                 continue;
             }
             let Some(source) = m.source() else { continue };
@@ -280,6 +306,19 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
                 json["options"] = serde_json::json!(["nosuid", "noexec", "nodev", "mode=1777"]);
                 continue;
             }
+            // The host kernel's own files (/proc, /sys, cgroupfs, ...) are not volumes: the
+            // file server, root on the host, would write them for the guest.
+            let fs = nix::sys::statfs::statfs(&source)
+                .with_context(|| format!("vm backend: bind mount source {}", source.display()))?;
+            let magic = fs.filesystem_type().0;
+            if magic == strata_linux::kernelfs::PROC || strata_linux::kernelfs::is_interface(magic)
+            {
+                bail!(
+                    "vm backend: bind mount source {} is on a kernel filesystem of the host \
+                     (procfs, sysfs, cgroupfs, ...), which is not shared into a VM",
+                    source.display()
+                );
+            }
             if !meta.is_dir() && !meta.is_file() {
                 bail!(
                     "vm backend: bind mount source {}: only directories and regular files (and \
@@ -301,6 +340,12 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
                     .is_some_and(|o| o.iter().any(|o| o == "rbind")),
             });
         }
+    }
+    if volumes.len() > MAX_VOLUMES {
+        bail!(
+            "vm backend: {} bind mounts; a VM's share carries at most {MAX_VOLUMES}",
+            volumes.len()
+        );
     }
     // Host cgroup paths (and systemd slice names) mean nothing in the guest: its runtime
     // places the container under its own default.
@@ -640,6 +685,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only directories and regular files"), "{e}");
+        // The host kernel's files are not volumes.
+        for kernel in ["/proc/sys/kernel/domainname", "/sys/kernel", "/proc/1/fd"] {
+            let e = plan(&bind(kernel), &b.0, &node).unwrap_err().to_string();
+            assert!(e.contains("kernel filesystem"), "{kernel}: {e}");
+        }
+        // Paths in other mounts would be the guest's: the agent's own directories.
+        let overlay = spec(serde_json::json!({"mounts": [
+            {"destination": "/o", "type": "overlay", "source": "overlay",
+             "options": ["lowerdir=/run/strata/share/x-rootfs/root"]}
+        ]}));
+        let e = plan(&overlay, &b.0, &node).unwrap_err().to_string();
+        assert!(
+            e.contains("mounts[0]") && e.contains("/run/strata/share"),
+            "{e}"
+        );
+        let relative = spec(serde_json::json!({"mounts": [
+            {"destination": "/o", "type": "overlay", "source": "overlay",
+             "options": ["lowerdir=../../share/x"]}
+        ]}));
+        assert!(plan(&relative, &b.0, &node).is_err());
+        std::fs::write(b.0.join("f"), "").unwrap();
+        let many = spec(
+            serde_json::json!({"mounts": (0..=MAX_VOLUMES).map(|i| serde_json::json!(
+            {"destination": format!("/v{i}"), "type": "bind", "source": b.0.join("f"), "options": ["rbind"]}
+        )).collect::<Vec<_>>()}),
+        );
+        let e = plan(&many, &b.0, &node).unwrap_err().to_string();
+        assert!(e.contains("at most"), "{e}");
         // A file of any size is shared, not copied.
         let big = b.0.join("big");
         std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();

@@ -48,6 +48,53 @@ pub struct Volume {
     pub recursive: bool,
 }
 
+/// Kernel filesystems as mountinfo names them: a recursive bind of a host directory (even
+/// `/`) brings none of them into the share.
+const KERNEL_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "pstore",
+    "efivarfs",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "mqueue",
+    "devpts",
+    "devtmpfs",
+    "hugetlbfs",
+    "rpc_pipefs",
+    "nsfs",
+];
+
+/// Unmounts (in this namespace) every kernel filesystem mounted under `target`, deepest
+/// first, so that the file server never reaches one through a volume.
+fn strip_kernel_submounts(target: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let prefix = format!("{}/", target.display());
+    let mut under: Vec<String> = info
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            let point = point.replace("\\040", " ");
+            (point.starts_with(&prefix) && KERNEL_FILESYSTEMS.contains(&fstype)).then_some(point)
+        })
+        .collect();
+    under.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in under {
+        umount2(point.as_str(), MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting the kernel filesystem at {point}"))?;
+    }
+    Ok(())
+}
+
 /// Builds the share at `dir` in a new mount namespace of the calling process, which must be
 /// single-threaded (unshare(CLONE_NEWNS) refuses a process whose threads share its
 /// filesystem context).
@@ -89,6 +136,7 @@ pub fn build(dir: &Path, volumes: &[Volume]) -> Result<()> {
             flags |= MsFlags::MS_REC;
         }
         mount(Some(&v.source), &target, none, flags, none).with_context(what)?;
+        strip_kernel_submounts(&target).with_context(what)?;
         strata_linux::rootfs::options::restrict_tree(&target, v.readonly).with_context(what)?;
     }
     seal(dir, true)
@@ -247,6 +295,7 @@ pub fn add(monitor: i32, dir: &Path, volumes: &[Volume]) -> Result<()> {
                             v.source.display()
                         )
                     })?;
+                    strip_kernel_submounts(&target)?;
                 }
                 Ok(())
             })();
