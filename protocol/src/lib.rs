@@ -15,7 +15,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// agent confines containers as `Create.allow_vsock` says (an agent that ignored the field
 /// would leave them unconfined, so the versions must not mix). 3: `Create.network` (an agent
 /// that ignored it would run the container without its network). 4: bind sources in the share
-/// (`SHARE_PREFIX`) instead of copied files; `Create.pod` and `Delete`, for pods.
+/// (`SHARE_PREFIX`) instead of copied files; `Create.pod`, `Delete` and `Freeze`, for pods.
 pub const VERSION: u32 = 4;
 /// The agent listens here (vsock port, or the name of the loopback socket).
 pub const AGENT_PORT: u32 = 1024;
@@ -100,6 +100,12 @@ pub enum Request {
     /// processes killed, its runtime state and bundle gone.
     Delete {
         id: String,
+    },
+    /// Freeze (`frozen`) or thaw container `id`'s processes in the guest (a pod member: the
+    /// VM goes on for the others).
+    Freeze {
+        id: String,
+        frozen: bool,
     },
     Start {
         id: String,

@@ -328,13 +328,14 @@ async fn cri_pod_lifecycle_and_backend_choice() {
     .await
     .expect("RemovePodSandbox");
 
-    // Stronger isolation asked for by annotation that this node cannot give (no guest kernel
-    // in its node config): refused with strata's own message, which reaches the kubelet
-    // through the shim.
+    // Stronger isolation asked for by annotation that this pod cannot have (a host-network
+    // pod, which no VM can give): refused with strata's own message, which reaches the
+    // kubelet through the shim.
     let vm_pod = k.pod_config("wants-vm", &[("dev.strata.backend", "vm")]);
     let err = k.run_pod(&vm_pod, "strata").await.unwrap_err();
     assert!(
-        err.message().contains("vm backend: no guest kernel"),
+        err.message()
+            .contains("vm backend: linux.namespaces has no network namespace"),
         "{}",
         err.message()
     );

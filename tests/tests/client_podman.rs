@@ -475,6 +475,46 @@ fn podman_bridge_network_on_the_vm_backend() {
         ["default via 10.89.213.1", "hello-from-the-host"],
         "{text:?}"
     );
+    // A published port (-p, CNI's portmap on the host) answers from the host.
+    let port = 18089 + (std::process::id() % 500) as u16;
+    let publish = format!("{port}:80");
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "published",
+        &cg,
+        "--network",
+        &net,
+        "-p",
+        &publish,
+        "--annotation",
+        "dev.strata.backend=vm",
+        IMAGE,
+        "sh",
+        "-c",
+        "while true; do nc -l -p 80 -e echo published-from-the-vm; done",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answer = loop {
+        let got = std::net::TcpStream::connect(("10.89.213.1", port))
+            .ok()
+            .and_then(|mut s| {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+                (!text.is_empty()).then_some(text)
+            });
+        if let Some(text) = got {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the published port {port} never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(answer, "published-from-the-vm\n");
+    p.ok(&["rm", "--force", "--time", "0", "published"]);
     p.runtime.assert_used("create");
     drop(cleanup);
     p.runtime.report("podman bridge network (vm)");

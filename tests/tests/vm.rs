@@ -54,12 +54,20 @@ fn assert_nothing_left(rt: &Runtime, id: &str, run: &Path) {
 #[test]
 fn run_shows_guest_kernel_output_and_exit_code() {
     let Some(v) = vm_runtime() else { return };
-    let mut b = Bundle::new(&["sh", "-c", "uname -r; echo to-stderr >&2; exit 7"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "uname -r; ls /sys/class/net | tr '\\n' ' '; echo; echo to-stderr >&2; exit 7",
+    ]);
     let id = container(&mut b, "vmrun");
     let run = run_dir(&v.rt, &id);
     let out = v.rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
-    let release = stdout(&out).trim().to_string();
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let release = lines.next().unwrap_or_default().trim().to_string();
+    // A network namespace of its own in the guest: loopback only (no sit0 or other tunnels).
+    assert_eq!(lines.next(), Some("lo "), "{text}");
     assert!(
         is_guest_kernel(&release),
         "uname -r shows the host kernel, not the guest's: {release:?}"
@@ -252,6 +260,19 @@ fn what_a_vm_cannot_honour_is_refused_and_leaves_nothing() {
         assert!(err.contains(source.to_str().unwrap()), "{err}");
         assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
     }
+
+    // The host's network (no network namespace at all): a VM cannot share it.
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network")
+    });
+    let id = container(&mut b, "vmhostnet");
+    let err = v.rt.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("host's network"), "{err}");
+    assert_nothing_left(&v.rt, &id, &run_dir(&v.rt, &id));
 
     // Host fds to pass on.
     let mut b = Bundle::new(&["true"]);

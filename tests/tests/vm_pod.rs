@@ -104,7 +104,8 @@ fn a_pods_containers_run_in_one_vm_and_share_its_namespaces() {
         &[
             "sh",
             "-c",
-            "echo from-a > /shared/a; while true; do nc -l -p 8080 -e echo hi-from-a; done",
+            "echo from-a > /shared/a; (i=0; while true; do i=$((i+1)); echo $i > /shared/tick; sleep 0.1; done) & \
+             while true; do nc -l -p 8080 -e echo hi-from-a; done",
         ],
         &sid,
         sb_pid,
@@ -161,6 +162,21 @@ fn a_pods_containers_run_in_one_vm_and_share_its_namespaces() {
         "{}",
         mountinfo()
     );
+    // pause freezes the member in the guest (its ticker stops) while the VM goes on;
+    // resume thaws it.
+    let tick = || std::fs::read_to_string(empty_dir.path().join("tick")).unwrap_or_default();
+    rt.ok(&["pause", &aid]);
+    assert_eq!(rt.status(&aid), "paused");
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen = tick();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(tick(), frozen, "the paused member went on running");
+    assert_eq!(rt.status(&sid), "running");
+    rt.ok(&["resume", &aid]);
+    assert_eq!(rt.status(&aid), "running");
+    eventually_for("the member to run again", Duration::from_secs(10), || {
+        tick() != frozen
+    });
     // ... kill stops it (its relay exits with it), and delete takes them out.
     rt.ok(&["kill", &aid, "KILL"]);
     eventually_for("the member to stop", Duration::from_secs(30), || {

@@ -136,6 +136,16 @@ impl Agent {
                 pod,
             } => self.create(&id, spec, allow_vsock, &network, pod.as_deref()),
             Request::Delete { id } => self.delete(&id),
+            Request::Freeze { id, frozen } => {
+                let allow_vsock = self.allows_vsock(&id);
+                let command = if frozen {
+                    Command::Pause { id }
+                } else {
+                    Command::Resume { id }
+                };
+                self.runtime(command, None, allow_vsock)
+                    .map(|_| Response::Ok)
+            }
             Request::Start { id } => {
                 let allow_vsock = self.allows_vsock(&id);
                 self.runtime(Command::Start { id }, None, allow_vsock)

@@ -5,7 +5,7 @@
 //! VM through a [`driver`] and reports once the container exists in the guest. The monitor is
 //! the container's PID; `start` goes through the same start socket as on native; `kill`,
 //! `update` and `stats` go to the agent; `pause`, `resume`, `ps` and OOM events act on the host
-//! cgroup that holds the VM; `delete` kills everything in that cgroup and removes the VM's
+//! cgroup that holds the VM (a pod member is frozen in the guest too, see [`pod`]); `delete` kills everything in that cgroup and removes the VM's
 //! run directory.
 
 pub mod client;
@@ -86,6 +86,11 @@ fn agent_of(rec: &Record) -> AgentAddr {
     AgentAddr::Vsock {
         uds: run_dir.join(driver::VSOCK_SOCKET),
     }
+}
+
+/// Whether the container is a pod member in its sandbox's VM.
+fn is_member(rec: &Record) -> bool {
+    VmInfo::read(&rec.state_dir).is_some_and(|i| i.pod_sandbox.is_some())
 }
 
 pub struct Vm;
@@ -341,6 +346,29 @@ impl Backend for Vm {
             .map(|i| i.run_dir)
             .unwrap_or_else(|| run_dir_for(&rec.state_dir));
         let _ = std::fs::remove_dir_all(run_dir);
+        Ok(())
+    }
+
+    fn pause(&self, rec: &Record) -> Result<()> {
+        // A pod member is frozen in the guest (the VM runs the pod's other containers), and
+        // its relay on the host, whose frozen cgroup is what `state` reads as paused.
+        if is_member(rec) {
+            agent_of(rec).call_ok(&Request::Freeze {
+                id: rec.id.clone(),
+                frozen: true,
+            })?;
+        }
+        Ok(rec.cgroups.set_frozen(true)?)
+    }
+
+    fn resume(&self, rec: &Record) -> Result<()> {
+        rec.cgroups.set_frozen(false)?;
+        if is_member(rec) {
+            agent_of(rec).call_ok(&Request::Freeze {
+                id: rec.id.clone(),
+                frozen: false,
+            })?;
+        }
         Ok(())
     }
 

@@ -126,6 +126,43 @@ impl PodRole {
     }
 }
 
+/// The CRI's sizing of a pod, as annotations on its sandbox container.
+pub const SANDBOX_MEMORY_ANNOTATION: &str = "io.kubernetes.cri.sandbox-memory";
+pub const SANDBOX_CPU_QUOTA_ANNOTATION: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+pub const SANDBOX_CPU_PERIOD_ANNOTATION: &str = "io.kubernetes.cri.sandbox-cpu-period";
+
+#[derive(Debug, Default)]
+struct SandboxSizing {
+    /// Bytes.
+    memory: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<u64>,
+}
+
+impl SandboxSizing {
+    fn of(spec: &Spec) -> Result<SandboxSizing> {
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        fn number<T: std::str::FromStr>(
+            a: &std::collections::HashMap<String, String>,
+            key: &str,
+        ) -> Result<Option<T>> {
+            match a.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<T>()
+                    .map(Some)
+                    .map_err(|_| anyhow::anyhow!("annotation {key}: expected a number, got {v:?}")),
+            }
+        }
+        Ok(SandboxSizing {
+            // 0 (or less): the pod sets no limit.
+            memory: number::<i64>(&annotations, SANDBOX_MEMORY_ANNOTATION)?.filter(|m| *m > 0),
+            cpu_quota: number(&annotations, SANDBOX_CPU_QUOTA_ANNOTATION)?,
+            cpu_period: number(&annotations, SANDBOX_CPU_PERIOD_ANNOTATION)?,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct GuestPlan {
     pub spec: serde_json::Value,
@@ -257,6 +294,22 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             );
         }
     }
+    // Without a network namespace the bundle asks for the host's network stack, which a VM
+    // cannot share (the guest's own would be a different network, silently).
+    use oci_spec::runtime::LinuxNamespaceType as Net;
+    if !linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == Net::Network)
+    {
+        bail!(
+            "vm backend: linux.namespaces has no network namespace, which asks for the host's \
+             network; a VM cannot share the host's network stack (give the container a network \
+             namespace: a pod network, a bridge, or none)"
+        );
+    }
     // The guest's own pid and mount namespaces are the agent's: a container in them could
     // reach it (its fds, its memory, its vsock listener) with a capability or two.
     use oci_spec::runtime::LinuxNamespaceType as Ns;
@@ -369,18 +422,30 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         }
     }
     let limits = linux.resources().clone().unwrap_or_default();
-    let from_limit = match limits
-        .memory()
-        .as_ref()
-        .and_then(|m| m.limit())
-        .filter(|l| *l > 0)
-    {
-        Some(l) => {
+    // A pod's VM is sized by the pod: the CRI's sandbox sizing (containerd 1.7 and later
+    // pass the pod's resources on the sandbox container) where present, else the
+    // sandbox's own limits.
+    let sizing = if pod == PodRole::Sandbox {
+        SandboxSizing::of(spec)?
+    } else {
+        SandboxSizing::default()
+    };
+    let asked = match sizing.memory {
+        Some(m) => Some((m, SANDBOX_MEMORY_ANNOTATION)),
+        None => limits
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .filter(|l| *l > 0)
+            .map(|l| (l, "linux.resources.memory.limit")),
+    };
+    let from_limit = match asked {
+        Some((l, field)) => {
             let mib = (l as u64).div_ceil(1 << 20) + u64::from(GUEST_OVERHEAD_MIB);
             if mib > u64::from(MAX_MEMORY_MIB) {
                 bail!(
-                    "vm backend: linux.resources.memory.limit: {l} bytes is more than a VM here \
-                     can have ({MAX_MEMORY_MIB} MiB)"
+                    "vm backend: {field}: {l} bytes is more than a VM here can have \
+                     ({MAX_MEMORY_MIB} MiB)"
                 );
             }
             Some(mib as u32)
@@ -412,10 +477,16 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             .unwrap_or(DEFAULT_MEMORY_MIB),
     };
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let from_quota = limits.cpu().as_ref().and_then(|c| {
-        let quota = c.quota().filter(|q| *q > 0)? as u64;
-        let period = c.period().filter(|p| *p > 0).unwrap_or(100_000);
+    let cpu_of = |quota: Option<i64>, period: Option<u64>| -> Option<u8> {
+        let quota = quota.filter(|q| *q > 0)? as u64;
+        let period = period.filter(|p| *p > 0).unwrap_or(100_000);
         Some(quota.div_ceil(period).clamp(1, host_cpus) as u8)
+    };
+    let from_quota = cpu_of(sizing.cpu_quota, sizing.cpu_period).or_else(|| {
+        limits
+            .cpu()
+            .as_ref()
+            .and_then(|c| cpu_of(c.quota(), c.period()))
     });
     let vcpus = match annotation(spec, node, VCPUS_ANNOTATION) {
         Some(v) => v
@@ -574,6 +645,53 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_vm_is_sized_by_the_cris_sandbox_annotations() {
+        let b = bundle();
+        let node = NodeConfig::default();
+        let pod = |extra: serde_json::Value| {
+            let mut a = serde_json::json!({CONTAINER_TYPE_ANNOTATION: "sandbox"});
+            for (k, v) in extra.as_object().unwrap() {
+                a[k] = v.clone();
+            }
+            spec(serde_json::json!({"annotations": a}))
+        };
+        let p = plan(
+            &pod(serde_json::json!({
+                SANDBOX_MEMORY_ANNOTATION: (300i64 << 20).to_string(),
+                SANDBOX_CPU_QUOTA_ANNOTATION: "150000",
+                SANDBOX_CPU_PERIOD_ANNOTATION: "100000"
+            })),
+            &b.0,
+            &node,
+        )
+        .unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get().min(2) as u8;
+        assert_eq!((p.memory_mib, p.vcpus), (300 + GUEST_OVERHEAD_MIB, cpus));
+        // No pod limit: the defaults; a bad number: one line naming the annotation.
+        let p = plan(
+            &pod(serde_json::json!({SANDBOX_MEMORY_ANNOTATION: "0"})),
+            &b.0,
+            &node,
+        )
+        .unwrap();
+        assert_eq!(p.memory_mib, DEFAULT_MEMORY_MIB);
+        let e = plan(
+            &pod(serde_json::json!({SANDBOX_MEMORY_ANNOTATION: "lots"})),
+            &b.0,
+            &node,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(SANDBOX_MEMORY_ANNOTATION), "{e}");
+        // Only a sandbox is sized by them.
+        let alone = spec(serde_json::json!({"annotations": {SANDBOX_MEMORY_ANNOTATION: "1"}}));
+        assert_eq!(
+            plan(&alone, &b.0, &node).unwrap().memory_mib,
+            DEFAULT_MEMORY_MIB
+        );
+    }
+
+    #[test]
     fn vsock_only_where_asked_and_honoured() {
         let b = bundle();
         let node = NodeConfig::default();
@@ -633,6 +751,17 @@ mod tests {
             ["pid", "mount"],
             "the guest's own network namespace is used"
         );
+        // No network namespace at all (--network host): refused, a VM has no host network.
+        let mut host = crate::default_spec::default_spec(false);
+        host["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+        let host: Spec = serde_json::from_value(host).unwrap();
+        let e = plan(&host, &b.0, &NodeConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host's network"), "{e}");
         // Without a path: the container's own namespace in the guest, no host network.
         let s = spec(serde_json::json!({}));
         let p = plan(&s, &b.0, &NodeConfig::default()).unwrap();
