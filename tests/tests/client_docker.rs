@@ -26,12 +26,13 @@ struct Docker {
 
 impl Docker {
     fn start() -> Option<Docker> {
-        Docker::start_with(false)
+        Docker::start_with(false, None)
     }
 
     /// `via_symlink`: the data and exec roots are reached through a symlinked directory, as
-    /// on hosts where /var/lib/docker is a link to a bigger disk.
-    fn start_with(via_symlink: bool) -> Option<Docker> {
+    /// on hosts where /var/lib/docker is a link to a bigger disk. `node_config`: strata gets
+    /// it (the vm backend finds its guest there), and the runtime `strata-vm` is added too.
+    fn start_with(via_symlink: bool, node_config: Option<&std::path::Path>) -> Option<Docker> {
         if !strata_integration::is_root() {
             eprintln!("SKIPPED: Docker tests need root");
             return None;
@@ -41,7 +42,10 @@ impl Docker {
         }
         let cli = find_in_path("docker").unwrap();
         let dir = TempDir::new("docker");
-        let runtime = LoggedRuntime::new("docker");
+        let runtime = match node_config {
+            Some(config) => LoggedRuntime::with_config("docker", config),
+            None => LoggedRuntime::new("docker"),
+        };
         let cgroups = CgroupParent::new("docker");
         let d = if via_symlink {
             std::fs::create_dir(dir.path().join("real")).unwrap();
@@ -74,6 +78,12 @@ impl Docker {
             ])
             .arg(format!("--cgroup-parent={}", cgroups.path))
             .arg(format!("--add-runtime=strata={}", runtime.path.display()))
+            .args(node_config.map(|_| {
+                format!(
+                    "--add-runtime=strata-vm={}",
+                    runtime.link("strata-vm").display()
+                )
+            }))
             // Each test's daemon runs its own containerd under its exec root.
             .env_remove("DOCKER_HOST");
         let mut daemon = Daemon::start("dockerd", &mut cmd, d.join("dockerd.log"));
@@ -286,7 +296,7 @@ fn docker_detached_lifecycle() {
 /// path before mounting it, so this works as it does with a plain path.
 #[test]
 fn docker_read_only_and_memory_limit_with_symlinked_storage() {
-    let Some(d) = Docker::start_with(true) else {
+    let Some(d) = Docker::start_with(true, None) else {
         return;
     };
     let out = d.ok(&[
@@ -305,4 +315,51 @@ fn docker_read_only_and_memory_limit_with_symlinked_storage() {
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["read-only", "33554432"], "{out}");
+}
+
+/// Docker on the vm backend: its network comes from libnetwork's prestart hook, which runs on
+/// the host against the VM's monitor (the container's PID, in its host-side network
+/// namespace); the container runs in the guest, with a volume.
+#[test]
+fn docker_runs_a_container_on_the_vm_backend() {
+    let cfg = TempDir::new("docker-vm-cfg");
+    if !strata_integration::is_root() {
+        eprintln!("SKIPPED: Docker tests need root");
+        return;
+    }
+    let Some(config) = strata_integration::vm_node_config(cfg.path()) else {
+        return;
+    };
+    let Some(d) = Docker::start_with(false, Some(&config)) else {
+        return;
+    };
+    let vol = TempDir::new("docker-vm-vol");
+    std::fs::write(vol.path().join("in"), "from-the-host\n").unwrap();
+    let mount = format!("{}:/data", vol.path().display());
+    let out = d.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "strata-vm",
+        "-v",
+        &mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "uname -r; cat /data/in; echo out > /data/out; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert!(
+        strata_integration::is_guest_kernel(lines.next().unwrap_or_default()),
+        "{text}"
+    );
+    assert_eq!(lines.next(), Some("from-the-host"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(vol.path().join("out")).unwrap(),
+        "out\n"
+    );
+    d.runtime.assert_used("create");
+    d.runtime.report("docker run (vm)");
 }

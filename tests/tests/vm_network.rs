@@ -428,3 +428,88 @@ fn namespaces_a_vm_cannot_take_over_are_refused_and_left_as_they_were() {
     assert!(!v.rt.root.path().join(&id).exists());
     assert!(!run_dir(&v.rt, &id).exists());
 }
+
+/// A bundle's prestart hook makes the network, as Docker's does: it runs on the host with the
+/// VM's monitor as the state's pid, in the container's host-side network namespace (a new
+/// one), moves a veth end there and gives it an address; the VM then takes that interface
+/// over and the container reaches a listener on the host side. createRuntime runs too, with
+/// status "creating"; the host side is gone with the container.
+#[test]
+fn prestart_hooks_make_the_network_the_vm_takes_over() {
+    let Some(v) = vm_runtime() else { return };
+    let dir = TempDir::new("vmhooks");
+    let tag = std::process::id() % 250;
+    let host_if = format!("vh-{}", std::process::id());
+    let (host_ip, guest_ip) = (format!("10.79.{tag}.1"), format!("10.79.{tag}.2"));
+    let hook = dir.path().join("netsetup");
+    let seen = dir.path().join("seen");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\nstate=$(cat)\n\
+             pid=$(echo \"$state\" | tr -d ' \\n' | sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/')\n\
+             echo \"$1 $pid $(echo \"$state\" | tr -d ' \\n' | sed 's/.*\"status\":\"\\([a-z]*\\)\".*/\\1/')\" >> {seen}\n\
+             [ \"$1\" = prestart ] || exit 0\n\
+             ip link add {host_if} type veth peer name eth0 netns /proc/$pid/ns/net\n\
+             ip addr add {host_ip}/24 dev {host_if}\nip link set {host_if} up\n\
+             nsenter --net=/proc/$pid/ns/net ip addr add {guest_ip}/24 dev eth0\n\
+             nsenter --net=/proc/$pid/ns/net ip link set eth0 up\n",
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        std::io::Write::write_all(&mut conn, b"hello-from-the-host\n").unwrap();
+        peer.ip().to_string()
+    });
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        &format!(
+            "ip -o -4 addr show dev eth0 | grep -o '{guest_ip}/24'; \
+             tries=0; until nc {host_ip} {port} </dev/null; do \
+             tries=$((tries+1)); [ $tries -ge 20 ] && exit 9; sleep 0.5; done"
+        ),
+    ]);
+    b.edit(|c| {
+        c["hooks"] = json!({
+            "prestart": [{"path": hook, "args": ["netsetup", "prestart"]}],
+            "createRuntime": [{"path": hook, "args": ["netsetup", "createRuntime"]}]
+        })
+    });
+    let id = container(&mut b, "vmhooks");
+    let run = run_dir(&v.rt, &id);
+    let pid_file = dir.path().join("pid");
+    v.rt.ok(&[
+        "create",
+        "-b",
+        b.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("prestart {pid} created\ncreateRuntime {pid} creating\n"),
+        "the hooks ran with the container's PID"
+    );
+    let out = v.rt.run_within(180, &["start", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(server.join().unwrap(), guest_ip, "the container's address");
+    v.rt.ok(&["delete", "--force", &id]);
+    // The host-side namespace went with the monitor, and the veth pair with it.
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&host_if),
+        "the hook's veth is left"
+    );
+    assert!(!run.exists());
+}

@@ -111,6 +111,47 @@ impl Vm {
     }
 }
 
+/// Runs the bundle's prestart and createRuntime hooks once the monitor (`monitor`, the
+/// container's PID) is in the container's host-side network namespace, then lets it go on.
+/// The state's status is "created" for prestart and "creating" for createRuntime, as on
+/// native.
+fn run_host_hooks(
+    req: &CreateRequest,
+    monitor: i32,
+    ready: std::os::fd::OwnedFd,
+    go: std::os::fd::OwnedFd,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut byte = [0u8; 1];
+    if std::fs::File::from(ready).read(&mut byte)? != 1 {
+        // The monitor ended; its report says why.
+        return Ok(());
+    }
+    let spec = req.container.spec;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let state = |status: &str| {
+        crate::state::hook_state_json(
+            req.container.id,
+            monitor,
+            status,
+            req.container.bundle,
+            spec,
+        )
+    };
+    strata_linux::hooks::run_all(
+        hooks.prestart().as_deref().unwrap_or(&[]),
+        &state("created"),
+        strata_linux::hooks::Inherit::Runtime,
+    )?;
+    strata_linux::hooks::run_all(
+        hooks.create_runtime().as_deref().unwrap_or(&[]),
+        &state("creating"),
+        strata_linux::hooks::Inherit::Runtime,
+    )?;
+    std::fs::File::from(go).write_all(b"g")?;
+    Ok(())
+}
+
 /// Host fds cannot cross into a VM: `--preserve-fds` (or LISTEN_FDS) is refused.
 fn refuse_preserved_fds(n: i32) -> Result<()> {
     if n > 0 {
@@ -149,7 +190,8 @@ impl Backend for Vm {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         // The namespace is read, and what will be changed in it recorded, before anything is
         // changed: a create killed half-way leaves nothing `delete` does not know of.
-        let survey = match &plan.netns {
+        // With host hooks the monitor takes the network over itself, once they have run.
+        let survey = match plan.netns.as_ref().filter(|_| !plan.host_hooks) {
             Some(netns) => match network::survey(netns) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -161,7 +203,7 @@ impl Backend for Vm {
         };
         let links = survey.as_ref().map(|s| s.links()).unwrap_or_default();
         let netns_id = survey.as_ref().map(|s| s.id);
-        let netns = plan.netns.clone();
+        let netns = plan.netns.clone().filter(|_| !plan.host_hooks);
         let cleanup = |cgroups: Option<&CgroupSet>| {
             let _ = std::fs::remove_dir_all(&run_dir);
             if let Some(c) = cgroups {
@@ -216,8 +258,18 @@ impl Backend for Vm {
         };
         (req.container.on_cgroups)(&cgroups);
         let rootfs = plan.rootfs.clone();
+        // The monitor's network gate (host hooks): it says when it is in the container's
+        // host-side network namespace, and waits for the hooks to have run.
+        let host_hooks = plan.host_hooks;
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let setup = monitor::MonitorSetup {
             id: req.container.id.to_string(),
+            gate: host_hooks.then_some(monitor::NetworkGate {
+                ready: ready_w,
+                go: go_r,
+                join: plan.netns.clone(),
+            }),
             plan,
             driver,
             kernel,
@@ -245,6 +297,16 @@ impl Backend for Vm {
             ForkResult::Parent { child } => {
                 drop(report_w);
                 drop(setup);
+                if host_hooks {
+                    if let Err(e) = run_host_hooks(req, child.as_raw(), ready_r, go_w) {
+                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        cleanup(Some(&cgroups));
+                        return Err(e);
+                    }
+                } else {
+                    drop((ready_r, go_w));
+                }
                 if let Err(e) = monitor::read_report(report_r) {
                     let _ = nix::sys::wait::waitpid(child, None);
                     cleanup(Some(&cgroups));

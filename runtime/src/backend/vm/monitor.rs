@@ -41,8 +41,21 @@ fn forwarded_set() -> SigSet {
     set
 }
 
+/// With host hooks: the monitor enters the container's host-side network namespace (the
+/// bundle's, or a new one), says so on `ready`, and waits on `go` while the runtime runs the
+/// hooks with the monitor as the state's pid; then it takes that namespace's interfaces over
+/// for the VM. The redirects go with the monitor (or with the namespace, if nobody else holds
+/// it).
+pub struct NetworkGate {
+    pub ready: OwnedFd,
+    pub go: OwnedFd,
+    /// The bundle's network namespace path, if it names one.
+    pub join: Option<PathBuf>,
+}
+
 pub struct MonitorSetup {
     pub id: String,
+    pub gate: Option<NetworkGate>,
     pub plan: GuestPlan,
     pub driver: Box<dyn Hypervisor>,
     pub kernel: PathBuf,
@@ -216,10 +229,11 @@ fn last_line(path: &Path) -> String {
 
 /// Runs in the forked monitor process; returns its exit code. `report` gets "ok" once the
 /// container exists in the guest, or the error that prevented it.
-pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
+pub fn monitor(mut setup: MonitorSetup, report: OwnedFd) -> i32 {
     ignore_sigpipe();
     let mut children = Vec::new();
-    let Some((addr, attached, vm)) = send_report(report, prepare(&setup, &mut children)) else {
+    let prepared = prepare(&mut setup, &mut children);
+    let Some((addr, attached, vm)) = send_report(report, prepared) else {
         for c in &mut children {
             let _ = c.kill();
             let _ = c.wait();
@@ -250,7 +264,38 @@ pub fn monitor(setup: MonitorSetup, report: OwnedFd) -> i32 {
 
 type Prepared = (AgentAddr, Attached, OwnedFd);
 
-fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> {
+/// The network gate's side in the monitor (see [`NetworkGate`]).
+fn pass_gate(setup: &mut MonitorSetup, gate: NetworkGate) -> Result<()> {
+    match &gate.join {
+        Some(path) => {
+            let ns = File::open(path)
+                .with_context(|| format!("the network namespace {}", path.display()))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("joining the container's network namespace")?;
+        }
+        None => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("a network namespace for the container on the host")?,
+    }
+    File::from(gate.ready).write_all(b"r")?;
+    let mut byte = [0u8; 1];
+    if File::from(gate.go).read(&mut byte)? != 1 {
+        bail!("the bundle's hooks did not complete");
+    }
+    let found = super::network::attach(super::network::survey_entered()?)?;
+    if found.guest.is_empty() && gate.join.is_none() {
+        // The hooks made no interface: the container's own network namespace in the guest,
+        // as without hooks.
+        if let Some(list) = setup.plan.spec["linux"]["namespaces"].as_array_mut() {
+            list.push(serde_json::json!({"type": "network"}));
+        }
+    }
+    setup.plan.network = found.guest;
+    setup.nics = found.nics;
+    setup.redirects = Some(found.redirects);
+    Ok(())
+}
+
+fn prepare(setup: &mut MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> {
     nix::unistd::setsid().context("setsid")?;
     setup.cgroups.add(std::process::id() as i32)?;
     block_forwarded()?;
@@ -261,6 +306,9 @@ fn prepare(setup: &MonitorSetup, children: &mut Vec<Child>) -> Result<Prepared> 
         .then(|| setup.run_dir.join(share::SHARE_DIR));
     if let Some(dir) = &share {
         share::build(dir, &setup.plan.volumes)?;
+    }
+    if let Some(gate) = setup.gate.take() {
+        pass_gate(setup, gate)?;
     }
     let ready_path = setup.run_dir.join(format!("{VSOCK_SOCKET}_{READY_PORT}"));
     let ready = UnixListener::bind(&ready_path).context("binding the agent's ready socket")?;

@@ -100,8 +100,10 @@ fn id_of_path(path: &str) -> Option<NsId> {
 /// Whether `id` is the host's network namespace: the runtime's own, or the initial one
 /// (init's, or kthreadd's where init's cannot be read, as on machines whose init is not
 /// dumpable). When the initial namespace cannot be told at all, the answer is yes.
-fn is_hosts(id: NsId) -> bool {
-    if id_of_path("/proc/self/ns/net") == Some(id) {
+fn is_hosts(id: NsId, entered: bool) -> bool {
+    // The runtime's own namespace is the host's, unless the caller entered the container's
+    // (the monitor, after host hooks made it).
+    if !entered && id_of_path("/proc/self/ns/net") == Some(id) {
         return true;
     }
     let initial: Vec<NsId> = ["/proc/1/ns/net", "/proc/2/ns/net"]
@@ -121,9 +123,18 @@ fn open(netns: &Path) -> Result<(OwnedFd, NsId)> {
 /// refuses the host's namespace, one another VM (or tool) already redirects, and interfaces
 /// the guest could not tell apart.
 pub fn survey(netns: &Path) -> Result<Survey> {
+    survey_with(netns, false)
+}
+
+/// [`survey`] of the namespace the caller is in (it left the runtime's for the container's).
+pub fn survey_entered() -> Result<Survey> {
+    survey_with(Path::new("/proc/self/ns/net"), true)
+}
+
+fn survey_with(netns: &Path, entered: bool) -> Result<Survey> {
     let what = || format!("vm backend: the network namespace {}", netns.display());
     let (ns, id) = open(netns).with_context(what)?;
-    if is_hosts(id) {
+    if is_hosts(id, entered) {
         bail!(
             "vm backend: linux.namespaces: {} is the host's own network namespace; a VM can \
              only take over the interfaces of a namespace made for the container",
@@ -274,7 +285,7 @@ pub fn detach(netns: &Path, id: NsId, links: &[u32]) {
         return;
     }
     let Ok((ns, now)) = open(netns) else { return };
-    if now != id || is_hosts(now) {
+    if now != id || is_hosts(now, false) {
         tracing::debug!(
             "{} names another network namespace now; its interfaces are left alone",
             netns.display()

@@ -181,6 +181,9 @@ pub struct GuestPlan {
     /// The guest's interfaces, once the host side is set up (see `network`).
     pub network: Vec<strata_agent_protocol::GuestInterface>,
     pub pod: PodRole,
+    /// The bundle has prestart or createRuntime hooks: run on the host before the VM's
+    /// network is taken over (see `monitor`).
+    pub host_hooks: bool,
     /// A pod member's namespaces named by path (the sandbox's, by the CRI's convention),
     /// checked against the pod's VM before the member is created there.
     pub joined: Vec<(oci_spec::runtime::LinuxNamespaceType, PathBuf)>,
@@ -228,43 +231,31 @@ fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
 }
 
 pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> {
-    if let Some(hooks) = spec.hooks() {
-        let named = [
-            (
-                "prestart",
-                hooks.prestart().as_ref().is_some_and(|h| !h.is_empty()),
-            ),
-            (
-                "createRuntime",
-                hooks
-                    .create_runtime()
-                    .as_ref()
-                    .is_some_and(|h| !h.is_empty()),
-            ),
-            (
-                "createContainer",
-                hooks
-                    .create_container()
-                    .as_ref()
-                    .is_some_and(|h| !h.is_empty()),
-            ),
-            (
-                "startContainer",
-                hooks
-                    .start_container()
-                    .as_ref()
-                    .is_some_and(|h| !h.is_empty()),
-            ),
-        ];
-        if let Some((name, _)) = named.iter().find(|(_, set)| *set) {
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let set = |h: &Option<Vec<oci_spec::runtime::Hook>>| h.as_ref().is_some_and(|h| !h.is_empty());
+    for (name, asked) in [
+        ("createContainer", set(hooks.create_container())),
+        ("startContainer", set(hooks.start_container())),
+    ] {
+        if asked {
             bail!(
                 "vm backend: hooks.{name} is not supported: those hooks run in the container's \
                  namespaces, which are inside the guest"
             );
         }
     }
+    // prestart and createRuntime run on the host, with the VM's monitor (in the container's
+    // host-side network namespace) as the state's pid: network hooks (Docker's, CNI-style)
+    // configure that namespace, whose interfaces the VM then takes over.
+    let host_hooks = set(hooks.prestart()) || set(hooks.create_runtime());
     let linux = spec.linux().clone().unwrap_or_default();
     let pod = PodRole::of(spec)?;
+    if host_hooks && pod != PodRole::Alone {
+        bail!(
+            "vm backend: hooks.prestart and hooks.createRuntime are not supported on a pod's \
+             containers"
+        );
+    }
     let mut netns = None;
     let mut joined = Vec::new();
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
@@ -400,13 +391,19 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             volumes.len()
         );
     }
+    // Every hook the bundle may have runs on the host (prestart and createRuntime before the
+    // VM's network is taken over, poststart and poststop around the lifecycle): none in the
+    // guest, where their paths are not.
+    if let Some(obj) = guest.as_object_mut() {
+        obj.remove("hooks");
+    }
     // Host cgroup paths (and systemd slice names) mean nothing in the guest: its runtime
     // places the container under its own default.
     if let Some(linux) = guest.get_mut("linux").and_then(|l| l.as_object_mut()) {
         linux.remove("cgroupsPath");
         // With the host's network carried in, the container uses the guest's network
         // namespace, where its interfaces are.
-        if netns.is_some() {
+        if netns.is_some() || host_hooks {
             if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 list.retain(|n| n["type"] != "network");
             }
@@ -520,6 +517,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         netns,
         network: Vec::new(),
         pod,
+        host_hooks,
         joined,
     })
 }
@@ -725,11 +723,22 @@ mod tests {
             e.contains("linux.namespaces") && e.contains("/proc/1/ns/ipc"),
             "{e}"
         );
-        let s = spec(serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}));
+        let s = spec(serde_json::json!({"hooks": {"createContainer": [{"path": "/bin/true"}]}}));
         assert!(plan(&s, &b.0, &node)
             .unwrap_err()
             .to_string()
-            .contains("hooks.prestart"));
+            .contains("hooks.createContainer"));
+        // prestart runs on the host; the container then uses the guest's network namespace,
+        // where the interfaces the hook made are.
+        let s = spec(serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}));
+        let p = plan(&s, &b.0, &node).unwrap();
+        assert!(p.host_hooks);
+        assert!(p.spec.get("hooks").is_none(), "hooks are the host's");
+        assert!(!p.spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
     }
 
     #[test]
