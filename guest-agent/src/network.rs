@@ -54,3 +54,22 @@ pub fn configure(interfaces: &[GuestInterface]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sets `net.*` sysctls in the guest's network namespace (the container's, when the host's
+/// interfaces were carried in): a key of dotted words only, nothing that leaves /proc/sys/net.
+pub fn set_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in sysctls {
+        let words: Vec<&str> = key.split('.').collect();
+        let plain = |w: &&str| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if words.first() != Some(&"net") || !words.iter().all(plain) {
+            bail!("bad network sysctl {key:?} from the host");
+        }
+        let path = format!("/proc/sys/{}", words.join("/"));
+        std::fs::write(&path, value).with_context(|| format!("setting {key}"))?;
+    }
+    Ok(())
+}

@@ -95,6 +95,10 @@ pub enum Request {
         /// through the share). None: a container of its own.
         #[serde(default)]
         pod: Option<String>,
+        /// `net.*` sysctls of the bundle, for the guest's network namespace, which the
+        /// container shares when the host's interfaces were carried in.
+        #[serde(default)]
+        net_sysctls: std::collections::BTreeMap<String, String>,
     },
     /// Remove container `id` from the guest (a pod member deleted while its VM goes on): its
     /// processes killed, its runtime state and bundle gone.
@@ -301,6 +305,7 @@ mod tests {
                 spec: serde_json::json!({"ociVersion": "1.2.0"}),
                 allow_vsock: false,
                 pod: Some("sandbox".into()),
+                net_sysctls: [("net.ipv4.ping_group_range".into(), "0 0".into())].into(),
                 network: vec![GuestInterface {
                     mac: [2, 0, 0, 0, 0, 1],
                     mtu: Some(1450),

@@ -22,6 +22,8 @@ struct Docker {
     // Dropped before `dir`: the daemon must stop before its directories go.
     daemon: Option<Daemon>,
     dir: TempDir,
+    /// The bridge made for a daemon with a network (removed after it stops).
+    bridge: Option<String>,
 }
 
 impl Docker {
@@ -56,6 +58,25 @@ impl Docker {
         };
         std::fs::write(d.join("daemon.json"), "{}").unwrap();
         let socket = d.join("docker.sock");
+        // With a node config (the vm test) the daemon gets a bridge network of its own, made
+        // here (a name and subnet no other daemon uses), and publishes ports through
+        // docker-proxy rather than iptables, which would change the host's tables.
+        let bridge = node_config.map(|_| {
+            let name = format!("sdk{}", std::process::id() % 100000);
+            let subnet = std::process::id() % 200 + 20;
+            for args in [
+                vec!["link", "add", "name", &name, "type", "bridge"],
+                vec!["addr", "add", &format!("10.86.{subnet}.1/24"), "dev", &name],
+                vec!["link", "set", &name, "up"],
+            ] {
+                run_ok(Command::new("ip").args(&args));
+            }
+            name
+        });
+        let network: Vec<String> = match &bridge {
+            Some(name) => vec![format!("--bridge={name}"), "--userland-proxy=true".into()],
+            None => vec!["--bridge=none".into(), "--userland-proxy=false".into()],
+        };
         let mut cmd = Command::new("dockerd");
         cmd.arg("--config-file")
             .arg(d.join("daemon.json"))
@@ -71,11 +92,10 @@ impl Docker {
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
-                "--bridge=none",
-                "--userland-proxy=false",
                 "--storage-driver=vfs",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
             ])
+            .args(&network)
             .arg(format!("--cgroup-parent={}", cgroups.path))
             .arg(format!("--add-runtime=strata={}", runtime.path.display()))
             .args(node_config.map(|_| {
@@ -95,6 +115,7 @@ impl Docker {
             socket,
             daemon: Some(daemon),
             dir,
+            bridge,
         };
         let tar = busybox_rootfs_tar(docker.dir.path());
         run_ok(docker.cmd().arg("import").arg(&tar).arg(IMAGE));
@@ -170,6 +191,9 @@ impl Drop for Docker {
         }
         drop(self.daemon.take());
         kill_processes_mentioning(self.dir.path());
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
+        }
         let left = self.cgroups.leftovers();
         if !left.is_empty() && !std::thread::panicking() {
             panic!("docker left cgroups behind: {left:?}");
@@ -360,6 +384,44 @@ fn docker_runs_a_container_on_the_vm_backend() {
         std::fs::read_to_string(vol.path().join("out")).unwrap(),
         "out\n"
     );
+    // Docker's bridge and a published port (-p, docker-proxy on the host): the container in
+    // the VM answers on the host's port.
+    let port = 18500 + (std::process::id() % 400) as u16;
+    let publish = format!("{port}:80");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "published",
+        "--runtime",
+        "strata-vm",
+        "-p",
+        &publish,
+        IMAGE,
+        "sh",
+        "-c",
+        "while true; do nc -l -p 80 -e echo published-from-the-vm; done",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+                (!text.is_empty()).then_some(text)
+            });
+        if let Some(text) = got {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the published port {port} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answer, "published-from-the-vm\n");
+    d.ok(&["rm", "-f", "published"]);
     d.runtime.assert_used("create");
     d.runtime.report("docker run (vm)");
 }

@@ -64,6 +64,7 @@ impl Agent {
             allow_vsock,
             network: vec![],
             pod: None,
+            net_sysctls: Default::default(),
         });
         assert!(
             matches!(reply, Response::Created { pid } if pid > 0),
@@ -274,6 +275,7 @@ fn bad_requests_get_a_reason() {
         allow_vsock: false,
         network: vec![],
         pod: None,
+        net_sysctls: Default::default(),
     }))
     .contains("../x"));
     // A spec the runtime refuses: its own one-line error comes back.
@@ -285,6 +287,7 @@ fn bad_requests_get_a_reason() {
         allow_vsock: false,
         network: vec![],
         pod: None,
+        net_sysctls: Default::default(),
     }))
     .contains("cwd"));
     agent.create("c4", &spec_for(&bundle, &["sleep", "100"]));
@@ -294,6 +297,7 @@ fn bad_requests_get_a_reason() {
         allow_vsock: false,
         network: vec![],
         pod: None,
+        net_sysctls: Default::default(),
     }))
     .contains("already exists"));
     assert!(agent

@@ -165,6 +165,7 @@ impl Agent {
         allow_vsock: bool,
         network: &[GuestInterface],
         pod: Option<&str>,
+        net_sysctls: &std::collections::BTreeMap<String, String>,
     ) -> Result<Response> {
         strata::state::validate_id(id)?;
         if self.procs().contains_key(&(id.to_string(), None)) {
@@ -182,6 +183,12 @@ impl Agent {
                 bail!("a network for the container, and the agent is not the guest's init");
             }
             crate::network::configure(network).context("configuring the guest's network")?;
+        }
+        if !net_sysctls.is_empty() {
+            if !self.cfg.pid1 {
+                bail!("network sysctls for the container, and the agent is not the guest's init");
+            }
+            crate::network::set_sysctls(net_sysctls)?;
         }
         let bundle = self.cfg.work.join("bundles").join(id);
         std::fs::create_dir_all(&bundle)?;

@@ -134,7 +134,15 @@ impl Agent {
                 allow_vsock,
                 network,
                 pod,
-            } => self.create(&id, spec, allow_vsock, &network, pod.as_deref()),
+                net_sysctls,
+            } => self.create(
+                &id,
+                spec,
+                allow_vsock,
+                &network,
+                pod.as_deref(),
+                &net_sysctls,
+            ),
             Request::Delete { id } => self.delete(&id),
             Request::Freeze { id, frozen } => {
                 let allow_vsock = self.allows_vsock(&id);

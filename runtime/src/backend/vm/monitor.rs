@@ -370,6 +370,7 @@ fn prepare(setup: &mut MonitorSetup, children: &mut Vec<Child>) -> Result<Prepar
             allow_vsock: setup.plan.allow_vsock,
             network: setup.plan.network.clone(),
             pod: None,
+            net_sysctls: setup.plan.net_sysctls.clone(),
         },
         Some(REQUEST_TIMEOUT),
     )?)?;
@@ -532,6 +533,7 @@ pub fn member(setup: MemberSetup, report: OwnedFd) -> i32 {
                 allow_vsock: setup.allow_vsock,
                 network: Vec::new(),
                 pod: Some(setup.sandbox.clone()),
+                net_sysctls: Default::default(),
             },
             Some(REQUEST_TIMEOUT),
         )?)?;

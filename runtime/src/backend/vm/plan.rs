@@ -181,6 +181,9 @@ pub struct GuestPlan {
     /// The guest's interfaces, once the host side is set up (see `network`).
     pub network: Vec<strata_agent_protocol::GuestInterface>,
     pub pod: PodRole,
+    /// The bundle's `net.*` sysctls when the guest's network namespace is the container's
+    /// (the agent sets them there).
+    pub net_sysctls: std::collections::BTreeMap<String, String>,
     /// The bundle has prestart or createRuntime hooks: run on the host before the VM's
     /// network is taken over (see `monitor`).
     pub host_hooks: bool,
@@ -316,6 +319,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     let rootfs = strata_linux::container::rootfs_of(spec, bundle)?;
     let mut guest = serde_json::to_value(spec).context("serializing the spec")?;
     let mut volumes = Vec::new();
+    let mut net_sysctls = std::collections::BTreeMap::new();
     if let Some(mounts) = guest["mounts"].as_array_mut() {
         for (i, (m, json)) in spec
             .mounts()
@@ -406,6 +410,22 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         if netns.is_some() || host_hooks {
             if let Some(list) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 list.retain(|n| n["type"] != "network");
+            }
+            // Its network sysctls are then the guest's namespace's, set by the agent.
+            if let Some(sysctl) = linux.get_mut("sysctl").and_then(|s| s.as_object_mut()) {
+                let net: Vec<String> = sysctl
+                    .keys()
+                    .filter(|k| k.starts_with("net."))
+                    .cloned()
+                    .collect();
+                for key in net {
+                    if let Some(v) = sysctl
+                        .remove(&key)
+                        .and_then(|v| v.as_str().map(String::from))
+                    {
+                        net_sysctls.insert(key, v);
+                    }
+                }
             }
         }
         // A pod member's shared namespaces are the sandbox's in the guest (the agent
@@ -517,6 +537,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         netns,
         network: Vec::new(),
         pod,
+        net_sysctls,
         host_hooks,
         joined,
     })
@@ -734,6 +755,22 @@ mod tests {
         let p = plan(&s, &b.0, &node).unwrap();
         assert!(p.host_hooks);
         assert!(p.spec.get("hooks").is_none(), "hooks are the host's");
+        // Network sysctls go to the guest's namespace, which the container then shares.
+        let s = spec(serde_json::json!({
+            "hooks": {"prestart": [{"path": "/bin/true"}]},
+            "linux": {"sysctl": {"net.ipv4.ping_group_range": "0 0", "kernel.shm_rmid_forced": "1"}}
+        }));
+        let p = plan(&s, &b.0, &node).unwrap();
+        assert_eq!(
+            p.net_sysctls
+                .get("net.ipv4.ping_group_range")
+                .map(String::as_str),
+            Some("0 0")
+        );
+        assert_eq!(
+            p.spec["linux"]["sysctl"],
+            serde_json::json!({"kernel.shm_rmid_forced": "1"})
+        );
         assert!(!p.spec["linux"]["namespaces"]
             .as_array()
             .unwrap()
