@@ -688,7 +688,8 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
                   mount -o remount,rw /ro 2>/dev/null; \
                   touch /ro/y 2>/dev/null && echo RO-WRITTEN-AFTER-REMOUNT || echo STILL-RO; \
                   echo \"key=$(cat /ro/key)\"; echo bye > /term; \
-                  echo \"kern=$(ls /kern/proc | wc -l)\"; echo ready; \
+                  echo \"kern=$(ls /kern/proc | wc -l)\"; echo \"rootproc=$(ls /hostproc | wc -l)\"; \
+                  echo ready; \
                   i=0; while [ \"$(cat /ro/key)\" != v2 ] && [ $i -lt 100 ]; do \
                   sleep 0.1; i=$((i+1)); done; echo \"swapped=$(cat /ro/key) after=$i\"; \
                   sleep 1000";
@@ -712,6 +713,15 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
             json!({"destination": "/kern", "type": "bind", "source": kern, "options": ["rbind"]}),
         );
     });
+    // The host's procfs mounted inside the rootfs itself does not reach the guest either.
+    std::fs::create_dir_all(b.rootfs().join("hostproc")).unwrap();
+    assert!(std::process::Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(b.rootfs().join("hostproc"))
+        .status()
+        .unwrap()
+        .success());
+    let _root_proc = Unmount(b.rootfs().join("hostproc"));
     let id = container(&mut b, "vmvol");
     let run = run_dir(&v.rt, &id);
     let out_dir = TempDir::new("vmvol-out");
@@ -734,7 +744,7 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
     );
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
-        text, "RW\nRO\nSTILL-RO\nkey=v1\nkern=0\nready\n",
+        text, "RW\nRO\nSTILL-RO\nkey=v1\nkern=0\nrootproc=0\nready\n",
         "what the container saw"
     );
     assert_eq!(

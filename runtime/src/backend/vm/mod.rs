@@ -65,6 +65,14 @@ pub struct VmInfo {
 }
 
 impl VmInfo {
+    /// Replaces `vm.json` whole (written, then renamed over the old one).
+    pub fn write(&self, state_dir: &Path) -> Result<()> {
+        let tmp = state_dir.join(".vm.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, state_dir.join(VM_FILE))?;
+        Ok(())
+    }
+
     pub fn read(state_dir: &Path) -> Option<VmInfo> {
         let text = std::fs::read_to_string(state_dir.join(VM_FILE)).ok()?;
         serde_json::from_str(&text).ok()
@@ -167,11 +175,11 @@ impl Backend for Vm {
     fn create(&self, req: &CreateRequest) -> Result<Created> {
         refuse_preserved_fds(req.container.io.preserve_fds)?;
         let mut plan = plan::plan(req.container.spec, req.container.bundle, req.node)?;
-        if plan.readonly_rootfs {
-            plan::make_mount_points(req.container.spec, req.container.bundle, &plan.rootfs)?;
-        }
         if let plan::PodRole::Member { sandbox } = plan.pod.clone() {
             return pod::create_member(req, plan, &sandbox);
+        }
+        if plan.readonly_rootfs {
+            plan::make_mount_points(req.container.spec, req.container.bundle, &plan.rootfs)?;
         }
         let kernel = Self::kernel(req)?;
         let cache = crate::host::cache_dir();
@@ -265,6 +273,7 @@ impl Backend for Vm {
         let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let setup = monitor::MonitorSetup {
             id: req.container.id.to_string(),
+            state_dir: req.state_dir.to_path_buf(),
             gate: host_hooks.then_some(monitor::NetworkGate {
                 ready: ready_w,
                 go: go_r,

@@ -55,6 +55,8 @@ pub struct NetworkGate {
 
 pub struct MonitorSetup {
     pub id: String,
+    /// The container's state directory (its `vm.json`).
+    pub state_dir: PathBuf,
     pub gate: Option<NetworkGate>,
     pub plan: GuestPlan,
     pub driver: Box<dyn Hypervisor>,
@@ -281,7 +283,18 @@ fn pass_gate(setup: &mut MonitorSetup, gate: NetworkGate) -> Result<()> {
     if File::from(gate.go).read(&mut byte)? != 1 {
         bail!("the bundle's hooks did not complete");
     }
-    let found = super::network::attach(super::network::survey_entered()?)?;
+    let survey = super::network::survey_entered()?;
+    if let Some(join) = &gate.join {
+        // The bundle's namespace outlives the monitor: `delete` must know what to remove
+        // there, should the monitor not get to it.
+        if let Some(mut info) = super::VmInfo::read(&setup.state_dir) {
+            info.netns = Some(join.clone());
+            info.netns_id = Some(survey.id);
+            info.links = survey.links();
+            info.write(&setup.state_dir)?;
+        }
+    }
+    let found = super::network::attach(survey)?;
     if found.guest.is_empty() && gate.join.is_none() {
         // The hooks made no interface: the container's own network namespace in the guest,
         // as without hooks.
@@ -299,7 +312,11 @@ fn prepare(setup: &mut MonitorSetup, children: &mut Vec<Child>) -> Result<Prepar
     nix::unistd::setsid().context("setsid")?;
     setup.cgroups.add(std::process::id() as i32)?;
     block_forwarded()?;
-    // Still single-threaded: the share's mount namespace can be made.
+    // Still single-threaded: the VM's mount namespace can be made, with the rootfs and the
+    // share exported from it.
+    share::enter_namespace()?;
+    let rootfs = setup.run_dir.join(share::ROOTFS_DIR);
+    share::export_rootfs(&setup.plan.rootfs, &rootfs, setup.plan.readonly_rootfs)?;
     let share = setup
         .plan
         .needs_share()
@@ -317,7 +334,7 @@ fn prepare(setup: &mut MonitorSetup, children: &mut Vec<Child>) -> Result<Prepar
         initrd: &setup.initrd,
         memory_mib: setup.plan.memory_mib,
         vcpus: setup.plan.vcpus,
-        rootfs: &setup.plan.rootfs,
+        rootfs: &rootfs,
         readonly_rootfs: setup.plan.readonly_rootfs,
         share: share.as_deref(),
         run_dir: &setup.run_dir,

@@ -66,6 +66,37 @@ fn refuse_paths(i: usize, m: &oci_spec::runtime::Mount) -> Result<()> {
             m.typ().as_deref().unwrap_or("typeless")
         );
     }
+    // And only the kernel's own filesystems: a virtio-fs (or 9p, or block) mount would name a
+    // device of the VM by its tag (the share, with every pod member's entries; the rootfs).
+    const TYPES: &[&str] = &[
+        "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "ramfs",
+    ];
+    let typ = m.typ().as_deref().unwrap_or_default();
+    if !TYPES.contains(&typ) {
+        bail!(
+            "vm backend: mounts[{i}] ({}): type {typ:?} is not mounted in a VM (bind mounts \
+             and {} are)",
+            m.destination().display(),
+            TYPES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The host kernel's own files (/proc, /sys, cgroupfs, ...) are not shared into a VM: the
+/// file server, root on the host, would write them for the guest. Checked again on what was
+/// mounted (see `share`), since a path can change between the two.
+pub fn refuse_kernel_fs(path: &Path, what: &str) -> Result<()> {
+    let fs = nix::sys::statfs::statfs(path)
+        .with_context(|| format!("vm backend: {what} {}", path.display()))?;
+    let magic = fs.filesystem_type().0;
+    if magic == strata_linux::kernelfs::PROC || strata_linux::kernelfs::is_interface(magic) {
+        bail!(
+            "vm backend: {what} {} is on a kernel filesystem of the host (procfs, sysfs, \
+             cgroupfs, ...), which is not shared into a VM",
+            path.display()
+        );
+    }
     Ok(())
 }
 
@@ -317,7 +348,11 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
         }
     }
     let rootfs = strata_linux::container::rootfs_of(spec, bundle)?;
+    refuse_kernel_fs(&rootfs, "root.path")?;
     let mut guest = serde_json::to_value(spec).context("serializing the spec")?;
+    // The guest's root is the rootfs device (a pod member's, its share entry): never a path
+    // the bundle names, which the agent would resolve in its own namespace.
+    guest["root"]["path"] = "rootfs".into();
     let mut volumes = Vec::new();
     let mut net_sysctls = std::collections::BTreeMap::new();
     if let Some(mounts) = guest["mounts"].as_array_mut() {
@@ -354,19 +389,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
                 json["options"] = serde_json::json!(["nosuid", "noexec", "nodev", "mode=1777"]);
                 continue;
             }
-            // The host kernel's own files (/proc, /sys, cgroupfs, ...) are not volumes: the
-            // file server, root on the host, would write them for the guest.
-            let fs = nix::sys::statfs::statfs(&source)
-                .with_context(|| format!("vm backend: bind mount source {}", source.display()))?;
-            let magic = fs.filesystem_type().0;
-            if magic == strata_linux::kernelfs::PROC || strata_linux::kernelfs::is_interface(magic)
-            {
-                bail!(
-                    "vm backend: bind mount source {} is on a kernel filesystem of the host \
-                     (procfs, sysfs, cgroupfs, ...), which is not shared into a VM",
-                    source.display()
-                );
-            }
+            refuse_kernel_fs(&source, "bind mount source")?;
             if !meta.is_dir() && !meta.is_file() {
                 bail!(
                     "vm backend: bind mount source {}: only directories and regular files (and \
@@ -497,7 +520,7 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
     let cpu_of = |quota: Option<i64>, period: Option<u64>| -> Option<u8> {
         let quota = quota.filter(|q| *q > 0)? as u64;
         let period = period.filter(|p| *p > 0).unwrap_or(100_000);
-        Some(quota.div_ceil(period).clamp(1, host_cpus) as u8)
+        Some(quota.div_ceil(period).clamp(1, host_cpus.min(254)) as u8)
     };
     let from_quota = cpu_of(sizing.cpu_quota, sizing.cpu_period).or_else(|| {
         limits
@@ -860,6 +883,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only directories and regular files"), "{e}");
+        // Nor a rootfs on one.
+        let mut on_proc = spec(serde_json::json!({}));
+        on_proc.set_root(Some(
+            oci_spec::runtime::RootBuilder::default()
+                .path("/proc/sys")
+                .build()
+                .unwrap(),
+        ));
+        let e = plan(&on_proc, &b.0, &node).unwrap_err().to_string();
+        assert!(
+            e.contains("root.path") && e.contains("kernel filesystem"),
+            "{e}"
+        );
         // The host kernel's files are not volumes.
         for kernel in ["/proc/sys/kernel/domainname", "/sys/kernel", "/proc/1/fd"] {
             let e = plan(&bind(kernel), &b.0, &node).unwrap_err().to_string();
@@ -875,6 +911,12 @@ mod tests {
             e.contains("mounts[0]") && e.contains("/run/strata/share"),
             "{e}"
         );
+        // Nor any filesystem that names a device of the VM (the share's tag).
+        let tag = spec(serde_json::json!({"mounts": [
+            {"destination": "/s", "type": "virtiofs", "source": "share"}
+        ]}));
+        let e = plan(&tag, &b.0, &node).unwrap_err().to_string();
+        assert!(e.contains("\"virtiofs\" is not mounted in a VM"), "{e}");
         let relative = spec(serde_json::json!({"mounts": [
             {"destination": "/o", "type": "overlay", "source": "overlay",
              "options": ["lowerdir=../../share/x"]}

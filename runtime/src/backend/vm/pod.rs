@@ -30,6 +30,11 @@ struct Sandbox {
 }
 
 fn sandbox_of(state_root: &Path, id: &str) -> Result<Sandbox> {
+    sandbox_in(state_root, id, &[Status::Created, Status::Running])
+}
+
+/// The sandbox in one of `statuses` (a member is deleted from a paused pod's VM too).
+fn sandbox_in(state_root: &Path, id: &str, statuses: &[Status]) -> Result<Sandbox> {
     let not_a_pod = || {
         format!(
             "vm backend: annotation {SANDBOX_ID_ANNOTATION}: {id:?} is not a running vm pod \
@@ -43,7 +48,7 @@ fn sandbox_of(state_root: &Path, id: &str) -> Result<Sandbox> {
     let info = VmInfo::read(&rec.state_dir)
         .filter(|i| i.pod_vm)
         .with_context(not_a_pod)?;
-    if rec.backend != Kind::Vm || !matches!(rec.live_status(), Status::Created | Status::Running) {
+    if rec.backend != Kind::Vm || !statuses.contains(&rec.live_status()) {
         bail!(not_a_pod());
     }
     Ok(Sandbox { rec, info })
@@ -113,6 +118,9 @@ pub fn create_member(
     let sandbox = sandbox_of(state_root, sandbox_id)?;
     check_joined(&plan, &sandbox, sandbox_id)?;
     check_fits(req, &sandbox.info)?;
+    if plan.readonly_rootfs {
+        super::plan::make_mount_points(req.container.spec, req.container.bundle, &plan.rootfs)?;
+    }
     plan.for_member(id);
     let run_dir = sandbox.info.run_dir.clone();
     let entries: Vec<String> = plan.volumes.iter().map(|v| v.name.clone()).collect();
@@ -202,7 +210,8 @@ pub fn delete_member(rec: &Record, info: &VmInfo, sandbox_id: &str) {
     let Some(root) = rec.state_dir.parent() else {
         return;
     };
-    let Ok(sandbox) = sandbox_of(root, sandbox_id) else {
+    let alive = [Status::Created, Status::Running, Status::Paused];
+    let Ok(sandbox) = sandbox_in(root, sandbox_id, &alive) else {
         // The VM is gone, and the member with it.
         return;
     };

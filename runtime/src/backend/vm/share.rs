@@ -3,7 +3,8 @@
 //! configMap, secret and token volumes, `/etc/hosts` and friends) reach the guest, exported
 //! once over virtio-fs (tag `SHARE_TAG`) and bound by the guest's runtime to each destination.
 //!
-//! The monitor builds it in a mount namespace of its own, before the VM's processes exist: a
+//! The monitor builds it (and exports the rootfs the same way, see `export_rootfs`) in a
+//! mount namespace of its own, before the VM's processes exist: a
 //! small tmpfs with one entry per volume, each the volume's source bind-mounted there. The
 //! file servers (virtiofsd, strata-vmm) inherit that namespace, so they see the binds and
 //! nothing else of the host beyond the rootfs; every mount of it ends with the monitor and its
@@ -33,6 +34,8 @@ use nix::unistd::{fork, ForkResult};
 
 /// The share's directory, relative to the VM's run directory.
 pub const SHARE_DIR: &str = "share";
+/// Where the rootfs is exported from, relative to the VM's run directory.
+pub const ROOTFS_DIR: &str = "root";
 
 /// A bind mount of the bundle, as the share carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,15 +98,48 @@ fn strip_kernel_submounts(target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the share at `dir` in a new mount namespace of the calling process, which must be
-/// single-threaded (unshare(CLONE_NEWNS) refuses a process whose threads share its
-/// filesystem context).
-pub fn build(dir: &Path, volumes: &[Volume]) -> Result<()> {
+/// Gives the calling process (the monitor) a mount namespace of its own, a slave of the
+/// host's. The caller must be single-threaded (unshare(CLONE_NEWNS) refuses a process whose
+/// threads share its filesystem context).
+pub fn enter_namespace() -> Result<()> {
     let none: Option<&str> = None;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("a mount namespace for the VM's share")?;
+        .context("a mount namespace for the VM's shares")?;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
-        .context("making the share's mount namespace a slave of the host's")?;
+        .context("making the VM's mount namespace a slave of the host's")
+}
+
+/// What a bind placed at `target` turned out to be: not a kernel filesystem, whatever the
+/// path named when the bundle was checked (a symlink swapped since).
+fn check_mounted(target: &Path, source: &Path) -> Result<()> {
+    super::plan::refuse_kernel_fs(target, "bind mount source")
+        .with_context(|| format!("{} as mounted", source.display()))
+}
+
+/// Exports the rootfs at `target` (in the namespace `enter_namespace` made): a recursive bind
+/// without the host kernel's filesystems under it, nosuid, nodev, read-only when asked. The
+/// file server serves this, never the bundle's path itself.
+pub fn export_rootfs(source: &Path, target: &Path, readonly: bool) -> Result<()> {
+    let none: Option<&str> = None;
+    let what = || format!("vm backend: sharing the rootfs {}", source.display());
+    std::fs::create_dir_all(target).with_context(what)?;
+    mount(
+        Some(source),
+        target,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .with_context(what)?;
+    check_mounted(target, source)?;
+    strip_kernel_submounts(target).with_context(what)?;
+    strata_linux::rootfs::options::restrict_tree(target, readonly).with_context(what)?;
+    Ok(())
+}
+
+/// Builds the share at `dir`, in the namespace `enter_namespace` made.
+pub fn build(dir: &Path, volumes: &[Volume]) -> Result<()> {
+    let none: Option<&str> = None;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // Entries only: a few inodes' worth.
@@ -136,6 +172,7 @@ pub fn build(dir: &Path, volumes: &[Volume]) -> Result<()> {
             flags |= MsFlags::MS_REC;
         }
         mount(Some(&v.source), &target, none, flags, none).with_context(what)?;
+        check_mounted(&target, &v.source)?;
         strip_kernel_submounts(&target).with_context(what)?;
         strata_linux::rootfs::options::restrict_tree(&target, v.readonly).with_context(what)?;
     }
@@ -295,6 +332,7 @@ pub fn add(monitor: i32, dir: &Path, volumes: &[Volume]) -> Result<()> {
                             v.source.display()
                         )
                     })?;
+                    check_mounted(&target, &v.source)?;
                     strip_kernel_submounts(&target)?;
                 }
                 Ok(())
