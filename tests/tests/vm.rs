@@ -57,8 +57,16 @@ fn run_shows_guest_kernel_output_and_exit_code() {
     let mut b = Bundle::new(&[
         "sh",
         "-c",
-        "uname -r; ls /sys/class/net | tr '\\n' ' '; echo; echo to-stderr >&2; exit 7",
+        "uname -r; ls /sys/class/net | tr '\\n' ' '; echo; cat /dev/shm/hook; \
+         echo to-stderr >&2; exit 7",
     ]);
+    // A startContainer hook from the rootfs runs in the container, inside the guest.
+    b.edit(|c| {
+        c["hooks"] = json!({"startContainer": [{
+            "path": "/bin/busybox",
+            "args": ["busybox", "sh", "-c", "cat >/dev/null; echo started-in-the-guest > /dev/shm/hook"]
+        }]})
+    });
     let id = container(&mut b, "vmrun");
     let run = run_dir(&v.rt, &id);
     let out = v.rt.run(&["run", "-b", b.path().to_str().unwrap(), &id]);
@@ -68,6 +76,7 @@ fn run_shows_guest_kernel_output_and_exit_code() {
     let release = lines.next().unwrap_or_default().trim().to_string();
     // A network namespace of its own in the guest: loopback only (no sit0 or other tunnels).
     assert_eq!(lines.next(), Some("lo "), "{text}");
+    assert_eq!(lines.next(), Some("started-in-the-guest"), "{text}");
     assert!(
         is_guest_kernel(&release),
         "uname -r shows the host kernel, not the guest's: {release:?}"

@@ -267,16 +267,13 @@ fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
 pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> {
     let hooks = spec.hooks().clone().unwrap_or_default();
     let set = |h: &Option<Vec<oci_spec::runtime::Hook>>| h.as_ref().is_some_and(|h| !h.is_empty());
-    for (name, asked) in [
-        ("createContainer", set(hooks.create_container())),
-        ("startContainer", set(hooks.start_container())),
-    ] {
-        if asked {
-            bail!(
-                "vm backend: hooks.{name} is not supported: those hooks run in the container's \
-                 namespaces, which are inside the guest"
-            );
-        }
+    if set(hooks.create_container()) {
+        bail!(
+            "vm backend: hooks.createContainer is not supported: those hooks run in the \
+             container's namespaces before its root is in place, with paths of the runtime's \
+             namespace, which in a VM is the guest agent's, where no program of the bundle is \
+             (startContainer hooks, which run in the container, are)"
+        );
     }
     // prestart and createRuntime run on the host, with the VM's monitor (in the container's
     // host-side network namespace) as the state's pid: network hooks (Docker's, CNI-style)
@@ -418,11 +415,33 @@ pub fn plan(spec: &Spec, bundle: &Path, node: &NodeConfig) -> Result<GuestPlan> 
             volumes.len()
         );
     }
-    // Every hook the bundle may have runs on the host (prestart and createRuntime before the
-    // VM's network is taken over, poststart and poststop around the lifecycle): none in the
-    // guest, where their paths are not.
+    // The hooks run on the host (prestart and createRuntime before the VM's network is taken
+    // over, poststart and poststop around the lifecycle), except startContainer, which runs
+    // in the container inside the guest: its paths must be in the rootfs.
+    let start_hooks = hooks.start_container().clone().unwrap_or_default();
+    if !start_hooks.is_empty() {
+        use strata_linux::rootfs::open::{open_in_root, Create};
+        let root: std::os::fd::OwnedFd = std::fs::File::open(&rootfs)
+            .with_context(|| format!("vm backend: the rootfs {}", rootfs.display()))?
+            .into();
+        for (i, h) in start_hooks.iter().enumerate() {
+            if open_in_root(&root, h.path(), Create::Nothing).is_err() {
+                bail!(
+                    "vm backend: hooks.startContainer[{i}]: {} is not in the container's \
+                     rootfs (startContainer hooks run in the container, inside the guest)",
+                    h.path().display()
+                );
+            }
+        }
+    }
     if let Some(obj) = guest.as_object_mut() {
         obj.remove("hooks");
+        if !start_hooks.is_empty() {
+            obj.insert(
+                "hooks".into(),
+                serde_json::json!({ "startContainer": serde_json::to_value(&start_hooks)? }),
+            );
+        }
     }
     // Host cgroup paths (and systemd slice names) mean nothing in the guest: its runtime
     // places the container under its own default.
@@ -772,6 +791,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("hooks.createContainer"));
+        // startContainer runs in the guest: its path must be in the rootfs.
+        let s = spec(serde_json::json!({"hooks": {"startContainer": [{"path": "/bin/true"}]}}));
+        let e = plan(&s, &b.0, &node).unwrap_err().to_string();
+        assert!(
+            e.contains("hooks.startContainer[0]") && e.contains("rootfs"),
+            "{e}"
+        );
+        std::fs::create_dir_all(b.0.join("rootfs/bin")).unwrap();
+        std::fs::write(b.0.join("rootfs/bin/true"), "").unwrap();
+        let p = plan(&s, &b.0, &node).unwrap();
+        assert_eq!(p.spec["hooks"]["startContainer"][0]["path"], "/bin/true");
+        assert!(!p.host_hooks);
         // prestart runs on the host; the container then uses the guest's network namespace,
         // where the interfaces the hook made are.
         let s = spec(serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}));
