@@ -520,6 +520,76 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until `f` holds, polling every 100 ms up to `limit` (VMs under TCG are slow).
+pub fn eventually_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The host's procfs mounted at a path (made if missing), unmounted when dropped: a kernel
+/// filesystem under a directory a test hands to a VM.
+pub struct ProcMount(PathBuf);
+
+impl ProcMount {
+    pub fn at(path: &Path) -> ProcMount {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting procfs at {}", path.display());
+        ProcMount(path.to_path_buf())
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Command lines of the host's VM processes (QEMU, strata-vmm) that name `needle` (a VM's
+/// run directory, or a runtime root).
+pub fn vm_processes(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle) && (c.contains("qemu-system") || c.contains("strata-vmm")))
+        .collect()
+}
+
+/// What a TCP server at `addr` says on connect, retried (refused, or closed without a word)
+/// until `limit`: a published port that is not forwarded yet, or a server between two
+/// connections.
+pub fn answer_of(addr: &str, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let got = std::net::TcpStream::connect(addr).ok().and_then(|mut s| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+            (!text.is_empty()).then_some(text)
+        });
+        if let Some(text) = got {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Whether any cgroup directory of `id` is left in any hierarchy: under the tests' parent,
 /// or under strata's default one (bundles without a cgroupsPath; IDs are unique to a test).
 pub fn cgroup_left(id: &str) -> Option<PathBuf> {

@@ -437,17 +437,6 @@ async fn cri_pod_lifecycle_and_backend_choice() {
     drop(containerd);
 }
 
-/// Host processes of VMs whose command line names `needle`.
-fn vm_processes(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(needle) && (c.contains("qemu-system") || c.contains("strata-vmm")))
-        .count()
-}
-
 async fn exec_sync(k: &mut Kubelet, id: &str, script: &str) -> (i32, String) {
     let r =
         k.rt.exec_sync(ExecSyncRequest {
@@ -656,18 +645,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     for addr in [format!("{pod_ip}:8080"), format!("10.89.77.1:{host_port}")] {
         // The server listens again only once its last connection is done (a guest under
         // TCG is slow to): refused for a moment, then served.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut s = loop {
-            match std::net::TcpStream::connect(&addr) {
-                Ok(s) => break s,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("connecting to {addr}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        let text = strata_integration::answer_of(&addr, Duration::from_secs(10));
         assert_eq!(text, "hello-from-pod\n", "from {addr}");
     }
     // The configMap-like volume: read-only, and a host-side `..data` swap seen within 5 s.
@@ -710,8 +688,15 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         "{pod_state}"
     );
     let pod_run = strata::backend::vm::run_dir_for(&handler_root.join(&pod));
-    assert_eq!(vm_processes(pod_run.to_str().unwrap()), 1, "the pod's VM");
-    assert_eq!(vm_processes(&handler_root.display().to_string()), 0);
+    assert_eq!(
+        strata_integration::vm_processes(pod_run.to_str().unwrap()).len(),
+        1,
+        "the pod's VM"
+    );
+    assert_eq!(
+        strata_integration::vm_processes(&handler_root.display().to_string()).len(),
+        0
+    );
     for id in &ids {
         assert!(!strata::backend::vm::run_dir_for(&handler_root.join(id)).exists());
     }
@@ -754,7 +739,11 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     })
     .await
     .expect("RemovePodSandbox");
-    assert_eq!(vm_processes(pod_run.to_str().unwrap()), 0, "a VM is left");
+    assert_eq!(
+        strata_integration::vm_processes(pod_run.to_str().unwrap()).len(),
+        0,
+        "a VM is left"
+    );
     assert!(!pod_run.exists(), "the VM's run directory is left");
     let left: Vec<_> = std::fs::read_dir(&handler_root)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())

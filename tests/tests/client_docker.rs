@@ -402,24 +402,8 @@ fn docker_runs_a_container_on_the_vm_backend() {
         "-c",
         "while true; do nc -l -p 80 -e echo published-from-the-vm; done",
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let answer = loop {
-        let got = std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .and_then(|mut s| {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut s, &mut text).ok()?;
-                (!text.is_empty()).then_some(text)
-            });
-        if let Some(text) = got {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the published port {port} never answered"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let answer =
+        strata_integration::answer_of(&format!("{}:{port}", "127.0.0.1"), Duration::from_secs(60));
     assert_eq!(answer, "published-from-the-vm\n");
     d.ok(&["rm", "-f", "published"]);
     d.runtime.assert_used("create");

@@ -645,18 +645,6 @@ fn guest_root_cannot_make_devices_or_write_a_read_only_root_or_fill_the_host() {
     assert_nothing_left(&v.rt, &id, &run);
 }
 
-/// Waits (bounded by `limit`) until `f` holds.
-fn eventually_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Bind mounts of host directories and files (volumes) reach the guest through the VM's share:
 /// writes land on the host, a read-only volume stays read-only even to guest root that
 /// remounts it (the host side refuses), a host-side change (the kubelet's `..data` symlink
@@ -678,20 +666,7 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
     // A directory with the host's procfs mounted inside it: a recursive bind of it must not
     // carry the host kernel's files into the guest.
     let kern = host.path().join("kern");
-    std::fs::create_dir_all(kern.join("proc")).unwrap();
-    assert!(std::process::Command::new("mount")
-        .args(["-t", "proc", "proc"])
-        .arg(kern.join("proc"))
-        .status()
-        .unwrap()
-        .success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _kern_proc = Unmount(kern.join("proc"));
+    let _kern_proc = ProcMount::at(&kern.join("proc"));
     let script = "echo hello > /rw/from-guest && echo RW; \
                   touch /ro/x 2>/dev/null && echo RO-WRITTEN || echo RO; \
                   mount -o remount,rw /ro 2>/dev/null; \
@@ -723,14 +698,7 @@ fn volumes_are_shared_live_and_read_only_where_asked() {
         );
     });
     // The host's procfs mounted inside the rootfs itself does not reach the guest either.
-    std::fs::create_dir_all(b.rootfs().join("hostproc")).unwrap();
-    assert!(std::process::Command::new("mount")
-        .args(["-t", "proc", "proc"])
-        .arg(b.rootfs().join("hostproc"))
-        .status()
-        .unwrap()
-        .success());
-    let _root_proc = Unmount(b.rootfs().join("hostproc"));
+    let _root_proc = ProcMount::at(&b.rootfs().join("hostproc"));
     let id = container(&mut b, "vmvol");
     let run = run_dir(&v.rt, &id);
     let out_dir = TempDir::new("vmvol-out");

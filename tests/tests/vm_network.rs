@@ -505,11 +505,11 @@ fn prestart_hooks_make_the_network_the_vm_takes_over() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(server.join().unwrap(), guest_ip, "the container's address");
     v.rt.ok(&["delete", "--force", &id]);
-    // The host-side namespace went with the monitor, and the veth pair with it.
-    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&links.stdout).contains(&host_if),
-        "the hook's veth is left"
-    );
+    // The host-side namespace went with the monitor, and the veth pair with it (the kernel
+    // tears a namespace down in the background, a moment after its last process).
+    eventually_for("the hook's veth to go", Duration::from_secs(20), || {
+        let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        !String::from_utf8_lossy(&links.stdout).contains(&host_if)
+    });
     assert!(!run.exists());
 }

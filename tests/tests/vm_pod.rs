@@ -29,17 +29,6 @@ fn vm_runtime(dir: &Path) -> Option<Runtime> {
     ]))
 }
 
-/// Host processes whose command line names `needle` (the VM's run directory).
-fn processes_naming(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(needle) && (c.contains("qemu-system") || c.contains("strata-vmm")))
-        .collect()
-}
-
 /// A pod member's bundle: CRI's annotations and the sandbox's namespaces by path.
 fn member(args: &[&str], sandbox_id: &str, sandbox_pid: i32, name: &str) -> (Bundle, String) {
     let mut b = Bundle::new(args);
@@ -63,17 +52,6 @@ fn with_volume(b: &mut Bundle, source: &Path) {
             json!({"destination": "/shared", "type": "bind", "source": source, "options": ["rbind", "rw"]}),
         )
     });
-}
-
-fn eventually_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -144,8 +122,8 @@ fn a_pods_containers_run_in_one_vm_and_share_its_namespaces() {
     assert!(!mountinfo().contains(&bid), "{}", mountinfo());
 
     // Exactly one VM for the pod; none made for its members.
-    let vms = processes_naming("/run/strata-vm/");
-    let ours = processes_naming(run.to_str().unwrap());
+    let vms = vm_processes("/run/strata-vm/");
+    let ours = vm_processes(run.to_str().unwrap());
     assert_eq!(ours.len(), 1, "the pod's VM: {ours:?}");
     for id in [&aid, &bid] {
         let theirs = strata::backend::vm::run_dir_for(&rt.root.path().join(id));
@@ -222,7 +200,7 @@ fn a_pods_containers_run_in_one_vm_and_share_its_namespaces() {
     });
     assert_eq!(rt.status(&cid), "stopped");
     rt.ok(&["delete", &cid]);
-    assert!(processes_naming(run.to_str().unwrap()).is_empty());
+    assert!(vm_processes(run.to_str().unwrap()).is_empty());
     assert!(!run.exists(), "the pod VM's run directory is left");
     for id in [&sid, &aid, &bid, &cid] {
         assert!(!rt.root.path().join(id).exists(), "state of {id} left");

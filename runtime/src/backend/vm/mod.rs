@@ -18,11 +18,12 @@ pub mod pod;
 pub mod share;
 
 use std::hash::{Hash, Hasher};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, ForkResult};
+
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 use strata_linux::cgroups::stats::Stats;
@@ -117,6 +118,19 @@ impl Vm {
         }
         Ok(kernel)
     }
+}
+
+/// The container's cgroup on the host, where its VM (or, for a pod member, its relay) runs.
+fn host_cgroup(req: &CreateRequest) -> Result<CgroupSet> {
+    let path = req
+        .container
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone());
+    resolve_path(path.as_deref(), req.container.id)
+        .and_then(|p| CgroupSet::create(&p, &hierarchies()?))
+        .context("vm backend: the container's host cgroup")
 }
 
 /// Runs the bundle's prestart and createRuntime hooks once the monitor (`monitor`, the
@@ -249,19 +263,11 @@ impl Backend for Vm {
             }
             None => (Vec::new(), None),
         };
-        let cgroups_path = req
-            .container
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone());
-        let cgroups = match resolve_path(cgroups_path.as_deref(), req.container.id)
-            .and_then(|p| CgroupSet::create(&p, &hierarchies()?))
-        {
+        let cgroups = match host_cgroup(req) {
             Ok(c) => c,
             Err(e) => {
                 cleanup(None);
-                return Err(e).context("vm backend: the container's host cgroup");
+                return Err(e);
             }
         };
         (req.container.on_cgroups)(&cgroups);
@@ -290,44 +296,34 @@ impl Backend for Vm {
             nics,
             redirects,
         };
-        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // SAFETY: the runtime is single-threaded here; the child only runs the monitor and
-        // exits without returning into the caller's code.
-        match unsafe { fork() }.context("forking the VM monitor")? {
-            ForkResult::Child => {
-                drop(report_r);
-                for fd in &req.container.io.close_in_child {
-                    // SAFETY: closing inherited fds the child must not hold (the state lock).
-                    unsafe { libc::close(*fd) };
-                }
-                let code = monitor::monitor(setup, report_w);
-                std::process::exit(code);
+        // The monitor must not hold the runtime's ends of its gate: a runtime killed while
+        // the hooks run must leave it reading EOF, not waiting for ever.
+        let mut close_in_child = req.container.io.close_in_child.to_vec();
+        close_in_child.extend([ready_r.as_raw_fd(), go_w.as_raw_fd()]);
+        let (child, report_r) =
+            monitor::fork_host_process(&close_in_child, "VM monitor", move |report| {
+                monitor::monitor(setup, report)
+            })?;
+        if host_hooks {
+            if let Err(e) = run_host_hooks(req, child.as_raw(), ready_r, go_w) {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                cleanup(Some(&cgroups));
+                return Err(e);
             }
-            ForkResult::Parent { child } => {
-                drop(report_w);
-                drop(setup);
-                if host_hooks {
-                    if let Err(e) = run_host_hooks(req, child.as_raw(), ready_r, go_w) {
-                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                        let _ = nix::sys::wait::waitpid(child, None);
-                        cleanup(Some(&cgroups));
-                        return Err(e);
-                    }
-                } else {
-                    drop((ready_r, go_w));
-                }
-                if let Err(e) = monitor::read_report(report_r) {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    cleanup(Some(&cgroups));
-                    return Err(e);
-                }
-                Ok(Created {
-                    pid: child.as_raw(),
-                    rootfs,
-                    cgroups,
-                })
-            }
+        } else {
+            drop((ready_r, go_w));
         }
+        if let Err(e) = monitor::read_report(report_r) {
+            let _ = nix::sys::wait::waitpid(child, None);
+            cleanup(Some(&cgroups));
+            return Err(e);
+        }
+        Ok(Created {
+            pid: child.as_raw(),
+            rootfs,
+            cgroups,
+        })
     }
 
     fn signal(&self, rec: &Record, sig: Signal, all: bool) -> Result<()> {
@@ -369,27 +365,15 @@ impl Backend for Vm {
             cgroups: rec.cgroups.clone(),
             monitor_pid: rec.pid,
         };
-        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // SAFETY: the runtime is single-threaded here; the child runs the relay and exits.
-        match unsafe { fork() }.context("forking the exec relay")? {
-            ForkResult::Child => {
-                drop(report_r);
-                for fd in &req.io.close_in_child {
-                    // SAFETY: the runtime named these fds as its own; the relay does not use
-                    // them (the state lock would otherwise stay held as long as the relay).
-                    unsafe { libc::close(*fd) };
-                }
-                std::process::exit(monitor::relay(setup, report_w));
-            }
-            ForkResult::Parent { child } => {
-                drop(report_w);
-                if let Err(e) = monitor::read_report(report_r) {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    return Err(e);
-                }
-                Ok(child.as_raw())
-            }
+        let (child, report_r) =
+            monitor::fork_host_process(&req.io.close_in_child, "exec relay", move |report| {
+                monitor::relay(setup, report)
+            })?;
+        if let Err(e) = monitor::read_report(report_r) {
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(e);
         }
+        Ok(child.as_raw())
     }
 
     fn destroy(&self, rec: &Record) -> Result<()> {

@@ -616,6 +616,33 @@ pub fn relay(setup: RelaySetup, report: OwnedFd) -> i32 {
     status
 }
 
+/// Forks one of the container's host processes (the monitor, an exec or pod-member relay):
+/// the child closes the fds the runtime named (the state lock: it must not stay held as long
+/// as the process) and exits with what `body` returns, given the write end of its report;
+/// the parent gets the child and the read end ([`read_report`]). The caller must be
+/// single-threaded.
+pub fn fork_host_process(
+    close_in_child: &[RawFd],
+    what: &str,
+    body: impl FnOnce(OwnedFd) -> i32,
+) -> Result<(nix::unistd::Pid, OwnedFd)> {
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the runtime is single-threaded (the caller's contract); the child only runs
+    // `body` and exits without returning into the caller's code.
+    match unsafe { nix::unistd::fork() }.with_context(|| format!("forking the {what}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_r);
+            for fd in close_in_child {
+                // SAFETY: closing inherited fds the runtime named as its own; the child does
+                // not use them.
+                unsafe { libc::close(*fd) };
+            }
+            std::process::exit(body(report_w));
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok((child, report_r)),
+    }
+}
+
 /// Reads the child's report: Ok once it says "ok", its error otherwise.
 pub fn read_report(report: OwnedFd) -> Result<()> {
     let mut text = String::new();

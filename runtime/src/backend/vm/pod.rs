@@ -10,9 +10,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::LinuxNamespaceType;
-use strata_linux::cgroups::{hierarchies, resolve_path};
 
 use super::client::{AgentAddr, REQUEST_TIMEOUT};
 use super::driver::VSOCK_SOCKET;
@@ -138,15 +136,7 @@ pub fn create_member(
     };
     // Written first: a create killed from here on leaves what `delete` needs to undo it.
     std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?)?;
-    let cgroups_path = req
-        .container
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone());
-    let cgroups = resolve_path(cgroups_path.as_deref(), id)
-        .and_then(|p| strata_linux::cgroups::CgroupSet::create(&p, &hierarchies()?))
-        .context("vm backend: the container's host cgroup")?;
+    let cgroups = super::host_cgroup(req)?;
     (req.container.on_cgroups)(&cgroups);
     let share_dir = run_dir.join(share::SHARE_DIR);
     let monitor_pid = sandbox.rec.pid;
@@ -172,36 +162,25 @@ pub fn create_member(
         cgroups: cgroups.clone(),
         monitor_pid,
     };
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the runtime is single-threaded here; the child runs the relay and exits.
-    match unsafe { fork() }.context("forking the pod member's relay")? {
-        ForkResult::Child => {
-            drop(report_r);
-            for fd in &req.container.io.close_in_child {
-                // SAFETY: closing inherited fds the relay must not hold (the state lock).
-                unsafe { libc::close(*fd) };
-            }
-            std::process::exit(monitor::member(setup, report_w));
-        }
-        ForkResult::Parent { child } => {
-            drop(report_w);
-            drop(setup);
-            if let Err(e) = monitor::read_report(report_r) {
-                let _ = nix::sys::wait::waitpid(child, None);
-                let _ = addr.call(
-                    &Request::Delete { id: id.to_string() },
-                    Some(REQUEST_TIMEOUT),
-                );
-                undo();
-                return Err(e);
-            }
-            Ok(Created {
-                pid: child.as_raw(),
-                rootfs: plan.rootfs,
-                cgroups,
-            })
-        }
+    let (child, report_r) = monitor::fork_host_process(
+        &req.container.io.close_in_child,
+        "pod member's relay",
+        move |report| monitor::member(setup, report),
+    )?;
+    if let Err(e) = monitor::read_report(report_r) {
+        let _ = nix::sys::wait::waitpid(child, None);
+        let _ = addr.call(
+            &Request::Delete { id: id.to_string() },
+            Some(REQUEST_TIMEOUT),
+        );
+        undo();
+        return Err(e);
     }
+    Ok(Created {
+        pid: child.as_raw(),
+        rootfs: plan.rootfs,
+        cgroups,
+    })
 }
 
 /// What `delete` does for a member once its relay is gone: the member out of the guest and
