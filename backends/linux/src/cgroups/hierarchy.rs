@@ -73,9 +73,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     out
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+/// A path as mountinfo writes it, with the characters the kernel escapes (space, tab,
+/// newline, backslash) back; the backslash last, so that an escaped `\\` stays one.
+pub fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
+        .replace("\\012", "\n")
         .replace("\\134", "\\")
 }
 
@@ -128,6 +131,14 @@ pub fn resolve_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_escapes_come_back() {
+        assert_eq!(
+            unescape_mountinfo("/a\\040b\\011c\\012d\\134040"),
+            "/a b\tc\nd\\040"
+        );
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

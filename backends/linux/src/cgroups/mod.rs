@@ -20,7 +20,9 @@ pub mod resources;
 pub mod stats;
 mod sub;
 
-pub use hierarchy::{hierarchies, layout, parse_mountinfo, resolve_path, Hierarchy, Layout};
+pub use hierarchy::{
+    hierarchies, layout, parse_mountinfo, resolve_path, unescape_mountinfo, Hierarchy, Layout,
+};
 pub use sub::SubCgroups;
 
 /// The container's cgroup in each hierarchy, and which directories we made (only those are

@@ -247,9 +247,9 @@ impl Backend for Vm {
             pod_sandbox: None,
             share_entries: Vec::new(),
         };
-        if let Err(e) = std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?) {
+        if let Err(e) = info.write(req.state_dir) {
             let _ = std::fs::remove_dir_all(&run_dir);
-            return Err(e.into());
+            return Err(e);
         }
         let (nics, redirects) = match survey.map(network::attach) {
             Some(Ok(n)) => {

@@ -15,7 +15,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 use super::client::{AgentAddr, REQUEST_TIMEOUT};
 use super::driver::VSOCK_SOCKET;
 use super::plan::{GuestPlan, GUEST_OVERHEAD_MIB, SANDBOX_ID_ANNOTATION};
-use super::{monitor, share, VmInfo, VM_FILE};
+use super::{monitor, share, VmInfo};
 use crate::backend::contract::{CreateRequest, Created};
 use crate::config::Kind;
 use crate::state::{read_record, Record, Status};
@@ -135,7 +135,7 @@ pub fn create_member(
         share_entries: entries.clone(),
     };
     // Written first: a create killed from here on leaves what `delete` needs to undo it.
-    std::fs::write(req.state_dir.join(VM_FILE), serde_json::to_vec(&info)?)?;
+    info.write(req.state_dir)?;
     let cgroups = super::host_cgroup(req)?;
     (req.container.on_cgroups)(&cgroups);
     let share_dir = run_dir.join(share::SHARE_DIR);

@@ -86,7 +86,7 @@ fn strip_kernel_submounts(target: &Path) -> Result<()> {
             let (left, right) = line.split_once(" - ")?;
             let point = left.split(' ').nth(4)?;
             let fstype = right.split(' ').next()?;
-            let point = point.replace("\\040", " ");
+            let point = strata_linux::cgroups::unescape_mountinfo(point);
             (point.starts_with(&prefix) && KERNEL_FILESYSTEMS.contains(&fstype)).then_some(point)
         })
         .collect();
