@@ -1,6 +1,7 @@
 //! Kubernetes through CRI: this test plays the kubelet, a gRPC client of a private
 //! containerd's CRI plugin whose runtime handlers (`strata`, `strata-sandbox`) run strata
-//! through the runc v2 shim. Pods use the host network (no CNI here).
+//! through the runc v2 shim. The lifecycle test's pods use the host network; the two-container
+//! pods use a CNI bridge from Debian's containernetworking-plugins, on each backend.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -455,30 +456,75 @@ async fn exec_sync(k: &mut Kubelet, id: &str, script: &str) -> (i32, String) {
 /// an emptyDir-like and a read-only configMap-like volume, in exactly one VM.
 #[tokio::test(flavor = "current_thread")]
 async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
-    if !strata_integration::is_root() {
-        eprintln!("SKIPPED: CRI tests need root");
-        return;
-    }
-    if !require_client(&["containerd", "ctr", "containerd-shim-runc-v2", "iptables"])
-        || !require_client(&[&format!("{CNI_PLUGINS}/bridge")])
-    {
-        return;
-    }
     let cfg = strata_integration::TempDir::new("cri-vm-cfg");
+    if !cri_network_clients() {
+        return;
+    }
     let Some(config) = strata_integration::vm_node_config(cfg.path()) else {
         return;
     };
     let runtime = LoggedRuntime::with_config("cri-vm", &config);
-    let vm_link = runtime.link("strata-vm");
-    let bridge = format!("strata-cri{}", std::process::id() % 1000);
-    let ipam = strata_integration::TempDir::new("cri-vm-ipam");
+    pod_with_network_and_volumes(&runtime, "strata-vm", "vm", 77).await;
+}
+
+/// The same pod on the `strata-sandbox` handler under the built-in policy (no node policy):
+/// everything the bundle grants, the pod network, the volumes, as on native.
+#[tokio::test(flavor = "current_thread")]
+async fn cri_sandbox_pod_with_pod_network_and_volumes_as_on_native() {
+    if !cri_network_clients() {
+        return;
+    }
+    let runtime = LoggedRuntime::new("cri-sandbox");
+    pod_with_network_and_volumes(&runtime, "strata-sandbox", "sandbox", 78).await;
+}
+
+/// The same pod on the native `strata` handler: the reference the other two must match.
+#[tokio::test(flavor = "current_thread")]
+async fn cri_native_pod_with_pod_network_and_volumes() {
+    if !cri_network_clients() {
+        return;
+    }
+    let runtime = LoggedRuntime::new("cri-native");
+    pod_with_network_and_volumes(&runtime, "strata", "native", 79).await;
+}
+
+fn cri_network_clients() -> bool {
+    if !strata_integration::is_root() {
+        eprintln!("SKIPPED: CRI tests need root");
+        return false;
+    }
+    require_client(&["containerd", "ctr", "containerd-shim-runc-v2", "iptables"])
+        && require_client(&[&format!("{CNI_PLUGINS}/bridge")])
+}
+
+/// A server and a client container in one pod on `handler` (whose backend is `backend`),
+/// on a CNI bridge `10.89.<subnet>.0/24`: localhost between them, the pod IP and a hostPort
+/// from the host, egress to the bridge address, an emptyDir-like volume both write, a
+/// read-only configMap-like volume the host updates, shared and private PID namespaces; then
+/// nothing left. Each test takes its own subnet, so they run side by side.
+async fn pod_with_network_and_volumes(
+    runtime: &LoggedRuntime,
+    handler: &str,
+    backend: &str,
+    subnet: u8,
+) {
+    let name = format!("cri-{backend}");
+    let link = if handler == "strata" {
+        runtime.path.clone()
+    } else {
+        runtime.link(handler)
+    };
+    let net = format!("10.89.{subnet}");
+    let gateway = format!("{net}.1");
+    let bridge = format!("strata-cri{}", std::process::id() % 1000 * 100 + u32::from(subnet));
+    let ipam = strata_integration::TempDir::new(&format!("{name}-ipam"));
     let cni = serde_json::json!({
         "cniVersion": "0.4.0",
-        "name": "strata-cri-vm",
+        "name": format!("strata-{name}"),
         "plugins": [
             {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
              "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.77.0/24"}]],
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{net}.0/24")}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam.path()}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
@@ -494,16 +540,16 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     }
     let _bridge = Bridge(bridge.clone());
     let (containerd, mut k) = start_cri(
-        "cri-vm",
+        &name,
         &CriSettings {
-            handlers: &[("strata-vm", &vm_link)],
+            handlers: &[(handler, &link)],
             sandbox_image: IMAGE,
             cni: Some(&cni),
         },
     )
     .await;
-    let handler_root = containerd.dir.path().join("runtime-root/strata-vm/k8s.io");
-    let volumes = strata_integration::TempDir::new("cri-vm-volumes");
+    let handler_root = containerd.dir.path().join(format!("runtime-root/{handler}/k8s.io"));
+    let volumes = strata_integration::TempDir::new(&format!("{name}-volumes"));
     let (data, conf) = (volumes.path().join("data"), volumes.path().join("conf"));
     std::fs::create_dir_all(&data).unwrap();
     std::fs::create_dir_all(conf.join("..v1")).unwrap();
@@ -511,10 +557,11 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     std::os::unix::fs::symlink("..v1", conf.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/key", conf.join("key")).unwrap();
     // A listener on the bridge's host address, for the pod's egress.
-    let egress = std::net::TcpListener::bind("10.89.77.1:0");
+    let egress = std::net::TcpListener::bind(format!("{gateway}:0"));
 
-    let mut pod_config = k.pod_config("vm-pod", &[]);
-    pod_config.hostname = "vm-pod".into();
+    let pod_name = format!("{backend}-pod");
+    let mut pod_config = k.pod_config(&pod_name, &[]);
+    pod_config.hostname = pod_name.clone();
     if let Some(ns) = pod_config
         .linux
         .as_mut()
@@ -523,7 +570,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     {
         ns.network = NamespaceMode::Pod as i32;
     }
-    let host_port = 18000 + (std::process::id() % 1000) as i32;
+    let host_port = 18000 + (std::process::id() % 300) as i32 * 3 + i32::from(subnet % 3);
     pod_config.port_mappings = vec![PortMapping {
         protocol: Protocol::Tcp as i32,
         container_port: 8080,
@@ -531,7 +578,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         host_ip: String::new(),
     }];
     let pod = k
-        .run_pod(&pod_config, "strata-vm")
+        .run_pod(&pod_config, handler)
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log_text()));
     let status =
@@ -545,10 +592,10 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         .status
         .expect("a status");
     let pod_ip = status.network.expect("the pod's network").ip;
-    assert!(pod_ip.starts_with("10.89.77."), "pod IP {pod_ip:?}");
+    assert!(pod_ip.starts_with(&format!("{net}.")), "pod IP {pod_ip:?}");
     // The egress listener needs the bridge, which the pod's network made.
     let egress = egress
-        .or_else(|_| std::net::TcpListener::bind("10.89.77.1:0"))
+        .or_else(|_| std::net::TcpListener::bind(format!("{gateway}:0")))
         .expect("a listener on the bridge address");
     let egress_port = egress.local_addr().unwrap().port();
 
@@ -596,7 +643,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     let server = "echo up; while true; do nc -l -p 8080 -e echo hello-from-pod; done".to_string();
     let client = format!(
         "until nc 127.0.0.1 8080 </dev/null > /data/got; do sleep 0.2; done; \
-         echo from-pod | nc 10.89.77.1 {egress_port}; echo client-done; sleep 100000"
+         echo from-pod | nc {gateway} {egress_port}; echo client-done; sleep 100000"
     );
     let mut ids = Vec::new();
     for (name, script, mounts, pid) in [
@@ -642,7 +689,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         "hello-from-pod\n"
     );
     // The host reaches the pod IP, and the hostPort through portmap.
-    for addr in [format!("{pod_ip}:8080"), format!("10.89.77.1:{host_port}")] {
+    for addr in [format!("{pod_ip}:8080"), format!("{gateway}:{host_port}")] {
         // The server listens again only once its last connection is done (a guest under
         // TCG is slow to): refused for a moment, then served.
         let text = strata_integration::answer_of(&addr, Duration::from_secs(10));
@@ -674,31 +721,58 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     assert!(out.contains("sleep 2147483647"), "{out}");
     let (_, out) = exec_sync(&mut k, &server_id, "ps -o args").await;
     assert!(!out.contains("sleep 2147483647"), "{out}");
-    // The pod's hostname and the kernel are the VM's; exactly one VM runs for the pod.
-    let (_, out) = exec_sync(&mut k, &server_id, "hostname; uname -r").await;
-    let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("vm-pod"), "{out}");
-    assert!(
-        strata_integration::is_guest_kernel(lines.next().unwrap_or("")),
-        "{out}"
-    );
-    let pod_state = strata_state(&handler_root, &pod);
-    assert_eq!(
-        pod_state["annotations"]["dev.strata.backend"], "vm",
-        "{pod_state}"
-    );
+    // What failed on the sandbox before it followed the bundle: `mkdir -p` of existing
+    // directories, writes to the pod's volume, netlink (`ip` shows the pod's address).
+    let (code, out) = exec_sync(
+        &mut k,
+        &server_id,
+        "mkdir -p / /data/a/b && echo w > /data/a/b/f && busybox ip -o -4 addr show",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!(" {pod_ip}/24 ")), "{out}");
+    assert_eq!(std::fs::read_to_string(data.join("a/b/f")).unwrap(), "w\n");
+    // The pod's hostname; the kernel and the filter are the backend's.
+    let (_, out) = exec_sync(
+        &mut k,
+        &server_id,
+        "hostname; uname -r; grep ^Seccomp: /proc/self/status",
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&pod_name.as_str()), "{out}");
+    let kernel = lines.get(1).copied().unwrap_or("");
+    let seccomp = lines.get(2).map(|l| l.split_whitespace().last().unwrap_or(""));
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    match backend {
+        "vm" => assert!(strata_integration::is_guest_kernel(kernel), "{out}"),
+        _ => assert_eq!(kernel, host_kernel.trim(), "{out}"),
+    }
+    // The sandbox's supervisor filters every process; a CRI container without a seccomp
+    // profile has none on native.
+    if backend != "vm" {
+        let want = if backend == "sandbox" { "2" } else { "0" };
+        assert_eq!(seccomp, Some(want), "{out}");
+    }
+    for id in [&pod, &server_id, &client_id] {
+        let st = strata_state(&handler_root, id);
+        assert_eq!(st["annotations"]["dev.strata.backend"], backend, "{st}");
+    }
+    // On vm, exactly one VM runs for the pod, none for its containers.
     let pod_run = strata::backend::vm::run_dir_for(&handler_root.join(&pod));
-    assert_eq!(
-        strata_integration::vm_processes(pod_run.to_str().unwrap()).len(),
-        1,
-        "the pod's VM"
-    );
-    assert_eq!(
-        strata_integration::vm_processes(&handler_root.display().to_string()).len(),
-        0
-    );
-    for id in &ids {
-        assert!(!strata::backend::vm::run_dir_for(&handler_root.join(id)).exists());
+    if backend == "vm" {
+        assert_eq!(
+            strata_integration::vm_processes(pod_run.to_str().unwrap()).len(),
+            1,
+            "the pod's VM"
+        );
+        assert_eq!(
+            strata_integration::vm_processes(&handler_root.display().to_string()).len(),
+            0
+        );
+        for id in &ids {
+            assert!(!strata::backend::vm::run_dir_for(&handler_root.join(id)).exists());
+        }
     }
     let stats =
         k.rt.container_stats(ContainerStatsRequest {
@@ -710,7 +784,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         .stats
         .expect("stats");
     assert!(stats.memory.is_some() && stats.cpu.is_some(), "{stats:?}");
-    let log = std::fs::read_to_string(k.logs.join("vm-pod/server.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(k.logs.join(format!("{pod_name}/server.log"))).unwrap_or_default();
     assert!(log.contains("stdout F up"), "container log: {log:?}");
 
     // Stop and remove as the kubelet does; then nothing of the pod is left.
@@ -740,7 +814,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
     .await
     .expect("RemovePodSandbox");
     assert_eq!(
-        strata_integration::vm_processes(pod_run.to_str().unwrap()).len(),
+        strata_integration::vm_processes(&handler_root.display().to_string()).len(),
         0,
         "a VM is left"
     );
@@ -767,7 +841,7 @@ async fn cri_vm_pod_with_pod_network_volumes_and_one_vm() {
         !mounts.contains("/run/strata-vm/"),
         "a share is left mounted"
     );
-    runtime.report("containerd CRI (vm pod)");
+    runtime.report(&format!("containerd CRI ({backend} pod)"));
     drop(k);
     drop(containerd);
 }
