@@ -516,7 +516,10 @@ async fn pod_with_network_and_volumes(
     };
     let net = format!("10.89.{subnet}");
     let gateway = format!("{net}.1");
-    let bridge = format!("strata-cri{}", std::process::id() % 1000 * 100 + u32::from(subnet));
+    let bridge = format!(
+        "strata-cri{}",
+        std::process::id() % 1000 * 100 + u32::from(subnet)
+    );
     let ipam = strata_integration::TempDir::new(&format!("{name}-ipam"));
     let cni = serde_json::json!({
         "cniVersion": "0.4.0",
@@ -548,7 +551,10 @@ async fn pod_with_network_and_volumes(
         },
     )
     .await;
-    let handler_root = containerd.dir.path().join(format!("runtime-root/{handler}/k8s.io"));
+    let handler_root = containerd
+        .dir
+        .path()
+        .join(format!("runtime-root/{handler}/k8s.io"));
     let volumes = strata_integration::TempDir::new(&format!("{name}-volumes"));
     let (data, conf) = (volumes.path().join("data"), volumes.path().join("conf"));
     std::fs::create_dir_all(&data).unwrap();
@@ -742,7 +748,9 @@ async fn pod_with_network_and_volumes(
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&pod_name.as_str()), "{out}");
     let kernel = lines.get(1).copied().unwrap_or("");
-    let seccomp = lines.get(2).map(|l| l.split_whitespace().last().unwrap_or(""));
+    let seccomp = lines
+        .get(2)
+        .map(|l| l.split_whitespace().last().unwrap_or(""));
     let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     match backend {
         "vm" => assert!(strata_integration::is_guest_kernel(kernel), "{out}"),
@@ -784,7 +792,8 @@ async fn pod_with_network_and_volumes(
         .stats
         .expect("stats");
     assert!(stats.memory.is_some() && stats.cpu.is_some(), "{stats:?}");
-    let log = std::fs::read_to_string(k.logs.join(format!("{pod_name}/server.log"))).unwrap_or_default();
+    let log =
+        std::fs::read_to_string(k.logs.join(format!("{pod_name}/server.log"))).unwrap_or_default();
     assert!(log.contains("stdout F up"), "container log: {log:?}");
 
     // Stop and remove as the kubelet does; then nothing of the pod is left.

@@ -759,7 +759,11 @@ fn fifo_opens_given_up_leave_no_supervisor_threads_behind() {
     };
     let now = threads();
     assert!(now <= 300, "the supervisor has {now} threads");
-    eventually("the given-up waits end", || threads() <= 4);
+    // The main thread and the serving threads (one a CPU at most; see `serving`).
+    let serving = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    eventually("the given-up waits end", || threads() <= 2 + serving);
     assert_eq!(rt.ok(&["exec", &c.id, "cat", "/etc/group"]), "root:x:0:\n");
 }
 

@@ -111,7 +111,6 @@ fn trapped_calls_fail_with_the_errno_native_gives() {
     }
 }
 
-
 /// The Python program of [`real_programs_run_under_the_builtin_policy_as_under_native`]:
 /// sqlite in both journal modes on the volume, `http.server` over loopback, a tree copy.
 const PYTHON_APP: &str = r#"
@@ -149,10 +148,7 @@ print("copied:", sorted(os.listdir(d + "/json")) == sorted(os.listdir("/usr/lib/
 fn real_programs_run_under_the_builtin_policy_as_under_native() {
     require_root!();
     let programs = ["/usr/bin/python3", "/usr/bin/git", "/usr/bin/sqlite3"];
-    if let Some(missing) = programs
-        .iter()
-        .find(|p| !std::path::Path::new(p).exists())
-    {
+    if let Some(missing) = programs.iter().find(|p| !std::path::Path::new(p).exists()) {
         // scripts/install-deps installs them; CI must not skip.
         assert!(
             std::env::var_os("STRATA_REQUIRE_CLIENTS").is_none(),
@@ -208,7 +204,10 @@ fn real_programs_run_under_the_builtin_policy_as_under_native() {
                 m.push(json!({"destination": "/app", "type": "bind", "source": a, "options": ["rbind", "ro"]}));
             });
         });
-        (out, std::fs::read_to_string(vol.path().join("index.html")).unwrap_or_default())
+        (
+            out,
+            std::fs::read_to_string(vol.path().join("index.html")).unwrap_or_default(),
+        )
     };
     let native = run("native");
     assert_eq!(
@@ -220,4 +219,58 @@ fn real_programs_run_under_the_builtin_policy_as_under_native() {
     );
     assert_eq!(native.1, "served by python\n", "native wrote the volume");
     assert_eq!(run("sandbox"), native, "sandbox");
+}
+
+/// The supervisor's serving threads for the container's notify fd, by name.
+fn serving_threads(supervisor: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{supervisor}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "sandbox-serve")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A container whose threads all make trapped calls is served by several supervisor
+/// threads at once (one a CPU at most), not queued on one; a single-threaded one by one.
+#[test]
+fn trapped_calls_of_several_threads_are_served_at_once() {
+    require_root!();
+    let Some(prog) = static_program("openloop") else {
+        return;
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = Runtime::new();
+    // The bundle lives as long as its container: its rootfs is the container's.
+    let start = |threads: &str| {
+        let mut b = Bundle::new(&["openloop", "/etc/passwd", threads, "1", "hold"]);
+        std::fs::copy(&prog, b.rootfs().join("bin/openloop")).unwrap();
+        // The tests' strict policy traps every open.
+        let c = Detached::start(&rt, &mut b, "sandbox", &[]);
+        c.wait_for("looping");
+        (supervisor_pid(&rt, &c.id), c, b)
+    };
+    let (one, c1, _b1) = start("1");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = serving_threads(one);
+    assert!(
+        (1..=cpus.min(8)).contains(&n),
+        "one caller: {n} serving threads"
+    );
+    rt.ok(&["delete", "--force", &c1.id]);
+    let (four, c4, _b4) = start("4");
+    if cpus >= 2 {
+        eventually("a second serving thread", || serving_threads(four) >= 2);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = serving_threads(four);
+    assert!(n <= cpus.min(8), "{n} serving threads on {cpus} CPUs");
+    // The calls are still answered, and by the container's end every thread is gone.
+    assert_eq!(rt.ok(&["exec", &c4.id, "cat", "/etc/group"]), "root:x:0:\n");
+    rt.ok(&["delete", "--force", &c4.id]);
+    eventually("the supervisor ends", || !alive(four));
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -77,7 +77,7 @@ const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 struct Entry {
     /// Readable once the thread has exited: from then on its ID may name another thread.
     pidfd: OwnedFd,
-    creds: Rc<Creds>,
+    creds: Arc<Creds>,
 }
 
 /// Callers' identities by thread ID.
@@ -110,7 +110,7 @@ impl CredsCache {
     }
 
     /// The cached identity of `tid`, if that very thread is still alive.
-    pub fn get(&mut self, tid: u32) -> Option<Rc<Creds>> {
+    pub fn get(&mut self, tid: u32) -> Option<Arc<Creds>> {
         let tgid = self.entries.get(&tid)?.creds.tgid;
         if !self.settle_exec(tgid, tid) {
             return None;
@@ -169,7 +169,7 @@ impl CredsCache {
         tid: u32,
         still_caller: impl Fn() -> bool,
         user_ns_of: impl Fn(u32) -> R<std::ffi::OsString>,
-    ) -> R<Rc<Creds>> {
+    ) -> R<Arc<Creds>> {
         let pidfd = if self.disabled {
             None
         } else {
@@ -187,7 +187,7 @@ impl CredsCache {
             }
         };
         let text = crate::procfs::read_at(host_proc, &format!("{tid}/status"))?;
-        let creds = Rc::new(Creds::parse(&text, tid)?);
+        let creds = Arc::new(Creds::parse(&text, tid)?);
         let ns = user_ns_of(tid)?;
         if ns != std::ffi::OsStr::new(&self.user_ns) {
             tracing::warn!(

@@ -23,6 +23,7 @@ mod identity;
 pub mod netfilter;
 mod notif;
 mod procfs;
+mod serving;
 mod waits;
 
 pub use confine::{confine, Confinement};

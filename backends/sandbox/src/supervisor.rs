@@ -1,14 +1,14 @@
 //! The supervisor: one process per sandboxed container, forked by the runtime at `create`
 //! and living until the container's init is gone. It receives the seccomp notify fd of the
 //! init and of every exec'd process on a Unix socket in the container's state directory (the
-//! profile's `listenerPath`), joins the container's mount namespace and root, and performs
-//! each trapped call (see `emulate`).
+//! profile's `listenerPath`), joins the container's mount namespace and root, and starts the
+//! threads that perform each trapped call (see `serving` and `emulate`).
 //!
 //! Fail closed: if the supervisor dies, the kernel fails every trapped call with ENOSYS, so
 //! nothing runs unsupervised, and the guard (see `guard`) kills the container.
 
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use nix::errno::Errno;
@@ -17,8 +17,8 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::emulate::Emulator;
 use crate::notif;
-use crate::notif::{answer, Outcome};
 use crate::policy::Policy;
+use crate::serving;
 use crate::{Ctx, Error, Result};
 
 /// The supervisor's life: serves `listener` until the container is gone. Called in a
@@ -75,19 +75,34 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| "opening /proc".into())?;
-    let mut emulator: Option<Emulator> = None;
+    // The emulator the serving threads' own are made from (see `serving`); this thread
+    // serves no call, so it keeps the supervisor's own identity to start them with.
+    let mut template: Option<Emulator> = None;
     let mut guard: Option<crate::guard::Guard> = None;
-    let mut kernel_hooks: Option<std::thread::JoinHandle<()>> = None;
+    let hooks: serving::KernelHooks = Default::default();
     let mut policy = Some(policy);
     let mut devices = Some(devices);
+    // A serving thread asks for another through this eventfd (it lives as long as the
+    // process: the loop returns only for the process to exit).
+    // SAFETY: eventfd with integer flags returns a new fd or -1.
+    let more = Errno::result(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+        .ctx(|| "eventfd".into())?;
+    // SAFETY: eventfd returned a new fd that nothing else owns.
+    let more = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(more) });
+    // The first wait wakes the loop through it too, to poll with a timeout from then on.
+    crate::waits::set_waker(more.as_raw_fd());
     // Notify fds; the first is the init's, whose hang-up means the container is gone.
-    let mut listeners: Vec<OwnedFd> = Vec::new();
+    let mut served: Vec<std::sync::Arc<serving::Fd>> = Vec::new();
     loop {
-        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(more.as_fd(), PollFlags::POLLIN),
+        ];
+        // The notify fds' hang-ups only: their notifications are the serving threads'.
         fds.extend(
-            listeners
+            served
                 .iter()
-                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
+                .map(|f| PollFd::new(f.fd.as_fd(), PollFlags::empty())),
         );
         // With workers waiting, wake at least once a second to cut short the stale waits.
         let timeout = if crate::waits::any() {
@@ -115,7 +130,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                     if let Err(e) = notif::set_sync_wakeup(fd.as_fd()) {
                         tracing::debug!("sandbox supervisor: no synchronous wake-ups: {e}");
                     }
-                    if emulator.is_none() {
+                    if template.is_none() {
                         let p = policy.take().unwrap_or_else(Policy::builtin);
                         // The guard first: from here a supervisor that gives up takes the
                         // container with it.
@@ -131,7 +146,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                             .map_err(|e| Error::Setup(e.to_string()))?;
                         let hook_policy = hook_dir.is_some().then(|| p.clone());
                         let rules = devices.take().unwrap_or_default();
-                        emulator = Some(
+                        template = Some(
                             Emulator::new(proc_dup, p, rules, user_ns, host_network)
                                 .ctx(|| "setting up the supervisor".into())?,
                         );
@@ -139,30 +154,52 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                         // Loading and attaching the programs takes ~1 ms (the verifier):
                         // done aside, and waited for before the first execve is let
                         // through, since no code of the container's own runs before it.
-                        kernel_hooks = hook_dir.zip(hook_policy).map(|((dir, level), policy)| {
-                            std::thread::spawn(move || hook_kernel(&policy, dir, level))
-                        });
+                        *hooks.lock().unwrap_or_else(|p| p.into_inner()) =
+                            hook_dir.zip(hook_policy).map(|((dir, level), policy)| {
+                                std::thread::spawn(move || hook_kernel(&policy, dir, level))
+                            });
                     }
-                    listeners.push(fd);
+                    let f = serving::Fd::new(fd, more.clone(), hooks.clone());
+                    if let Some(t) = template.as_ref() {
+                        // A notify fd nobody serves would leave its callers waiting for ever.
+                        let em = t
+                            .for_another_thread()
+                            .ctx(|| "a serving thread's emulator".into())?;
+                        f.spawn(em, true)
+                            .map_err(|e| Error::Setup(format!("a serving thread: {e}")))?;
+                    }
+                    served.push(f);
                 }
                 Err(e) => tracing::warn!("sandbox supervisor: a listener connection failed: {e}"),
             }
         }
-        let mut gone = Vec::new();
-        for (i, flags) in ready.iter().enumerate().skip(1) {
-            let fd = listeners[i - 1].as_fd();
-            if flags.contains(PollFlags::POLLIN) {
-                if let Some(em) = emulator.as_mut() {
-                    serve_one(em, fd, &mut kernel_hooks);
+        if ready[1].contains(PollFlags::POLLIN) {
+            let mut count = [0u8; 8];
+            // SAFETY: reads the eventfd's 8-byte counter into a local array.
+            unsafe { libc::read(more.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+            for f in &served {
+                if let (true, Some(t)) = (f.take_ask(), template.as_ref()) {
+                    // One more is an optimisation: without it the fd is still served.
+                    let started = t
+                        .for_another_thread()
+                        .map_err(|e| e.to_string())
+                        .and_then(|em| f.spawn(em, false).map_err(|e| e.to_string()));
+                    if let Err(e) = started {
+                        f.not_started();
+                        tracing::debug!("sandbox supervisor: no further serving thread: {e}");
+                    }
                 }
-            } else if flags
-                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
-            {
-                gone.push(i - 1);
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, flags) in ready.iter().enumerate().skip(2) {
+            if flags.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                gone.push(i - 2);
             }
         }
         for i in gone.into_iter().rev() {
-            listeners.remove(i);
+            // Its serving threads see the hang-up too, and end.
+            served.remove(i);
             if i == 0 {
                 // The init's filter has no process left: the container is gone.
                 if let Some(g) = guard.take() {
@@ -172,35 +209,6 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
             }
         }
     }
-}
-
-fn serve_one(
-    em: &mut Emulator,
-    fd: BorrowedFd,
-    kernel_hooks: &mut Option<std::thread::JoinHandle<()>>,
-) {
-    let n = match notif::recv(fd) {
-        Ok(n) => n,
-        // The caller died or a signal interrupted it: nothing to answer.
-        Err(_) => return,
-    };
-    if matches!(n.data.nr as i64, libc::SYS_execve | libc::SYS_execveat) {
-        if let Some(h) = kernel_hooks.take() {
-            let _ = h.join();
-        }
-    }
-    let outcome = em.handle(fd, &n);
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        let what = match &outcome {
-            Outcome::Value(v) => format!("= {v}"),
-            Outcome::Errno(e) => format!("= {e}"),
-            Outcome::Fd { fd, .. } => format!("= fd {}", fd.as_raw_fd()),
-            Outcome::Continue => "continued".into(),
-            Outcome::Deferred => "answered by a worker".into(),
-        };
-        tracing::debug!("sandbox: pid {} syscall {} {what}", n.pid, n.data.nr);
-    }
-    answer(fd, n.id, outcome);
 }
 
 /// The container's cgroup v2 directory, open, with its depth in the hierarchy as seen from

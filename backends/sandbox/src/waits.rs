@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Waits at once. A container's blocked callers count against its own pids limit, but a
@@ -21,14 +21,32 @@ const INTERRUPT: libc::c_int = libc::SIGUSR1;
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// The eventfd that wakes the serving loop (the supervisor's main thread), which then polls
+/// with a timeout while there are waits to check; -1 before it is set.
+static WAKER: AtomicI32 = AtomicI32::new(-1);
+
+/// Names the eventfd that [`reserve`] writes to when the first wait begins. The fd must stay
+/// open for the life of the process.
+pub fn set_waker(fd: RawFd) {
+    WAKER.store(fd, Ordering::SeqCst);
+}
+
 /// Waiting notifications: id → (the worker's dup of its listener, the worker's thread ID).
 static WAITING: Mutex<Option<HashMap<u64, (RawFd, libc::pid_t)>>> = Mutex::new(None);
 
 /// Takes a place for a new worker; false when all are taken.
 pub fn reserve() -> bool {
-    if COUNT.fetch_add(1, Ordering::SeqCst) >= MAX_WAITS {
+    let before = COUNT.fetch_add(1, Ordering::SeqCst);
+    if before >= MAX_WAITS {
         COUNT.fetch_sub(1, Ordering::SeqCst);
         return false;
+    }
+    let waker = WAKER.load(Ordering::SeqCst);
+    if before == 0 && waker >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local array to the eventfd, open for the process's
+        // life (see `set_waker`).
+        unsafe { libc::write(waker, one.as_ptr().cast(), one.len()) };
     }
     true
 }

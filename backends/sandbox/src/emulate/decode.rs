@@ -21,11 +21,11 @@ impl Emulator {
             | libc::SYS_capset => {
                 // The thread changes its own identity: read it again at its next call. The
                 // kernel runs the call itself; the arguments mean nothing to the policy.
-                self.cache.forget(tid);
+                self.cache().forget(tid);
                 return Ok(Outcome::Continue);
             }
             libc::SYS_umask => {
-                self.cache.forget_all();
+                self.cache().forget_all();
                 return Ok(Outcome::Continue);
             }
             _ => {}
@@ -35,7 +35,8 @@ impl Emulator {
         // Then the caller's identity. A cached one is held by a pidfd of the thread: alive
         // now, it is the thread whose memory was just read (its ID was not reused). A new
         // one is taken only while the notification is still pending, for the same reason.
-        let creds = match self.cache.get(tid) {
+        let cached = self.cache().get(tid);
+        let creds = match cached {
             Some(c) => c,
             None => {
                 // The caller's /proc/<tid>/ns/user: the supervisor's own step (the caller may
@@ -47,7 +48,7 @@ impl Emulator {
                         nix::fcntl::readlinkat(host_proc.as_fd(), format!("{tid}/ns/user").as_str())
                     })
                 };
-                self.cache.load(
+                self.cache().load(
                     host_proc,
                     tid,
                     || notif::still_valid(listener, n.id),

@@ -19,6 +19,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 
@@ -50,7 +51,9 @@ pub(crate) struct Emulator {
     root: OwnedFd,
     /// Accesses the policy grants on every path: those need no path to check.
     everywhere: [bool; 3],
-    cache: CredsCache,
+    /// Shared by the serving threads: a thread's calls may be served by any of them.
+    cache: Arc<Mutex<CredsCache>>,
+    /// This serving thread's applied identity (identities are per thread).
     ident: RefCell<Identity>,
     /// The container's device rules, for opens of device nodes.
     devices: Vec<strata_linux::cgroups::devices::Rule>,
@@ -61,8 +64,9 @@ pub(crate) struct Emulator {
     /// The container shares the host's network namespace (and with it the host's abstract
     /// Unix socket names).
     host_network: bool,
-    /// Abstract Unix socket names the container has bound (the bytes after sun_family).
-    abstract_names: HashSet<Vec<u8>>,
+    /// Abstract Unix socket names the container has bound (the bytes after sun_family),
+    /// shared by the serving threads.
+    abstract_names: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 type R<T> = std::result::Result<T, Errno>;
@@ -90,14 +94,46 @@ impl Emulator {
             logged: HashSet::new(),
             root,
             everywhere,
-            cache: CredsCache::new(user_ns),
+            cache: Arc::new(Mutex::new(CredsCache::new(user_ns))),
             ident: RefCell::new(Identity::current()?),
             devices,
             caller_ns_pid: 0,
             caller_ns_tgid: 0,
             host_network,
-            abstract_names: HashSet::new(),
+            abstract_names: Arc::new(Mutex::new(HashSet::new())),
         })
+    }
+
+    /// An emulator for another serving thread: the same container, policy and shared state,
+    /// an identity of its own. Made on a thread with the supervisor's own identity (one that
+    /// serves no call), which the new thread inherits and starts from.
+    pub fn for_another_thread(&self) -> R<Emulator> {
+        Ok(Emulator {
+            host_proc: self.host_proc.try_clone().map_err(errno_of)?,
+            policy: self.policy.clone(),
+            logged: HashSet::new(),
+            root: self.root.try_clone().map_err(errno_of)?,
+            everywhere: self.everywhere,
+            cache: Arc::clone(&self.cache),
+            ident: RefCell::new(Identity::current()?),
+            devices: self.devices.clone(),
+            caller_ns_pid: 0,
+            caller_ns_tgid: 0,
+            host_network: self.host_network,
+            abstract_names: Arc::clone(&self.abstract_names),
+        })
+    }
+
+    /// The credentials cache, which no thread holds while it panics (a panic ends the
+    /// supervisor anyway).
+    fn cache(&self) -> MutexGuard<'_, CredsCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn abstract_names(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.abstract_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The supervisor's own step, with its privilege only if the caller's identity is refused.
@@ -146,7 +182,7 @@ fn defer(
         return Err(Errno::EAGAIN);
     }
     let spawned = std::thread::Builder::new()
-        .name("strata-sandbox-wait".into())
+        .name("sandbox-wait".into())
         .spawn(move || {
             // Until the answer: the supervisor may interrupt the wait if the caller goes away
             // (see `waits`).

@@ -315,7 +315,7 @@ impl Emulator {
                 let fd = self.resolve_following_proc_links(tid, c, dirfd, &path, flags & keep)?;
                 self.check(&fd, Access::Exec, "execve")?;
                 // The new image may run with other credentials.
-                self.cache.exec_starts(c.tgid, tid);
+                self.cache().exec_starts(c.tgid, tid);
                 Ok(Outcome::Continue)
             }
             Op::Socket { kind, fd, addr } => self.socket(tid, c, kind, fd, addr, listener, id),

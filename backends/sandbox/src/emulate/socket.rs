@@ -64,7 +64,7 @@ impl Emulator {
                     // itself are reached. (Landlock's abstract-socket scope holds sendmsg,
                     // which is not trapped, to the same; it does not see this supervisor's
                     // connect on the caller's behalf.)
-                    if self.host_network && !bind && !self.abstract_names.contains(raw) {
+                    if self.host_network && !bind && !self.abstract_names().contains(raw) {
                         self.deny(what, "@abstract", "not bound by the container");
                         return Err(Errno::EACCES);
                     }
@@ -156,8 +156,9 @@ impl Emulator {
             // The name the socket now has: abstract (or autobound, when the address is the
             // family alone), or a path (which the abstract rule ignores).
             if let Some(name) = unix_name(&sock) {
-                if self.abstract_names.len() < 65536 {
-                    self.abstract_names.insert(name);
+                let mut names = self.abstract_names();
+                if names.len() < 65536 {
+                    names.insert(name);
                 }
             }
         }
