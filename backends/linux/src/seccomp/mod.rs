@@ -1,4 +1,5 @@
-//! `linux.seccomp` compiled to a BPF filter with libseccomp.
+//! `linux.seccomp` compiled to a BPF filter with libseccomp, kept compiled between runs
+//! (`cache`), and loaded with seccomp(2).
 //!
 //! libseccomp rather than seccompiler: it has the NOTIFY action (SECCOMP_RET_USER_NOTIF,
 //! which the spec's `listenerPath` and our sandbox backend need), resolves syscall names per
@@ -18,11 +19,16 @@ use oci_spec::runtime::{
 
 use crate::error::{Error, Result};
 
+pub mod cache;
+
 const FIELD: &str = "linux.seccomp";
 
 /// A filter ready to load, with what the runtime must do around it.
 pub struct Filter {
-    ctx: ScmpFilterContext,
+    /// The program: sock_filter instructions, as libseccomp exports them.
+    bpf: Vec<u8>,
+    /// SECCOMP_FILTER_FLAG_* for seccomp(2).
+    flags: libc::c_ulong,
     /// Some rule returns SECCOMP_RET_USER_NOTIF: the listener fd must go somewhere.
     pub has_notify: bool,
     pub listener_path: Option<PathBuf>,
@@ -76,8 +82,90 @@ fn err(what: impl std::fmt::Display) -> Error {
     Error::config(FIELD, what.to_string())
 }
 
-/// Compiles the spec's profile; every problem is reported here, before any process exists.
+/// Compiles the spec's profile (or takes its program from the default cache); every problem is
+/// reported here, before any process exists.
 pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
+    compile_in(s, cache::default_dir().as_deref())
+}
+
+/// [`compile`], with the cache in `cache_dir` (none: compiled every time).
+pub fn compile_in(s: &LinuxSeccomp, cache_dir: Option<&Path>) -> Result<Filter> {
+    let default = s.default_action();
+    let has_notify = default == A::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|sc| sc.action() == A::ScmpActNotify);
+    if s.listener_path().is_some() && !has_notify {
+        return Err(err("listenerPath is set but no rule uses SCMP_ACT_NOTIFY"));
+    }
+    if has_notify && s.listener_path().is_none() {
+        return Err(err("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"));
+    }
+    let mut flags = 0;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            F::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            F::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            F::SeccompFilterFlagWaitKillableRecv => {
+                return Err(err(
+                    "flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs libseccomp 2.6; this \
+                     host has an older one",
+                ))
+            }
+        };
+    }
+    if has_notify {
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        // With both, the kernel can report a thread it could not sync only as an error.
+        if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 {
+            flags |= SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        }
+    }
+    let json = serde_json::to_vec(s).map_err(err)?;
+    let key = cache::key(&json);
+    let cached = cache_dir.and_then(|d| cache::get(d, &key));
+    let bpf = match cached {
+        Some(bpf) => bpf,
+        None => {
+            let bpf = export(&build(s)?)?;
+            if let Some(d) = cache_dir {
+                cache::put(d, &key, &bpf);
+            }
+            bpf
+        }
+    };
+    Ok(Filter {
+        bpf,
+        flags: flags as libc::c_ulong,
+        has_notify,
+        listener_path: s.listener_path().clone(),
+        listener_metadata: s.listener_metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// The context's BPF program (libseccomp 2.5 exports only to an fd).
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>> {
+    // SAFETY: memfd_create with a NUL-terminated name and flags; returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c"strata-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = nix::errno::Errno::result(fd).map_err(|e| err(format!("memfd_create: {e}")))?;
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    ctx.export_bpf(&file)
+        .map_err(|e| err(format!("exporting the filter: {e}")))?;
+    let mut bpf = Vec::new();
+    std::io::Seek::rewind(&mut file)
+        .and_then(|()| std::io::Read::read_to_end(&mut file, &mut bpf))
+        .map_err(|e| err(format!("reading the exported filter: {e}")))?;
+    Ok(bpf)
+}
+
+/// SECCOMP_FILTER_FLAG_TSYNC_ESRCH (Linux 5.7), not in the libc crate.
+const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: u64 = 1 << 4;
+
+/// The profile in libseccomp's terms, checked rule by rule.
+fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     let default_errno = s.default_errno_ret();
     let default = action(s.default_action(), None, default_errno);
     let mut ctx =
@@ -96,33 +184,12 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
             }
         }
     }
-    for f in s.flags().iter().flatten() {
-        match f {
-            F::SeccompFilterFlagTsync => {
-                ctx.set_ctl_tsync(true).map_err(err)?;
-            }
-            F::SeccompFilterFlagLog => {
-                ctx.set_ctl_log(true).map_err(err)?;
-            }
-            F::SeccompFilterFlagSpecAllow => {
-                ctx.set_ctl_ssb(true).map_err(err)?;
-            }
-            F::SeccompFilterFlagWaitKillableRecv => {
-                return Err(err(
-                    "flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs libseccomp 2.6; this \
-                     host has an older one",
-                ))
-            }
-        }
-    }
-    let mut has_notify = s.default_action() == A::ScmpActNotify;
     for (i, sc) in s.syscalls().iter().flatten().enumerate() {
         let act = action(sc.action(), sc.errno_ret(), default_errno);
         if act == default {
             // libseccomp refuses a rule that repeats the default action; it changes nothing.
             continue;
         }
-        has_notify |= sc.action() == A::ScmpActNotify;
         let mut conds = Vec::new();
         for a in sc.args().iter().flatten() {
             if a.index() > 5 {
@@ -165,18 +232,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
             res.map_err(|e| err(format!("syscalls[{i}] ({name}): {e}")))?;
         }
     }
-    if s.listener_path().is_some() && !has_notify {
-        return Err(err("listenerPath is set but no rule uses SCMP_ACT_NOTIFY"));
-    }
-    if has_notify && s.listener_path().is_none() {
-        return Err(err("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"));
-    }
-    Ok(Filter {
-        ctx,
-        has_notify,
-        listener_path: s.listener_path().clone(),
-        listener_metadata: s.listener_metadata().clone().unwrap_or_default(),
-    })
+    Ok(ctx)
 }
 
 /// libseccomp takes one comparison per argument in a rule; conditions on the same argument
@@ -214,18 +270,27 @@ impl Filter {
 
     /// Installs the filter on the calling process; returns the notify fd if there is one.
     pub fn load(&self) -> Result<Option<OwnedFd>> {
-        self.ctx
-            .load()
-            .map_err(|e| err(format!("loading the filter: {e}")))?;
+        let prog = libc::sock_fprog {
+            len: (self.bpf.len() / 8) as u16,
+            filter: self.bpf.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: seccomp(2) reads `prog` and the `len` instructions it points at, all ours
+        // and alive for the call (the kernel copies them).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                self.flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        let r =
+            nix::errno::Errno::result(r).map_err(|e| err(format!("loading the filter: {e}")))?;
         if !self.has_notify {
             return Ok(None);
         }
-        let fd = self
-            .ctx
-            .get_notify_fd()
-            .map_err(|e| err(format!("getting the notify fd: {e}")))?;
-        // SAFETY: libseccomp hands over a new fd that nothing else owns.
-        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+        // SAFETY: with NEW_LISTENER, seccomp(2) returned a new fd that nothing else owns.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(r as i32) }))
     }
 }
 
