@@ -37,6 +37,7 @@ int main(void) {
   BENCH("write+read 1B", 100000, { if (write(p[1], &c, 1) != 1 || read(p[0], &c, 1) != 1) return 1; });
   BENCH("stat", 100000, stat("/bin/busybox", &st));
   BENCH("open+close", 50000, { int fd = open("/bin/busybox", O_RDONLY); if (fd < 0) return 1; close(fd); });
+  BENCH("create+close (tmpfs)", 50000, { int fd = open("/dev/shm/sysbench", O_CREAT | O_WRONLY, 0644); if (fd < 0) return 1; close(fd); });
   BENCH("mmap+munmap", 50000, { void *m = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); munmap(m, 4096); });
   BENCH("fork+wait", 500, { pid_t k = fork(); if (k == 0) _exit(0); waitpid(k, 0, 0); });
   printf("}\n");

@@ -67,6 +67,10 @@
  *   escape self-exec       re-executes itself through /proc/self/exe
  *   escape tty             opens /dev/tty without a controlling terminal, then in a new
  *                          session with a pty as its terminal, and says which device it got
+ *   escape umask-race DIR N  a child with umask 000 creates files in DIR from two threads
+ *                          (so the supervisor serves on two threads), while this process,
+ *                          umask 077, creates N files there; LEAKED if one of its files was
+ *                          made with another caller's umask, else HELD
  * Prints what it managed (or the error); exit status 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -214,8 +218,51 @@ static int open_pty(char *slave, size_t len) {
     return m;
 }
 
+static const char *race_dir;
+
+static void *create_loop(void *arg) {
+    char p[256];
+    for (long i = 0;; i++) {
+        snprintf(p, sizeof p, "%s/b-%ld-%ld", race_dir, (long)arg, i % 64);
+        int fd = open(p, O_CREAT | O_WRONLY, 0666);
+        if (fd >= 0) close(fd);
+    }
+    return NULL;
+}
+
+static int umask_race(const char *dir, int n) {
+    race_dir = dir;
+    pid_t child = fork();
+    if (child == 0) {
+        umask(0);
+        pthread_t t;
+        pthread_create(&t, NULL, create_loop, (void *)1L);
+        create_loop((void *)2L);
+        _exit(0);
+    }
+    umask(077);
+    usleep(100000);
+    char p[256];
+    int leaked = 0;
+    for (int i = 0; i < n && !leaked; i++) {
+        snprintf(p, sizeof p, "%s/a-%d", dir, i);
+        int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0666);
+        if (fd < 0) { perror("open"); break; }
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077)) leaked = 1;
+        close(fd);
+        unlink(p);
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    printf("%s\n", leaked ? "LEAKED" : "HELD");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 4 && strcmp(argv[1], "umask-race") == 0)
+        return umask_race(argv[2], atoi(argv[3]));
     if (argc >= 2 && strcmp(argv[1], "userns") == 0) {
         fflush(stdout);
         long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);

@@ -863,3 +863,15 @@ fn ordinary_calls_the_review_found_broken_work() {
         expected,
     );
 }
+
+/// The umask is the caller's even while the supervisor serves other callers on other
+/// threads at once: a process with umask 077 creating files while another, umask 000, keeps
+/// two serving threads busy gets every file without group or other access (its umask, not
+/// the other's). Native shows the same program holding, so the check is the supervisor's.
+#[test]
+fn a_callers_umask_does_not_leak_across_serving_threads() {
+    require_root_and_escape!();
+    let script = "mkdir -p /tmp/r && escape umask-race /tmp/r 3000";
+    assert_eq!(run_on("native", script, with_escape), "HELD\n", "native");
+    assert_eq!(run_on("sandbox", script, with_escape), "HELD\n", "sandbox");
+}

@@ -25,7 +25,9 @@ use crate::emulate::Emulator;
 use crate::notif::{self, answer, Notif, Outcome};
 
 /// Serving threads per notify fd at most: one a CPU (the calls are CPU work; calls that
-/// block are handed to the waiting threads of `waits`), at most 8.
+/// block are handed to the waiting threads of `waits`), at most 8. Asked once, before the
+/// supervisor enters the container: the answer reads /proc and /sys, which are the
+/// container's from then on.
 pub fn max_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -45,6 +47,7 @@ pub struct Fd {
     /// Written to ask the main thread for another serving thread.
     more: Arc<OwnedFd>,
     hooks: KernelHooks,
+    max: usize,
 }
 
 #[derive(Default)]
@@ -59,13 +62,14 @@ struct State {
 }
 
 impl Fd {
-    pub fn new(fd: OwnedFd, more: Arc<OwnedFd>, hooks: KernelHooks) -> Arc<Fd> {
+    pub fn new(fd: OwnedFd, more: Arc<OwnedFd>, hooks: KernelHooks, max: usize) -> Arc<Fd> {
         Arc::new(Fd {
             fd,
             state: Mutex::default(),
             turn: Condvar::new(),
             more,
             hooks,
+            max,
         })
     }
 
@@ -107,6 +111,13 @@ impl Fd {
     }
 
     fn serve(&self, mut em: Emulator) {
+        // A filesystem context of its own (umask, working directory; the root stays the
+        // container's): threads share one by default, and each serving thread sets the umask
+        // of the caller it serves and changes directory for Unix socket calls.
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS) {
+            tracing::error!("sandbox supervisor: a serving thread's own fs context: {e}");
+            std::process::exit(1);
+        }
         let mut st = self.state();
         loop {
             while st.leader && !st.closed {
@@ -135,7 +146,7 @@ impl Fd {
                     // Someone polls while this thread performs the call.
                     if st.idle > 0 {
                         self.turn.notify_one();
-                    } else if waiting && !st.asked && st.threads < max_threads() {
+                    } else if waiting && !st.asked && st.threads < self.max {
                         st.asked = true;
                         ask_for_more(self.more.as_fd());
                     }

@@ -78,6 +78,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
     // The emulator the serving threads' own are made from (see `serving`); this thread
     // serves no call, so it keeps the supervisor's own identity to start them with.
     let mut template: Option<Emulator> = None;
+    let max_threads = serving::max_threads();
     let mut guard: Option<crate::guard::Guard> = None;
     let hooks: serving::KernelHooks = Default::default();
     let mut policy = Some(policy);
@@ -159,7 +160,7 @@ pub fn serve(listener: UnixListener, config: Config) -> Result<()> {
                                 std::thread::spawn(move || hook_kernel(&policy, dir, level))
                             });
                     }
-                    let f = serving::Fd::new(fd, more.clone(), hooks.clone());
+                    let f = serving::Fd::new(fd, more.clone(), hooks.clone(), max_threads);
                     if let Some(t) = template.as_ref() {
                         // A notify fd nobody serves would leave its callers waiting for ever.
                         let em = t

@@ -34,15 +34,48 @@ pub fn default_dir() -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join("strata-seccomp"))
 }
 
-/// The key of a profile's program: its JSON and what else decides the program.
-pub fn key(profile_json: &[u8]) -> String {
+/// Entries at most: a hostile config.json may name a new profile each time, and /run is
+/// memory. Past this, programs are compiled every time instead of kept.
+const MAX_ENTRIES: usize = 512;
+
+/// The key of a profile's program: its JSON (without what only the runtime reads: the
+/// listener's path and metadata, which differ per container) and everything else that
+/// decides the program: strata's translation (its source), libseccomp's version, API level
+/// and the very library file (a distribution may patch its syscall tables in place).
+pub fn key(profile: &oci_spec::runtime::LinuxSeccomp) -> String {
+    let mut p = profile.clone();
+    p.set_listener_path(None);
+    p.set_listener_metadata(None);
+    let json = serde_json::to_vec(&p).unwrap_or_default();
     let v = libseccomp::ScmpVersion::current().ok();
     let api = libseccomp::get_api();
     let mut h = Sha256::new();
-    h.update(b"strata seccomp cache v1\0");
-    h.update(format!("{v:?} api {api} {}\0", std::env::consts::ARCH).as_bytes());
-    h.update(profile_json);
+    h.update(b"strata seccomp cache v2\0");
+    h.update(include_bytes!("mod.rs"));
+    h.update(include_bytes!("cache.rs"));
+    h.update(format!("{v:?} api {api} {} {}\0", std::env::consts::ARCH, library()).as_bytes());
+    h.update(&json);
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The libseccomp file this process runs with, as device, inode, size and change time.
+fn library() -> String {
+    // SAFETY: dladdr reads the address of a function of ours and fills `info`, a plain
+    // struct on our stack; dli_fname, if set, points at the loader's NUL-terminated name.
+    let name = unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let sym = libseccomp_sys::seccomp_init as *const libc::c_void;
+        if libc::dladdr(sym, &mut info) == 0 || info.dli_fname.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned()
+    };
+    match std::fs::metadata(&name) {
+        Ok(m) => format!("{name} {} {} {} {}", m.dev(), m.ino(), m.size(), m.ctime()),
+        Err(_) => name,
+    }
 }
 
 /// Whether a file or directory is the effective user's alone to write.
@@ -79,14 +112,23 @@ pub fn get(dir: &Path, key: &str) -> Option<Vec<u8>> {
     let fd = nix::fcntl::openat(
         &d,
         key,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        // Not blocking on a FIFO put in the program's place.
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_NONBLOCK
+            | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .ok()?;
     let mut file = std::fs::File::from(fd);
     let md = file.metadata().ok()?;
     let len = md.len() as usize;
-    if !md.is_file() || !trusted(&md) || len == 0 || !len.is_multiple_of(INSN) || len > MAX_INSNS * INSN {
+    if !md.is_file()
+        || !trusted(&md)
+        || len == 0
+        || !len.is_multiple_of(INSN)
+        || len > MAX_INSNS * INSN
+    {
         return None;
     }
     let mut bpf = Vec::with_capacity(len);
@@ -96,7 +138,16 @@ pub fn get(dir: &Path, key: &str) -> Option<Vec<u8>> {
 
 /// Keeps `bpf` under `key` in `dir`; a cache that cannot be written is only slower.
 pub fn put(dir: &Path, key: &str, bpf: &[u8]) {
+    // A program the kernel would refuse is not kept (loading it fails anyway).
+    if bpf.is_empty() || bpf.len() > MAX_INSNS * INSN {
+        return;
+    }
     let Some(d) = open_dir(dir) else { return };
+    let full = std::fs::read_dir(dir).map_or(true, |rd| rd.count() >= MAX_ENTRIES);
+    if full {
+        tracing::debug!("seccomp cache {}: full", dir.display());
+        return;
+    }
     let tmp = format!(".{key}.{}", std::process::id());
     let written = nix::fcntl::openat(
         &d,
@@ -143,7 +194,7 @@ mod tests {
         let dir = scratch("hit");
         let fresh = compile_in(&profile(), None).unwrap();
         let first = compile_in(&profile(), Some(&dir)).unwrap();
-        let key = key(&serde_json::to_vec(&profile()).unwrap());
+        let key = key(&profile());
         assert_eq!(get(&dir, &key).as_deref(), Some(&fresh.bpf[..]));
         assert_eq!(first.bpf, fresh.bpf);
         // The next compile takes the file: a marker instruction written there comes back.
@@ -151,18 +202,33 @@ mod tests {
         marked[..8].copy_from_slice(&[6, 0, 0, 0, 0, 0, 0xff, 0x7f]);
         std::fs::write(dir.join(&key), &marked).unwrap();
         assert_eq!(compile_in(&profile(), Some(&dir)).unwrap().bpf, marked);
-        // Another profile has another key.
+        // Another profile has another key; the listener's path and metadata, which change
+        // nothing in the program, do not count.
         let mut other = profile();
         other.set_default_errno_ret(Some(1));
-        assert_ne!(key, super::key(&serde_json::to_vec(&other).unwrap()));
+        assert_ne!(key, super::key(&other));
+        let mut listener = profile();
+        listener.set_listener_path(Some("/run/x/supervisor.sock".into()));
+        listener.set_listener_metadata(Some("m".into()));
+        assert_eq!(key, super::key(&listener));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_key_names_the_library_file() {
+        // Debian links libseccomp dynamically; its file identity is part of every key.
+        let lib = library();
+        assert!(
+            lib.contains("libseccomp") && lib.split(' ').count() == 5,
+            "{lib}"
+        );
     }
 
     #[test]
     fn unsound_or_untrusted_files_are_not_used() {
         let dir = scratch("unsound");
         let fresh = compile_in(&profile(), Some(&dir)).unwrap();
-        let key = key(&serde_json::to_vec(&profile()).unwrap());
+        let key = key(&profile());
         let file = dir.join(&key);
         // Not a whole number of instructions.
         std::fs::write(&file, &fresh.bpf[..fresh.bpf.len() - 3]).unwrap();
@@ -176,6 +242,10 @@ mod tests {
         let elsewhere = dir.with_extension("elsewhere");
         std::fs::write(&elsewhere, &fresh.bpf).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert_eq!(get(&dir, &key), None);
+        // A FIFO in the program's place is not waited on.
+        std::fs::remove_file(&file).unwrap();
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert_eq!(get(&dir, &key), None);
         // A directory others may write to.
         std::fs::remove_file(&file).unwrap();

@@ -123,8 +123,7 @@ pub fn compile_in(s: &LinuxSeccomp, cache_dir: Option<&Path>) -> Result<Filter> 
             flags |= SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
         }
     }
-    let json = serde_json::to_vec(s).map_err(err)?;
-    let key = cache::key(&json);
+    let key = cache::key(s);
     let cached = cache_dir.and_then(|d| cache::get(d, &key));
     let bpf = match cached {
         Some(bpf) => bpf,
@@ -270,6 +269,11 @@ impl Filter {
 
     /// Installs the filter on the calling process; returns the notify fd if there is one.
     pub fn load(&self) -> Result<Option<OwnedFd>> {
+        if self.bpf.len() / 8 > u16::MAX as usize {
+            return Err(err(
+                "the filter has more instructions than seccomp(2) takes",
+            ));
+        }
         let prog = libc::sock_fprog {
             len: (self.bpf.len() / 8) as u16,
             filter: self.bpf.as_ptr() as *mut libc::sock_filter,
@@ -287,6 +291,13 @@ impl Filter {
         let r =
             nix::errno::Errno::result(r).map_err(|e| err(format!("loading the filter: {e}")))?;
         if !self.has_notify {
+            // With TSYNC, a thread that could not be synchronized is returned by its ID, and
+            // nothing was installed.
+            if r != 0 {
+                return Err(err(format!(
+                    "loading the filter: thread {r} could not be synchronized"
+                )));
+            }
             return Ok(None);
         }
         // SAFETY: with NEW_LISTENER, seccomp(2) returned a new fd that nothing else owns.

@@ -21,15 +21,20 @@ impl Emulator {
             | libc::SYS_capset => {
                 // The thread changes its own identity: read it again at its next call. The
                 // kernel runs the call itself; the arguments mean nothing to the policy.
+                self.inflight.wait_idle(tid);
                 self.cache().forget(tid);
                 return Ok(Outcome::Continue);
             }
             libc::SYS_umask => {
+                self.inflight.wait_idle(tid);
                 self.cache().forget_all();
                 return Ok(Outcome::Continue);
             }
+            // The new image may run with fewer capabilities.
+            libc::SYS_execve | libc::SYS_execveat => self.inflight.wait_idle(tid),
             _ => {}
         }
+        let _performing = self.inflight.begin(tid);
         // Arguments are read once, here, as the caller's thread holds them now.
         let op = decode(nr, &a, &CallerMemory { em: self, tid })?;
         // Then the caller's identity. A cached one is held by a pidfd of the thread: alive
@@ -37,6 +42,10 @@ impl Emulator {
         // one is taken only while the notification is still pending, for the same reason.
         let cached = self.cache().get(tid);
         let creds = match cached {
+            // Still pending: a call the caller gave up (a signal) is not performed with an
+            // identity it may have changed since, by a call another serving thread let
+            // through meanwhile.
+            Some(_) if !notif::still_valid(listener, n.id) => return Err(Errno::ENOENT),
             Some(c) => c,
             None => {
                 // The caller's /proc/<tid>/ns/user: the supervisor's own step (the caller may

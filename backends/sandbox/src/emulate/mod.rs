@@ -30,6 +30,7 @@ use crate::policy::{Access, Policy};
 
 mod checks;
 mod decode;
+mod inflight;
 mod op;
 mod open;
 mod perform;
@@ -53,6 +54,8 @@ pub(crate) struct Emulator {
     everywhere: [bool; 3],
     /// Shared by the serving threads: a thread's calls may be served by any of them.
     cache: Arc<Mutex<CredsCache>>,
+    /// The calls being performed for each caller thread, by any serving thread.
+    inflight: Arc<inflight::InFlight>,
     /// This serving thread's applied identity (identities are per thread).
     ident: RefCell<Identity>,
     /// The container's device rules, for opens of device nodes.
@@ -95,6 +98,7 @@ impl Emulator {
             root,
             everywhere,
             cache: Arc::new(Mutex::new(CredsCache::new(user_ns))),
+            inflight: Arc::default(),
             ident: RefCell::new(Identity::current()?),
             devices,
             caller_ns_pid: 0,
@@ -115,6 +119,7 @@ impl Emulator {
             root: self.root.try_clone().map_err(errno_of)?,
             everywhere: self.everywhere,
             cache: Arc::clone(&self.cache),
+            inflight: Arc::clone(&self.inflight),
             ident: RefCell::new(Identity::current()?),
             devices: self.devices.clone(),
             caller_ns_pid: 0,
@@ -187,7 +192,12 @@ fn defer(
             // Until the answer: the supervisor may interrupt the wait if the caller goes away
             // (see `waits`).
             let registered = crate::waits::begin(id, listener.as_raw_fd());
-            let outcome = work().unwrap_or_else(Outcome::Errno);
+            // The umask and working directory as they are now, for this caller: the serving
+            // thread goes on to other callers with its own.
+            let outcome = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS) {
+                Ok(()) => work().unwrap_or_else(Outcome::Errno),
+                Err(e) => Outcome::Errno(e),
+            };
             drop(registered);
             notif::answer(listener.as_fd(), id, outcome);
             crate::waits::release();
