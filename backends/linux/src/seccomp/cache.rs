@@ -42,11 +42,12 @@ const MAX_ENTRIES: usize = 512;
 /// listener's path and metadata, which differ per container) and everything else that
 /// decides the program: strata's translation (its source), libseccomp's version, API level
 /// and the very library file (a distribution may patch its syscall tables in place).
-pub fn key(profile: &oci_spec::runtime::LinuxSeccomp) -> String {
+pub fn key(profile: &oci_spec::runtime::LinuxSeccomp) -> Option<String> {
     let mut p = profile.clone();
     p.set_listener_path(None);
     p.set_listener_metadata(None);
-    let json = serde_json::to_vec(&p).unwrap_or_default();
+    // A profile that cannot be written out has no key, and is compiled every time.
+    let json = serde_json::to_vec(&p).ok()?;
     let v = libseccomp::ScmpVersion::current().ok();
     let api = libseccomp::get_api();
     let mut h = Sha256::new();
@@ -55,7 +56,7 @@ pub fn key(profile: &oci_spec::runtime::LinuxSeccomp) -> String {
     h.update(include_bytes!("cache.rs"));
     h.update(format!("{v:?} api {api} {} {}\0", std::env::consts::ARCH, library()).as_bytes());
     h.update(&json);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The libseccomp file this process runs with, as device, inode, size and change time.
@@ -194,7 +195,7 @@ mod tests {
         let dir = scratch("hit");
         let fresh = compile_in(&profile(), None).unwrap();
         let first = compile_in(&profile(), Some(&dir)).unwrap();
-        let key = key(&profile());
+        let key = key(&profile()).unwrap();
         assert_eq!(get(&dir, &key).as_deref(), Some(&fresh.bpf[..]));
         assert_eq!(first.bpf, fresh.bpf);
         // The next compile takes the file: a marker instruction written there comes back.
@@ -206,11 +207,11 @@ mod tests {
         // nothing in the program, do not count.
         let mut other = profile();
         other.set_default_errno_ret(Some(1));
-        assert_ne!(key, super::key(&other));
+        assert_ne!(Some(&key), super::key(&other).as_ref());
         let mut listener = profile();
         listener.set_listener_path(Some("/run/x/supervisor.sock".into()));
         listener.set_listener_metadata(Some("m".into()));
-        assert_eq!(key, super::key(&listener));
+        assert_eq!(Some(&key), super::key(&listener).as_ref());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -228,7 +229,7 @@ mod tests {
     fn unsound_or_untrusted_files_are_not_used() {
         let dir = scratch("unsound");
         let fresh = compile_in(&profile(), Some(&dir)).unwrap();
-        let key = key(&profile());
+        let key = key(&profile()).unwrap();
         let file = dir.join(&key);
         // Not a whole number of instructions.
         std::fs::write(&file, &fresh.bpf[..fresh.bpf.len() - 3]).unwrap();

@@ -124,6 +124,8 @@ pub fn compile_in(s: &LinuxSeccomp, cache_dir: Option<&Path>) -> Result<Filter> 
         }
     }
     let key = cache::key(s);
+    let cache_dir = cache_dir.filter(|_| key.is_some());
+    let key = key.unwrap_or_default();
     let cached = cache_dir.and_then(|d| cache::get(d, &key));
     let bpf = match cached {
         Some(bpf) => bpf,

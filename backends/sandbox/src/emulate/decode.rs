@@ -21,20 +21,36 @@ impl Emulator {
             | libc::SYS_capset => {
                 // The thread changes its own identity: read it again at its next call. The
                 // kernel runs the call itself; the arguments mean nothing to the policy.
-                self.inflight.wait_idle(tid);
+                if !self
+                    .inflight
+                    .wait_idle(tid, || notif::still_valid(listener, n.id))
+                {
+                    return Err(Errno::ENOENT);
+                }
                 self.cache().forget(tid);
                 return Ok(Outcome::Continue);
             }
             libc::SYS_umask => {
-                self.inflight.wait_idle(tid);
+                if !self
+                    .inflight
+                    .wait_idle(tid, || notif::still_valid(listener, n.id))
+                {
+                    return Err(Errno::ENOENT);
+                }
                 self.cache().forget_all();
                 return Ok(Outcome::Continue);
             }
             // The new image may run with fewer capabilities.
-            libc::SYS_execve | libc::SYS_execveat => self.inflight.wait_idle(tid),
+            libc::SYS_execve | libc::SYS_execveat
+                if !self
+                    .inflight
+                    .wait_idle(tid, || notif::still_valid(listener, n.id)) =>
+            {
+                return Err(Errno::ENOENT);
+            }
             _ => {}
         }
-        let _performing = self.inflight.begin(tid);
+        self.performing = Some(self.inflight.begin(tid));
         // Arguments are read once, here, as the caller's thread holds them now.
         let op = decode(nr, &a, &CallerMemory { em: self, tid })?;
         // Then the caller's identity. A cached one is held by a pidfd of the thread: alive

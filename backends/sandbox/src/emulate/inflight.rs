@@ -33,12 +33,22 @@ impl InFlight {
         }
     }
 
-    /// Waits until no call of `tid` is being performed.
-    pub fn wait_idle(&self, tid: u32) {
+    /// Waits until no call of `tid` is being performed; gives up (false) as soon as
+    /// `still_wanted` says the waiting call itself was given up, so a call stuck elsewhere
+    /// holds no serving thread for longer than its caller waits.
+    pub fn wait_idle(&self, tid: u32, still_wanted: impl Fn() -> bool) -> bool {
         let mut calls = self.calls();
         while calls.contains_key(&tid) {
-            calls = self.done.wait(calls).unwrap_or_else(|p| p.into_inner());
+            if !still_wanted() {
+                return false;
+            }
+            calls = self
+                .done
+                .wait_timeout(calls, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+        true
     }
 }
 
@@ -68,7 +78,7 @@ mod tests {
         let waiter = {
             let f = Arc::clone(&f);
             std::thread::spawn(move || {
-                f.wait_idle(7);
+                assert!(f.wait_idle(7, || true));
                 tx.send(()).unwrap();
             })
         };
@@ -81,7 +91,10 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         waiter.join().unwrap();
         // Another thread's call does not hold it.
-        f.wait_idle(7);
+        assert!(f.wait_idle(7, || true));
+        // A waiting call given up stops waiting.
+        let _again = f.begin(7);
+        assert!(!f.wait_idle(7, || false));
         drop(other);
     }
 }

@@ -56,6 +56,8 @@ pub(crate) struct Emulator {
     cache: Arc<Mutex<CredsCache>>,
     /// The calls being performed for each caller thread, by any serving thread.
     inflight: Arc<inflight::InFlight>,
+    /// The mark of the call this thread performs now, which a deferred call takes along.
+    performing: Option<inflight::Performing>,
     /// This serving thread's applied identity (identities are per thread).
     ident: RefCell<Identity>,
     /// The container's device rules, for opens of device nodes.
@@ -99,6 +101,7 @@ impl Emulator {
             everywhere,
             cache: Arc::new(Mutex::new(CredsCache::new(user_ns))),
             inflight: Arc::default(),
+            performing: None,
             ident: RefCell::new(Identity::current()?),
             devices,
             caller_ns_pid: 0,
@@ -120,6 +123,7 @@ impl Emulator {
             everywhere: self.everywhere,
             cache: Arc::clone(&self.cache),
             inflight: Arc::clone(&self.inflight),
+            performing: None,
             ident: RefCell::new(Identity::current()?),
             devices: self.devices.clone(),
             caller_ns_pid: 0,
@@ -147,7 +151,10 @@ impl Emulator {
     }
 
     pub fn handle(&mut self, listener: BorrowedFd, n: &Notif) -> Outcome {
-        match self.dispatch(listener, n) {
+        let outcome = self.dispatch(listener, n);
+        // The call is done here, unless a deferred one took its mark along.
+        self.performing = None;
+        match outcome {
             Ok(o) => o,
             Err(e) => Outcome::Errno(e),
         }
@@ -174,11 +181,24 @@ impl Emulator {
     }
 }
 
-/// Runs `work` on a thread of its own, which answers the notification `id` itself. The
-/// thread starts with the identity the supervisor has applied for this caller.
+impl Emulator {
+    /// Runs `work` on a thread of its own, which answers the notification `id` itself. The
+    /// thread starts with the identity the supervisor has applied for this caller, and the
+    /// call counts as being performed (see `inflight`) until the thread is done with it.
+    fn defer(
+        &mut self,
+        listener: BorrowedFd,
+        id: u64,
+        work: impl FnOnce() -> R<Outcome> + Send + 'static,
+    ) -> R<Outcome> {
+        defer(listener, id, self.performing.take(), work)
+    }
+}
+
 fn defer(
     listener: BorrowedFd,
     id: u64,
+    performing: Option<inflight::Performing>,
     work: impl FnOnce() -> R<Outcome> + Send + 'static,
 ) -> R<Outcome> {
     let listener = listener.try_clone_to_owned().map_err(errno_of)?;
@@ -192,12 +212,14 @@ fn defer(
             // Until the answer: the supervisor may interrupt the wait if the caller goes away
             // (see `waits`).
             let registered = crate::waits::begin(id, listener.as_raw_fd());
-            // The umask and working directory as they are now, for this caller: the serving
-            // thread goes on to other callers with its own.
+            // A filesystem context of its own, so that the serving thread's next callers'
+            // umasks and directories do not reach it. (What a deferred call does, a reopen
+            // through /proc or a connect from a checked directory fd, reads neither.)
             let outcome = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS) {
                 Ok(()) => work().unwrap_or_else(Outcome::Errno),
                 Err(e) => Outcome::Errno(e),
             };
+            drop(performing);
             drop(registered);
             notif::answer(listener.as_fd(), id, outcome);
             crate::waits::release();

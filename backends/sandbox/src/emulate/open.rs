@@ -62,7 +62,7 @@ impl Emulator {
                         // A FIFO's open waits for the other end, which may be this
                         // container's next trapped call: from a thread of its own.
                         let proc_dir = self.host_proc.try_clone().map_err(|_| Errno::EMFILE)?;
-                        return defer(listener, id, move || {
+                        return self.defer(listener, id, move || {
                             let _probe = fd;
                             let opened = openat_raw(proc_dir.as_raw_fd(), &target, reopen, 0)?;
                             Ok(Outcome::Fd {
@@ -90,7 +90,7 @@ impl Emulator {
                             Err(Errno::EWOULDBLOCK) => {
                                 let proc_dir =
                                     self.host_proc.try_clone().map_err(|_| Errno::EMFILE)?;
-                                return defer(listener, id, move || {
+                                return self.defer(listener, id, move || {
                                     let _probe = fd;
                                     let opened =
                                         openat_raw(proc_dir.as_raw_fd(), &target, reopen, 0)?;

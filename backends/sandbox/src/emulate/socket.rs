@@ -114,7 +114,7 @@ impl Emulator {
                 .map(|(dir, a)| Ok::<_, Errno>((dir.into_owned()?, a)))
                 .transpose()?;
             let addr = addr.to_vec();
-            return defer(listener, id, move || {
+            return self.defer(listener, id, move || {
                 let _held = held_socket_file;
                 worker_call(&sock, &kind, unix_at, &addr, as_caller.then_some(&caller))
             });
@@ -143,7 +143,7 @@ impl Emulator {
                     .map(|(dir, a)| Ok::<_, Errno>((dir.into_owned()?, a)))
                     .transpose()?;
                 let addr = addr.to_vec();
-                return defer(listener, id, move || {
+                return self.defer(listener, id, move || {
                     let _held = held_socket_file;
                     worker_call(&sock, &kind, unix_at, &addr, as_caller.then_some(&caller))
                 });
